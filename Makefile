@@ -1,0 +1,40 @@
+# Caffe-faithful ISGD harness. `make setup` once, then `make test` / `make bench` / `make data`.
+VENV ?= .venv
+PY := $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo python3)
+ISGD_DATA_DIR ?= data/raw
+export ISGD_DATA_DIR
+
+.PHONY: setup test test-slow lint bench proto data clean help
+
+help:
+	@echo "make setup      create $(VENV) and install the project (numpy, protobuf, lmdb, mpi4py, mpich)"
+	@echo "make test       run the default test suite (< 10 min on 2 cores) and ruff"
+	@echo "make test-slow  run the long checks too (real-data training)"
+	@echo "make bench      time LeNet, CIFAR-10 quick and AlexNet (scripts/bench.py)"
+	@echo "make data       convert MNIST / CIFAR-10 originals in ISGD_DATA_DIR to LMDBs under data/"
+	@echo "make proto      regenerate engine/proto/caffe_pb2.py from engine/proto/caffe.proto"
+
+setup:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,mpi]'
+
+test:
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+test-slow:
+	$(PY) -m pytest -q -m slow
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench:
+	$(PY) scripts/bench.py
+
+proto:
+	$(PY) -m grpc_tools.protoc -I engine/proto --python_out=engine/proto engine/proto/caffe.proto
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .ruff_cache

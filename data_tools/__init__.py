@@ -1,0 +1,8 @@
+"""Dataset tools: locate the MNIST/CIFAR-10 originals and write Caffe Datum LMDBs in FCPR order.
+
+Run a tool with `python -m data_tools <tool> ...` (see `python -m data_tools --help`).
+"""
+
+from data_tools.errors import DataError
+
+__all__ = ["DataError"]

@@ -1,0 +1,216 @@
+"""LMDB access for Datum databases: atomic chunked writing, and lazy read-only positional reading.
+
+Writers fill a temporary directory beside the target and rename it into place only on success, so
+an interrupted conversion never leaves a half-written database under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+import lmdb
+
+from data_tools.errors import DataError
+
+MAP_SIZE = 1 << 40  # 1 TB, sparse, as Caffe's tools reserve
+TXN_RECORDS = 1000  # records per write transaction, as Caffe's converters commit
+
+
+class Progress:
+    """Throttled progress lines on stderr for long writes."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool = True, every_s: float = 2.0):
+        self.label, self.total, self.enabled, self.every_s = label, total, enabled, every_s
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last < self.every_s):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        end = "\n" if final else ""
+        print(f"\r{self.label}: {done}{of} records ({rate:.0f}/s)", end=end, file=sys.stderr)
+
+
+class LmdbWriter:
+    """Context manager writing key/value records into a new LMDB at `path`, atomically."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        total: int | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+        txn_records: int = TXN_RECORDS,
+        map_size: int = MAP_SIZE,
+    ) -> None:
+        self.path = Path(path)
+        self.total, self.overwrite, self.txn_records = total, overwrite, txn_records
+        self.map_size = map_size
+        self.count = 0
+        self._progress = Progress(f"writing {self.path}", total, progress)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self._env: lmdb.Environment | None = None
+        self._txn: lmdb.Transaction | None = None
+
+    def __enter__(self) -> LmdbWriter:
+        if self.path.exists() and not self.overwrite:
+            raise DataError(f"{self.path}: already exists (delete it or pass --overwrite)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._env = lmdb.open(str(self._tmp), map_size=self.map_size, subdir=True, meminit=False)
+        self._txn = self._env.begin(write=True)
+        return self
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store one record; commits every `txn_records` records."""
+        assert self._txn is not None and self._env is not None, "use LmdbWriter as a context"
+        if not self._txn.put(key, value, overwrite=False):
+            raise DataError(f"{self.path}: duplicate key {key!r}")
+        self.count += 1
+        if self.count % self.txn_records == 0:
+            self._txn.commit()
+            self._txn = self._env.begin(write=True)
+            self._progress.update(self.count)
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        for key, value in items:
+            self.put(key, value)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._txn is not None and self._env is not None
+        if exc_type is not None:
+            self._txn.abort()
+            self._env.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return
+        self._txn.commit()
+        self._env.sync(True)
+        self._env.close()
+        self._progress.update(self.count, final=True)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self._tmp.rename(self.path)
+
+
+def check_lmdb_path(path: str | os.PathLike, what: str = "LMDB") -> Path:
+    """The path if it holds an LMDB environment (a directory with data.mdb), else DataError."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: {what} source does not exist")
+    if not (p / "data.mdb").is_file():
+        raise DataError(f"{p}: not an LMDB database (no data.mdb inside)")
+    return p
+
+
+# py-lmdb refuses to open one environment twice in a process, yet several readers (a TRAIN and a
+# TEST net over one source, a layer's setup peek) need it: readers share one handle per path and
+# process, reference-counted. This is the module's only mutable state.
+_SHARED_ENVS: dict[tuple[str, int], list] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _acquire_env(path: Path) -> lmdb.Environment:
+    key = (os.path.realpath(path), os.getpid())
+    with _SHARED_LOCK:
+        entry = _SHARED_ENVS.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, max_readers=512)
+            except lmdb.Error as exc:
+                raise DataError(f"{path}: cannot open LMDB ({exc})") from exc
+            entry = _SHARED_ENVS[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_env(path: Path) -> None:
+    key = (os.path.realpath(path), os.getpid())
+    with _SHARED_LOCK:
+        entry = _SHARED_ENVS.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()
+                del _SHARED_ENVS[key]
+
+
+class LmdbReader:
+    """Read-only positional access to an LMDB's records in key order (Caffe's cursor order).
+
+    The environment opens lazily on first use (so after any fork), readonly and without locking;
+    use each reader from one thread at a time. Sequential reads are cheap; a jump backwards
+    rescans keys from the start.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = check_lmdb_path(path)
+        self._env: lmdb.Environment | None = None
+        self._txn: lmdb.Transaction | None = None
+        self._cur: lmdb.Cursor | None = None
+        self._pos = 0  # position the cursor stands on
+        self._pid = -1
+        self._size = -1
+
+    def _open(self) -> lmdb.Cursor:
+        if self._cur is None or self._pid != os.getpid():
+            self._env = _acquire_env(self.path)
+            self._pid = os.getpid()
+            self._txn = self._env.begin(buffers=False)
+            self._size = self._txn.stat()["entries"]
+            if self._size == 0:
+                raise DataError(f"{self.path}: LMDB holds no records")
+            self._cur = self._txn.cursor()
+            self._cur.first()
+            self._pos = 0
+        return self._cur
+
+    def __len__(self) -> int:
+        self._open()
+        return self._size
+
+    def _seek(self, pos: int) -> lmdb.Cursor:
+        cur = self._open()
+        pos %= self._size
+        if pos < self._pos:
+            cur.first()
+            self._pos = 0
+        while self._pos < pos:
+            cur.next()
+            self._pos += 1
+        return cur
+
+    def read(self, pos: int, count: int) -> tuple[list[bytes], list[bytes]]:
+        """Keys and values of `count` records from position `pos`, wrapping past the end."""
+        cur = self._seek(pos)
+        keys, values = [], []
+        for _ in range(count):
+            keys.append(cur.key())
+            values.append(cur.value())
+            self._pos += 1
+            if self._pos == self._size or not cur.next():
+                cur.first()
+                self._pos = 0
+        return keys, values
+
+    def close(self) -> None:
+        if self._env is not None and self._pid == os.getpid():
+            self._cur = None
+            if self._txn is not None:
+                self._txn.abort()
+            _release_env(self.path)
+        self._env = self._txn = self._cur = None

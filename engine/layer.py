@@ -1,0 +1,153 @@
+"""Layer base class and the registry that maps Caffe type strings to Layer classes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from engine.backend import make_rng
+from engine.blob import Blob
+from engine.errors import NetError, UnknownLayerTypeError
+
+TRAIN = "TRAIN"
+TEST = "TEST"
+
+_LAYER_TYPES: dict[str, type[Layer]] = {}
+_V1_NAMES: dict[str, str] = {}
+
+L = TypeVar("L", bound="type[Layer]")
+
+
+def register_layer(type_name: str, v1_name: str | None = None) -> Callable[[L], L]:
+    """Class decorator registering a Layer under Caffe's type string (and its V1 enum name)."""
+
+    def wrap(cls: L) -> L:
+        if type_name in _LAYER_TYPES:
+            raise RuntimeError(f"layer type {type_name!r} registered twice")
+        cls.type_name = type_name
+        _LAYER_TYPES[type_name] = cls
+        if v1_name:
+            _V1_NAMES[v1_name] = type_name
+        return cls
+
+    return wrap
+
+
+def layer_class(type_name: str, layer_name: str = "?") -> type[Layer]:
+    """The Layer class for a Caffe type string; a clear error naming the layer if unknown."""
+    import engine.layers  # noqa: F401,PLC0415 - registers every built-in layer
+
+    if type_name not in _LAYER_TYPES and type_name in _V1_NAMES:
+        type_name = _V1_NAMES[type_name]
+    try:
+        return _LAYER_TYPES[type_name]
+    except KeyError:
+        known = ", ".join(sorted(_LAYER_TYPES))
+        raise UnknownLayerTypeError(
+            f"layer '{layer_name}': unknown layer type '{type_name}' (known types: {known})"
+        ) from None
+
+
+def registered_types() -> list[str]:
+    import engine.layers  # noqa: F401,PLC0415
+
+    return sorted(_LAYER_TYPES)
+
+
+def v1_type_name(v1_enum_name: str) -> str | None:
+    """Caffe's current type string for a V1 LayerType enum name, if a layer registered it."""
+    import engine.layers  # noqa: F401,PLC0415
+
+    return _V1_NAMES.get(v1_enum_name)
+
+
+class Layer:
+    """One Caffe layer: `setup` shapes tops and creates params, then `forward` and `backward`.
+
+    `backward` overwrites (never accumulates into) bottom diffs; param diffs are accumulated,
+    as Caffe does, so that iter_size and shared params work.
+    """
+
+    type_name: ClassVar[str] = ""
+    exact_num_bottoms: ClassVar[int | None] = None
+    min_bottoms: ClassVar[int | None] = None
+    max_bottoms: ClassVar[int | None] = None
+    exact_num_tops: ClassVar[int | None] = None
+    min_tops: ClassVar[int | None] = None
+    max_tops: ClassVar[int | None] = None
+    is_loss: ClassVar[bool] = False  # loss layers weight top 0 by 1 unless loss_weight says else
+
+    def __init__(
+        self,
+        param: Any,
+        phase: str = TRAIN,
+        xp: ModuleType = np,
+        dtype: np.dtype | type = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        self.param = param
+        self.name: str = param.name
+        self.phase = phase
+        self.xp = xp
+        self.dtype = np.dtype(dtype)
+        self.rng: np.random.Generator = np.random.default_rng(seed)  # host: fillers
+        self.xp_rng = self.rng if xp is np else make_rng(xp, seed)  # device: dropout, crops
+        self.blobs: list[Blob] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        self.check_blob_counts(bottoms, tops)
+        self.layer_setup(bottoms, tops)
+        self.reshape(bottoms, tops)
+
+    def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        """One-time setup: read the layer's parameters, create and fill param blobs."""
+
+    def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        """Shape the tops (and any buffers) from the bottoms' shapes; called before each forward."""
+        raise NotImplementedError
+
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        raise NotImplementedError
+
+    def backward(
+        self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
+    ) -> None:
+        """Write bottom diffs where propagate_down[i]; accumulate param diffs."""
+        if any(propagate_down):
+            raise self.error("this layer cannot backpropagate to its bottoms")
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """False for inputs that have no gradient (labels of loss layers)."""
+        return True
+
+    # --- helpers ---------------------------------------------------------------------------
+    def error(self, message: str) -> NetError:
+        return NetError(f"layer '{self.name}' (type {self.type_name}): {message}")
+
+    def check_blob_counts(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        nb, nt = len(bottoms), len(tops)
+        checks = [
+            (self.exact_num_bottoms, nb, "exactly", "bottom", lambda a, b: a == b),
+            (self.min_bottoms, nb, "at least", "bottom", lambda a, b: a >= b),
+            (self.max_bottoms, nb, "at most", "bottom", lambda a, b: a <= b),
+            (self.exact_num_tops, nt, "exactly", "top", lambda a, b: a == b),
+            (self.min_tops, nt, "at least", "top", lambda a, b: a >= b),
+            (self.max_tops, nt, "at most", "top", lambda a, b: a <= b),
+        ]
+        for want, have, how, what, ok in checks:
+            if want is not None and not ok(have, want):
+                raise self.error(f"takes {how} {want} {what} blob(s), got {have}")
+
+    def new_param_blob(self, shape: Sequence[int], filler: Any | None = None) -> Blob:
+        """Create a learnable param blob, filled on the host by `filler` (a FillerParameter)."""
+        from engine.fillers import fill  # noqa: PLC0415
+
+        blob = Blob(shape, self.xp, self.dtype)
+        if filler is not None:
+            blob.data[...] = self.xp.asarray(fill(filler, tuple(shape), self.rng, self.dtype))
+        self.blobs.append(blob)
+        return blob

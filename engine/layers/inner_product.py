@@ -1,0 +1,75 @@
+"""Caffe's InnerProduct layer: y = x W^T + b over the dims from `axis` on (one GEMM each way)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from engine.blob import Blob
+from engine.conv_gemm import gemm
+from engine.layer import Layer, register_layer
+
+
+@register_layer("InnerProduct", v1_name="INNER_PRODUCT")
+class InnerProductLayer(Layer):
+    """Fully connected: weights (num_output, K), or (K, num_output) with transpose: true."""
+
+    exact_num_bottoms = 1
+    exact_num_tops = 1
+
+    def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        p = self.param.inner_product_param
+        self.num_output = int(p.num_output)
+        if self.num_output <= 0:
+            raise self.error("num_output must be given and positive")
+        try:
+            self.axis = bottoms[0].canonical_axis(p.axis)
+        except IndexError as exc:
+            raise self.error(f"axis {p.axis}: {exc}") from None
+        self.k = bottoms[0].count_range(self.axis)
+        self.transpose = bool(p.transpose)
+        shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
+        self.weight = self.new_param_blob(shape, p.weight_filler)
+        self.bias = None
+        if p.bias_term:
+            self.bias = self.new_param_blob((self.num_output,), p.bias_filler)
+        self._ones: Any = None
+        self._dw = self.xp.empty(shape, self.dtype)  # product buffer for the accumulating GEMM
+
+    def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        bottom = bottoms[0]
+        if bottom.num_axes <= self.axis or bottom.count_range(self.axis) != self.k:
+            raise self.error(
+                f"bottom shape {bottom.shape} gives {bottom.count_range(self.axis)} inputs from "
+                f"axis {self.axis}; the weights expect {self.k}"
+            )
+        tops[0].reshape((*bottom.shape[: self.axis], self.num_output))
+        m = bottom.count_range(0, self.axis)
+        if self._ones is None or self._ones.shape[0] != m:
+            self._ones = self.xp.ones((m,), self.dtype)
+
+    def _weight_nk(self, w: Any) -> Any:
+        """The weights (or their diff) as an (N, K) matrix view."""
+        return w.T if self.transpose else w
+
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        x = bottoms[0].data.reshape(-1, self.k)
+        y = tops[0].data.reshape(-1, self.num_output)
+        gemm(self.xp, x, self._weight_nk(self.weight.data).T, y)
+        if self.bias is not None:
+            y += self.bias.data
+
+    def backward(
+        self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
+    ) -> None:
+        x = bottoms[0].data.reshape(-1, self.k)
+        dy = tops[0].diff.reshape(-1, self.num_output)
+        if self.transpose:  # (K, N) += x^T dy
+            gemm(self.xp, x.T, dy, self.weight.diff, accumulate=True, scratch=self._dw)
+        else:  # (N, K) += dy^T x
+            gemm(self.xp, dy.T, x, self.weight.diff, accumulate=True, scratch=self._dw)
+        if self.bias is not None:
+            self.bias.diff += self._ones @ dy
+        if propagate_down[0]:
+            dx = bottoms[0].diff.reshape(-1, self.k)
+            gemm(self.xp, dy, self._weight_nk(self.weight.data), dx)

@@ -1,0 +1,501 @@
+"""Net: Caffe's DAG of layers over named blobs, built from a NetParameter or a .prototxt file."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from engine.backend import get_array_module, to_numpy
+from engine.blob import Blob
+from engine.errors import EngineError, NetError
+from engine.layer import TEST, TRAIN, Layer, layer_class
+from engine.net_graph import filter_net, insert_splits
+
+_PHASES = {TRAIN: 0, TEST: 1}
+
+
+def _phase_name(phase: str | int) -> str:
+    if isinstance(phase, str):
+        name = phase.upper()
+        if name not in _PHASES:
+            raise ValueError(f"phase must be 'TRAIN' or 'TEST', got {phase!r}")
+        return name
+    return TRAIN if int(phase) == 0 else TEST
+
+
+def _layer_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class Net:
+    """A Caffe network: `forward`, `backward`, learnable params in one flat buffer, weight I/O.
+
+    Mirrors pycaffe's surface: `Net(path, "TEST")`, `net.blobs[name].data`, `net.params[layer][i]`,
+    `net.inputs`, `net.outputs`, `net.forward(**inputs)` returning the output blobs by name.
+    """
+
+    def __init__(
+        self,
+        path_or_param: Any,
+        phase: str | int = TRAIN,
+        xp: ModuleType | str | None = None,
+        dtype: np.dtype | type = np.float32,
+        seed: int | None = None,
+        stages: Iterable[str] = (),
+        level: int = 0,
+        weights: str | None = None,
+    ) -> None:
+        from engine.proto import caffe_pb2  # noqa: PLC0415
+        from engine.proto_io import read_net_param  # noqa: PLC0415
+
+        self.xp = get_array_module(xp)
+        self.dtype = np.dtype(dtype)
+        self.phase = _phase_name(phase)
+        self.source = path_or_param if isinstance(path_or_param, (str, os.PathLike)) else "<net>"
+        self.source = str(self.source)
+        param = read_net_param(path_or_param)
+        self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+
+        state = caffe_pb2.NetState()
+        state.CopyFrom(param.state)
+        state.phase = caffe_pb2.TRAIN if self.phase == TRAIN else caffe_pb2.TEST
+        if level:
+            state.level = level
+        state.stage.extend(s for s in stages if s not in state.stage)
+        filtered = filter_net(param, state, self.source)
+        self.param = insert_splits(filtered)
+        self.name = self.param.name
+        self._build()
+        if weights:
+            for path in str(weights).split(","):
+                self.copy_from(path)
+
+    # ------------------------------------------------------------------ construction
+    def _where(self) -> str:
+        return f"{self.source}: " if self.source != "<net>" else ""
+
+    def _build(self) -> None:
+        self.layers: list[Layer] = []
+        self.layer_names: list[str] = []
+        self.blobs: OrderedDict[str, Blob] = OrderedDict()
+        self.bottom_vecs: list[list[Blob]] = []
+        self.top_vecs: list[list[Blob]] = []
+        self.bottom_names: list[list[str]] = []
+        self.top_names: list[list[str]] = []
+        self.bottom_need_backward: list[list[bool]] = []
+        self.layer_need_backward: list[bool] = []
+        self.loss_tops: list[tuple[Blob, float]] = []
+        self.input_blob_names: list[str] = []
+        available: dict[str, Blob] = {}
+        blob_need_backward: dict[str, bool] = {}
+        self._param_specs: list[tuple[int, int, Any]] = []
+
+        for index, lp in enumerate(self.param.layer):
+            name = lp.name  # Caffe allows repeated names; name lookups find the last one
+            cls = layer_class(lp.type, name)
+            try:
+                layer = cls(lp, self.phase, self.xp, self.dtype, _layer_seed(self.seed, index))
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise NetError(f"{self._where()}layer '{name}' (type {lp.type}): {exc}") from exc
+
+            bottoms, bottom_need = [], []
+            for j, bname in enumerate(lp.bottom):
+                if bname not in available:
+                    raise NetError(
+                        f"{self._where()}layer '{name}' (type {lp.type}): unknown bottom blob "
+                        f"'{bname}' (no earlier layer produces it as a top)"
+                    )
+                need = blob_need_backward.get(bname, False)
+                if len(lp.propagate_down):
+                    if len(lp.propagate_down) != len(lp.bottom):
+                        raise NetError(
+                            f"{self._where()}layer '{name}': propagate_down has "
+                            f"{len(lp.propagate_down)} entries for {len(lp.bottom)} bottoms"
+                        )
+                    need = bool(lp.propagate_down[j])
+                bottoms.append(available[bname])
+                bottom_need.append(need)
+            layer_needs = any(blob_need_backward.get(b, False) for b in lp.bottom)
+            for b in lp.bottom:
+                available.pop(b, None)
+
+            tops = []
+            for j, tname in enumerate(lp.top):
+                in_place = j < len(lp.bottom) and lp.bottom[j] == tname
+                if in_place:
+                    blob = bottoms[j]
+                else:
+                    if tname in self.blobs:
+                        raise NetError(
+                            f"{self._where()}layer '{name}': top blob '{tname}' is produced by "
+                            "multiple sources"
+                        )
+                    blob = Blob((), self.xp, self.dtype)
+                    self.blobs[tname] = blob
+                available[tname] = blob
+                tops.append(blob)
+                if lp.type == "Input":
+                    self.input_blob_names.append(tname)
+
+            try:
+                layer.setup(bottoms, tops)
+            except EngineError as exc:
+                msg = str(exc)
+                raise type(exc)(
+                    msg if msg.startswith(self._where()) else self._where() + msg
+                ) from exc
+            except Exception as exc:
+                raise NetError(
+                    f"{self._where()}layer '{name}' (type {lp.type}) setup failed: {exc}"
+                ) from exc
+
+            # Loss weights: explicit list (one per top) or 1 on top 0 of a loss layer.
+            weights = list(lp.loss_weight)
+            if weights and len(weights) != len(tops):
+                raise NetError(
+                    f"{self._where()}layer '{name}': loss_weight has {len(weights)} entries "
+                    f"but the layer has {len(tops)} tops"
+                )
+            if not weights and layer.is_loss:
+                weights = [1.0] + [0.0] * (len(tops) - 1)
+            for blob, w in zip(tops, weights, strict=False):
+                if w:
+                    self.loss_tops.append((blob, float(w)))
+
+            # Params: lr_mult != 0 means the layer must run backward for its weights.
+            if len(lp.param) > len(layer.blobs):
+                raise NetError(
+                    f"{self._where()}layer '{name}' (type {lp.type}): {len(lp.param)} param specs "
+                    f"given but the layer has only {len(layer.blobs)} learnable blobs"
+                )
+            for p_index in range(len(layer.blobs)):
+                spec = layer.param.param[p_index] if p_index < len(layer.param.param) else None
+                lr = spec.lr_mult if spec is not None else 1.0
+                if lr != 0:
+                    layer_needs = True
+                self._param_specs.append((len(self.layers), p_index, spec))
+
+            self.layers.append(layer)
+            self.layer_names.append(name)
+            self.bottom_vecs.append(bottoms)
+            self.top_vecs.append(tops)
+            self.bottom_names.append(list(lp.bottom))
+            self.top_names.append(list(lp.top))
+            self.bottom_need_backward.append(bottom_need)
+            self.layer_need_backward.append(layer_needs)
+            if layer_needs:
+                for tname in lp.top:
+                    blob_need_backward[tname] = True
+
+        # Caffe keeps the not-consumed blobs in a std::set: outputs come in sorted name order.
+        self.output_blob_names = sorted(n for n in available if n in self.blobs)
+        self._prune_backward(blob_need_backward)
+        self._setup_params()
+
+    def _prune_backward(self, blob_need_backward: dict[str, bool]) -> None:
+        """Caffe's pass that skips backward for layers not contributing to any loss."""
+        loss_blob_ids = {id(b) for b, _ in self.loss_tops}
+        under_loss: set[str] = set()
+        skip_backprop: set[str] = set()
+        for i in range(len(self.layers) - 1, -1, -1):
+            contributes = False
+            skip = True
+            for tname, blob in zip(self.top_names[i], self.top_vecs[i], strict=True):
+                if id(blob) in loss_blob_ids or tname in under_loss:
+                    contributes = True
+                if tname not in skip_backprop:
+                    skip = False
+                if contributes and not skip:
+                    break
+            if self.layer_need_backward[i] and skip:
+                self.layer_need_backward[i] = False
+                self.bottom_need_backward[i] = [False] * len(self.bottom_need_backward[i])
+            if not contributes:
+                self.layer_need_backward[i] = False
+            for j, bname in enumerate(self.bottom_names[i]):
+                if contributes:
+                    under_loss.add(bname)
+                else:
+                    self.bottom_need_backward[i][j] = False
+                if not self.bottom_need_backward[i][j]:
+                    skip_backprop.add(bname)
+        if self.param.force_backward:
+            for i, layer in enumerate(self.layers):
+                self.layer_need_backward[i] = True
+                self.bottom_need_backward[i] = [
+                    need or layer.allow_force_backward(j)
+                    for j, need in enumerate(self.bottom_need_backward[i])
+                ]
+
+    def _setup_params(self) -> None:
+        """Collect learnable params (shared ones once) and move them into one flat buffer each
+        for data and diff, as Caffe's multi-GPU code does, so a collective is one call."""
+        self.params: OrderedDict[str, list[Blob]] = OrderedDict()
+        self.learnable_params: list[Blob] = []
+        self.params_lr: list[float] = []
+        self.params_weight_decay: list[float] = []
+        self.learnable_param_names: list[str] = []
+        self._lr_set: list[bool] = []
+        self._decay_set: list[bool] = []
+        owners: dict[str, int] = {}
+        self._sharers: list[tuple[Blob, int]] = []
+        for layer_index, p_index, spec in self._param_specs:
+            layer = self.layers[layer_index]
+            blob = layer.blobs[p_index]
+            pname = spec.name if spec is not None and spec.name else ""
+            if pname and pname in owners:
+                owner_id = owners[pname]
+                owner = self.learnable_params[owner_id]
+                mode = spec.share_mode if spec is not None else 0
+                if (mode == 0 and owner.shape != blob.shape) or owner.count != blob.count:
+                    raise NetError(
+                        f"{self._where()}layer '{layer.name}': shared param '{pname}' has shape "
+                        f"{blob.shape} but its owner has {owner.shape}"
+                    )
+                self._merge_mult(owner_id, spec, pname, layer.name)
+                self._sharers.append((blob, owner_id))
+                continue
+            if pname:
+                owners[pname] = len(self.learnable_params)
+            self.learnable_params.append(blob)
+            self.learnable_param_names.append(pname or f"{layer.name}[{p_index}]")
+            self.params_lr.append(spec.lr_mult if spec is not None else 1.0)
+            self.params_weight_decay.append(spec.decay_mult if spec is not None else 1.0)
+            self._lr_set.append(spec is not None and spec.HasField("lr_mult"))
+            self._decay_set.append(spec is not None and spec.HasField("decay_mult"))
+        for layer, name in zip(self.layers, self.layer_names, strict=True):
+            if layer.blobs:
+                self.params[name] = layer.blobs
+
+        total = sum(b.count for b in self.learnable_params)
+        self.flat_data = self.xp.zeros(total, self.dtype)
+        self.flat_diff = self.xp.zeros(total, self.dtype)
+        self.param_offsets: list[int] = []
+        offset = 0
+        for blob in self.learnable_params:
+            n = blob.count
+            data = self.flat_data[offset : offset + n].reshape(blob.shape)
+            diff = self.flat_diff[offset : offset + n].reshape(blob.shape)
+            data[...] = blob.data
+            blob.share(data, diff)
+            self.param_offsets.append(offset)
+            offset += n
+        for blob, owner_id in self._sharers:
+            owner = self.learnable_params[owner_id]
+            blob.share(owner.data.reshape(blob.shape), owner.diff.reshape(blob.shape))
+        self._frozen = [i for i, lr in enumerate(self.params_lr) if lr == 0]
+
+    def _merge_mult(self, owner_id: int, spec: Any, pname: str, layer: str) -> None:
+        if spec is None:
+            return
+        for attr, values, flags in (
+            ("lr_mult", self.params_lr, self._lr_set),
+            ("decay_mult", self.params_weight_decay, self._decay_set),
+        ):
+            if not spec.HasField(attr):
+                continue
+            value = getattr(spec, attr)
+            if flags[owner_id] and values[owner_id] != value:
+                raise NetError(
+                    f"{self._where()}layer '{layer}': shared param '{pname}' has mismatched {attr}"
+                )
+            values[owner_id] = value
+            flags[owner_id] = True
+
+    # ------------------------------------------------------------------ running
+    def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers start..end inclusive (Caffe's ForwardFromTo); return their weighted loss."""
+        end = len(self.layers) - 1 if end is None else end
+        loss_ids = {id(b): w for b, w in self.loss_tops}
+        loss = 0.0
+        for i in range(start, end + 1):
+            layer, bottoms, tops = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
+            try:
+                layer.reshape(bottoms, tops)
+                layer.forward(bottoms, tops)
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise NetError(
+                    f"{self._where()}layer '{layer.name}' (type {layer.type_name}) forward "
+                    f"failed: {exc}"
+                ) from exc
+            for top in tops:
+                w = loss_ids.get(id(top))
+                if w is not None:
+                    loss += w * float(top.data.sum())
+        return loss
+
+    def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
+        """Run backward from layer `start` down to `end` inclusive (Caffe's BackwardFromTo)."""
+        start = len(self.layers) - 1 if start is None else start
+        for blob, w in self.loss_tops:
+            blob.diff[...] = w
+        for i in range(start, end - 1, -1):
+            if not self.layer_need_backward[i]:
+                continue
+            layer = self.layers[i]
+            try:
+                layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise NetError(
+                    f"{self._where()}layer '{layer.name}' (type {layer.type_name}) backward "
+                    f"failed: {exc}"
+                ) from exc
+        for i in self._frozen:  # Caffe computes no gradient for params with lr_mult 0
+            self.learnable_params[i].diff[...] = 0
+
+    def forward(
+        self,
+        blobs: Sequence[str] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        **inputs: Any,
+    ) -> dict[str, Any]:
+        """pycaffe's forward: set input blobs from keyword arrays, run, return output blobs' data."""
+        for name, value in inputs.items():
+            if name not in self.blobs:
+                raise KeyError(f"forward(): '{name}' is not a blob of net '{self.name}'")
+            blob = self.blobs[name]
+            array = self.xp.asarray(value, dtype=self.dtype)
+            if tuple(array.shape) != blob.shape:
+                blob.reshape(array.shape)
+            blob.data[...] = array
+        start_i = self.layer_names.index(start) if start else 0
+        end_i = self.layer_names.index(end) if end else len(self.layers) - 1
+        self.loss = self.forward_from_to(start_i, end_i)
+        names = list(self.output_blob_names if end is None else self.top_names[end_i])
+        names += [b for b in (blobs or []) if b not in names]
+        return {n: self.blobs[n].data for n in names}
+
+    def forward_loss(self) -> float:
+        """Run the whole net forward and return the weighted sum of its losses."""
+        self.loss = self.forward_from_to(0, len(self.layers) - 1)
+        return self.loss
+
+    def backward(self) -> None:
+        """Backpropagate from the losses through every layer that needs it."""
+        self.backward_from_to(len(self.layers) - 1, 0)
+
+    def forward_backward(self) -> float:
+        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate."""
+        loss = self.forward_loss()
+        self.backward()
+        return loss
+
+    def clear_param_diffs(self) -> None:
+        self.flat_diff[...] = 0
+
+    def reshape(self) -> None:
+        for layer, bottoms, tops in zip(self.layers, self.bottom_vecs, self.top_vecs, strict=True):
+            layer.reshape(bottoms, tops)
+
+    # ------------------------------------------------------------------ pycaffe surface
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.input_blob_names)
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.output_blob_names)
+
+    @property
+    def layer_dict(self) -> OrderedDict[str, Layer]:
+        return OrderedDict(zip(self.layer_names, self.layers, strict=True))
+
+    def data_layers(self) -> list[Layer]:
+        """Layers reading a dataset (they expose cursor / set_rank for the solver)."""
+        return [layer for layer in self.layers if hasattr(layer, "set_rank")]
+
+    # ------------------------------------------------------------------ weights
+    def copy_from(self, path_or_param: Any) -> None:
+        """Copy weights from a .caffemodel (binary NetParameter) by layer name, as Caffe does."""
+        from engine.proto_io import (  # noqa: PLC0415
+            blob_proto_matches_shape,
+            blob_proto_shape,
+            blob_proto_to_array,
+            read_net_weights,
+        )
+
+        source = str(path_or_param) if isinstance(path_or_param, (str, os.PathLike)) else "<weights>"
+        param = read_net_weights(path_or_param) if source != "<weights>" else path_or_param
+        layers = list(param.layer) or list(param.layers)  # V1 caffemodels use `layers`
+        by_name = self.layer_dict
+        for src in layers:
+            target = by_name.get(src.name)
+            if target is None or not len(src.blobs):
+                continue
+            if len(src.blobs) != len(target.blobs):
+                raise NetError(
+                    f"{source}: layer '{src.name}' has {len(src.blobs)} blobs in the weights "
+                    f"file but {len(target.blobs)} in the net"
+                )
+            for j, bp in enumerate(src.blobs):
+                dst = target.blobs[j]
+                if not blob_proto_matches_shape(bp, dst.shape):
+                    raise NetError(
+                        f"{source}: cannot copy param {j} of layer '{src.name}': shape "
+                        f"mismatch, weights file has {blob_proto_shape(bp)}, net expects "
+                        f"{dst.shape} (rename the layer to learn it from scratch)"
+                    )
+                try:
+                    array = blob_proto_to_array(bp, shape=dst.shape, name=f"{src.name} blob {j}")
+                except ValueError as exc:
+                    raise NetError(f"{source}: {exc}") from exc
+                dst.data[...] = self.xp.asarray(array, dtype=self.dtype)
+
+    def share_weights_with(self, other: Net) -> None:
+        """Make same-named layers' param data views of `other`'s (Caffe's ShareTrainedLayersWith)."""
+        theirs = other.layer_dict
+        for layer in self.layers:
+            src = theirs.get(layer.name)
+            if src is None or not layer.blobs:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise NetError(
+                    f"layer '{layer.name}': {len(src.blobs)} param blobs in the source net, "
+                    f"{len(layer.blobs)} here"
+                )
+            for mine, source_blob in zip(layer.blobs, src.blobs, strict=True):
+                if mine.shape != source_blob.shape:
+                    raise NetError(
+                        f"layer '{layer.name}': cannot share a param of shape "
+                        f"{source_blob.shape} with one of shape {mine.shape}"
+                    )
+                mine.share(source_blob.data, mine.diff)
+
+    def to_proto(self, write_diff: bool = False, legacy_shapes: bool = False) -> Any:
+        """The net definition with every layer's blobs, as Caffe's Net::ToProto (.caffemodel)."""
+        from engine.proto_io import array_to_blob_proto  # noqa: PLC0415
+
+        out = type(self.param)()
+        out.name = self.param.name
+        for layer in self.layers:
+            lp = out.layer.add()
+            lp.CopyFrom(layer.param)
+            del lp.blobs[:]
+            lp.phase = 0 if self.phase == TRAIN else 1
+            for blob in layer.blobs:
+                diff = to_numpy(blob.diff) if write_diff else None
+                lp.blobs.add().CopyFrom(
+                    array_to_blob_proto(to_numpy(blob.data), diff, legacy=legacy_shapes)
+                )
+        return out
+
+    def save(self, path: str, legacy_shapes: bool = False) -> None:
+        """Write the weights as a binary .caffemodel."""
+        from engine.proto_io import write_binary_proto  # noqa: PLC0415
+
+        write_binary_proto(path, self.to_proto(legacy_shapes=legacy_shapes))
+
+    def __repr__(self) -> str:
+        return f"Net('{self.name}', phase={self.phase}, layers={len(self.layers)})"

@@ -1,0 +1,116 @@
+"""Train/test net construction from a SolverParameter, as Caffe's InitTrainNet / InitTestNets."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from engine.errors import PrototxtError
+from engine.proto import caffe_pb2
+from engine.proto_io import read_net_param
+
+
+def _merged_state(phase: int, net_param: Any, override: Any | None) -> Any:
+    """Caffe's NetState precedence: default phase < the net's own state < train/test_state."""
+    state = caffe_pb2.NetState()
+    state.phase = phase
+    state.MergeFrom(net_param.state)
+    if override is not None:
+        state.MergeFrom(override)
+    return state
+
+
+def train_net_param(param: Any) -> Any:
+    """The train NetParameter from exactly one of net, net_param, train_net, train_net_param."""
+    fields = ("net", "net_param", "train_net", "train_net_param")
+    given = [f for f in fields if param.HasField(f)]
+    if len(given) != 1:
+        what = "no" if not given else "more than one of"
+        raise PrototxtError(
+            f"solver: {what} train net field(s) given; specify exactly one of {', '.join(fields)}"
+        )
+    field = given[0]
+    value = getattr(param, field)
+    net_param = read_net_param(value)
+    net_param.state.CopyFrom(_merged_state(caffe_pb2.TRAIN, net_param, param.train_state))
+    return net_param
+
+
+def test_net_params(param: Any) -> list[tuple[str, Any]]:
+    """(source description, NetParameter) per test net: test_net_param, test_net, then generic."""
+    generic = int(param.HasField("net")) + int(param.HasField("net_param"))
+    if generic > 1:
+        raise PrototxtError("solver: both net and net_param are given; keep only one")
+    explicit = len(param.test_net_param) + len(param.test_net)
+    if generic:
+        if len(param.test_iter) < explicit:
+            raise PrototxtError("solver: test_iter must be specified for each test network")
+    elif len(param.test_iter) != explicit:
+        raise PrototxtError(
+            f"solver: test_iter must be specified for each test network ({len(param.test_iter)} "
+            f"test_iter for {explicit} test nets)"
+        )
+    sources: list[tuple[str, Any]] = []
+    for p in param.test_net_param:
+        sources.append(("test_net_param", read_net_param(p)))
+    for path in param.test_net:
+        sources.append((f"test_net file: {path}", read_net_param(path)))
+    remaining = len(param.test_iter) - len(sources)
+    for _ in range(remaining):
+        if param.HasField("net_param"):
+            sources.append(("net_param", read_net_param(param.net_param)))
+        else:
+            sources.append((f"net file: {param.net}", read_net_param(param.net)))
+    if len(param.test_state) and len(param.test_state) != len(sources):
+        raise PrototxtError("solver: test_state must be unspecified or specified once per test net")
+    if sources and param.test_interval <= 0 and param.test_interval_seconds <= 0:
+        raise PrototxtError("solver: test nets are defined but test_interval is not > 0")
+    for i, (_, net_param) in enumerate(sources):
+        override = param.test_state[i] if len(param.test_state) else None
+        net_param.state.CopyFrom(_merged_state(caffe_pb2.TEST, net_param, override))
+    return sources
+
+
+def build_net(net_param: Any, phase: str, xp: ModuleType, seed: int | None) -> Any:
+    """An engine Net for a prepared NetParameter (its state already merged)."""
+    from engine.net import Net  # noqa: PLC0415
+
+    return Net(net_param, phase=phase, xp=xp, seed=seed)
+
+
+def data_layers(net: Any) -> list[Any]:
+    """Layers with a record cursor (the Data layer): the solver saves and rewinds their cursor."""
+    finder = getattr(net, "data_layers", None)
+    layers = finder() if callable(finder) else [l for l in net.layers if hasattr(l, "set_rank")]
+    return [layer for layer in layers if hasattr(layer, "cursor")]
+
+
+def _record_count(layer: Any) -> int | None:
+    for attr in ("num_records", "record_count", "num_entries", "size"):
+        value = getattr(layer, attr, None)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    source = layer.param.data_param.source if layer.param.HasField("data_param") else ""
+    if source and Path(source).is_dir():
+        import lmdb  # noqa: PLC0415
+
+        env = lmdb.open(source, readonly=True, lock=False, subdir=True)
+        try:
+            return int(env.stat()["entries"])
+        finally:
+            env.close()
+    return None
+
+
+def batches_per_epoch(net: Any, iter_size: int) -> int | None:
+    """ceil(records / (batch_size * iter_size)) from the train net's first Data layer, if any."""
+    for layer in data_layers(net):
+        records = _record_count(layer)
+        batch = int(layer.param.data_param.batch_size) if layer.param.HasField("data_param") else 0
+        if records and batch:
+            return max(1, math.ceil(records / (batch * max(iter_size, 1))))
+    return None

@@ -1,0 +1,99 @@
+"""Snapshots in Caffe's formats: <prefix>_iter_N.caffemodel and .solverstate (+ ISGD, cursor)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.backend import to_numpy
+from engine.errors import PrototxtError
+from engine.proto_io import array_to_blob_proto, blob_proto_to_array, read_solver_state
+
+
+def snapshot_filename(prefix: str, it: int, extension: str) -> str:
+    """Caffe's SnapshotFilename: prefix + "_iter_" + N + extension."""
+    return f"{prefix}_iter_{it}{extension}"
+
+
+def default_snapshot_prefix(solver_path: str | None, prefix: str | None) -> str | None:
+    """Caffe's UpgradeSnapshotPrefixProperty: no prefix -> the solver file without its extension;
+    a prefix naming a directory -> that directory / the solver file's stem."""
+    if not prefix:
+        return str(Path(solver_path).with_suffix("")) if solver_path else None
+    if solver_path and Path(prefix).is_dir():
+        return str(Path(prefix) / Path(solver_path).stem)
+    return prefix
+
+
+def check_writable(prefix: str) -> None:
+    """Caffe's CheckSnapshotWritePermissions: fail early if the snapshot folder is not writable."""
+    probe = snapshot_filename(prefix, 0, f".tempfile{os.getpid()}")
+    try:
+        with open(probe, "w", encoding="utf-8"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise PrototxtError(
+            f"cannot write to snapshot_prefix '{prefix}': make sure the directory exists and is "
+            f"writable ({exc.strerror})"
+        ) from None
+
+
+def history_to_state(state: Any, history: list[Any]) -> None:
+    """Append one BlobProto per history buffer, in learnable-param order (Caffe's layout)."""
+    del state.history[:]
+    for h in history:
+        array_to_blob_proto(to_numpy(h), out=state.history.add())
+
+
+def history_from_state(state: Any, history: list[Any], where: str) -> None:
+    """Copy a state's history blobs into the solver's buffers (count and size must match)."""
+    if len(state.history) != len(history):
+        raise PrototxtError(
+            f"{where}: solver state holds {len(state.history)} history blobs, this solver and net "
+            f"need {len(history)} (different net or solver type?)"
+        )
+    for i, (bp, h) in enumerate(zip(state.history, history, strict=True)):
+        try:
+            array = blob_proto_to_array(bp, name=f"{where}: history blob {i}")
+        except ValueError as exc:
+            raise PrototxtError(str(exc)) from None
+        if array.size != h.size:
+            raise PrototxtError(
+                f"{where}: history blob {i} holds {array.size} values, the net's param {i} has "
+                f"{h.size}"
+            )
+        xp = type(h).__module__.split(".")[0]
+        values = np.ascontiguousarray(array.reshape(h.shape), dtype=h.dtype)
+        h[...] = values if xp == "numpy" else _to_device(h, values)
+
+
+def _to_device(like: Any, values: np.ndarray) -> Any:
+    import cupy  # noqa: PLC0415 - only reached for CuPy buffers
+
+    return cupy.asarray(values)
+
+
+def load_state(path: str) -> Any:
+    """Read a binary .solverstate (Caffe's or ours); HDF5 states get a clear error."""
+    if path.endswith(".h5"):
+        raise PrototxtError(f"{path}: HDF5 solver states are not supported (use BINARYPROTO)")
+    if not Path(path).is_file():
+        raise PrototxtError(f"{path}: solver state file not found")
+    return read_solver_state(path)
+
+
+def resolve_learned_net(learned_net: str, state_path: str) -> str:
+    """The state's caffemodel: as written (relative to the CWD, as Caffe), else beside the state."""
+    if Path(learned_net).is_file():
+        return learned_net
+    beside = Path(state_path).parent / Path(learned_net).name
+    if beside.is_file():
+        return str(beside)
+    raise PrototxtError(
+        f"{state_path}: learned_net '{learned_net}' not found (paths resolve against the working "
+        "directory, as in Caffe)"
+    )

@@ -1,0 +1,597 @@
+"""The training loop: Caffe's Solver::Step/Solve semantics, with ISGD (Alg. 1, Alg. 2) on top."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from engine.backend import get_array_module
+from engine.errors import EngineError, PrototxtError
+from engine.proto import caffe_pb2
+from engine.proto_io import read_solver_param, write_solver_state
+from solvers import lr_policy, snapshot
+from solvers.comm import Comm, SerialComm
+from solvers.isgd import IsgdConfig, LossQueue, is_under_trained, subproblem_step
+from solvers.nets import batches_per_epoch, build_net, data_layers, test_net_params, train_net_param
+from solvers.train_log import TrainLog
+from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
+
+f32 = np.float32
+
+
+class NonFiniteLossError(EngineError):
+    """Training produced a NaN or infinite loss; the last snapshot on disk is the last good one."""
+
+
+def load_solver_param(source: Any) -> tuple[Any, str | None]:
+    """A SolverParameter (upgraded, snapshot_prefix defaulted as Caffe) and its file path."""
+    path = None if isinstance(source, caffe_pb2.SolverParameter) else str(source)
+    param = read_solver_param(source)
+    prefix = snapshot.default_snapshot_prefix(
+        path, param.snapshot_prefix if param.HasField("snapshot_prefix") else None
+    )
+    if prefix is not None:
+        param.snapshot_prefix = prefix
+    return param, path
+
+
+def default_json_log_path(param: Any, solver_path: str | None) -> str:
+    """The JSON log lives beside the snapshots: <snapshot_prefix>_log.jsonl."""
+    prefix = param.snapshot_prefix if param.snapshot_prefix else None
+    if prefix is None:
+        prefix = str(Path(solver_path).with_suffix("")) if solver_path else "solver"
+    return f"{prefix}_log.jsonl"
+
+
+class Solver:
+    """Trains a Net from a SolverParameter exactly as Caffe's SGDSolver family (plus ISGD).
+
+    Every step runs Alg. 1's collectives through `comm` (broadcast weights, reduce loss and
+    gradient); the master alone computes statistics and updates, and broadcasts its decisions.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        comm: Comm | None = None,
+        xp: ModuleType | str | None = None,
+        log: TrainLog | None = None,
+        action: Callable[[], str] | None = None,
+        train_net: Any | None = None,
+        test_nets: list[Any] | None = None,
+    ) -> None:
+        self.param, self.solver_path = load_solver_param(source)
+        self.comm = comm if comm is not None else SerialComm()
+        self.xp = get_array_module(xp)
+        self.log = log if log is not None else TrainLog(json_path=None)
+        self.action = action if action is not None else (lambda: "none")
+        p = self.param
+        self._validate()
+        seed = int(p.random_seed) + self.comm.rank if p.random_seed >= 0 else None
+        if train_net is None:
+            train_net = build_net(train_net_param(p), "TRAIN", self.xp, seed)
+        self.net = train_net
+        if test_nets is None:
+            test_nets = []
+            if self.comm.is_master:
+                for i, (where, net_param) in enumerate(test_net_params(p)):
+                    self.log.info(f"Creating test net (#{i}) specified by {where}")
+                    test_nets.append(build_net(net_param, "TEST", self.xp, seed))
+        self.test_nets = test_nets
+        for layer in data_layers(self.net):
+            layer.set_rank(self.comm.rank, self.comm.size)
+
+        self.rule = make_rule(p)
+        self.iter = 0
+        self.current_step = 0
+        self.n_weights = int(self.net.flat_data.size)
+        self._offsets = self._param_offsets()
+        self.history_flat = [
+            self.xp.zeros_like(self.net.flat_data) for _ in range(self.rule.history_sets)
+        ]
+        self.history = [
+            [self._view(h, i) for h in self.history_flat] for i in range(len(self._offsets))
+        ]
+        self.isgd = IsgdConfig.from_proto(p.isgd_param) if p.HasField("isgd_param") else None
+        self.queue = self._make_queue()
+        self.requested_early_exit = False
+        self.rate = f32(0.0)
+        self.smoothed_loss = f32(0.0)
+        self._losses: list[np.float32] = []
+        self.train_seconds = 0.0
+        self._test_seconds = 0.0
+        self._next_time_test = float(p.test_interval_seconds) if p.test_interval_seconds else 0.0
+        self.last_snapshot: str | None = None
+        self.mean_scores: list[list[float]] = [[] for _ in self.test_nets]
+        self.log.info("Solver scaffolding done.")
+
+    # ------------------------------------------------------------------ setup helpers
+    def _validate(self) -> None:
+        p = self.param
+        if p.average_loss < 1:
+            raise PrototxtError("solver: average_loss should be >= 1")
+        if p.iter_size < 1:
+            raise PrototxtError("solver: iter_size must be >= 1")
+        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            raise PrototxtError("solver: snapshot_format HDF5 is not supported (use BINARYPROTO)")
+        if p.snapshot < 0:
+            raise PrototxtError("solver: snapshot must be >= 0")
+        if p.snapshot and not p.snapshot_prefix:
+            raise PrototxtError("solver: snapshot is specified but snapshot_prefix is not")
+        if p.snapshot and self.comm.is_master:
+            snapshot.check_writable(p.snapshot_prefix)
+        try:
+            lr_policy.validate(p)
+        except ValueError as exc:
+            raise PrototxtError(f"solver: {exc}") from None
+
+    def _param_offsets(self) -> list[tuple[int, int]]:
+        offsets = getattr(self.net, "param_offsets", None)
+        blobs = self.net.learnable_params
+        if offsets is None:
+            offsets, start = [], 0
+            for blob in blobs:
+                offsets.append(start)
+                start += blob.count
+        return [(int(o), int(b.count)) for o, b in zip(offsets, blobs, strict=True)]
+
+    def _view(self, flat: Any, i: int) -> Any:
+        start, count = self._offsets[i]
+        return flat[start : start + count].reshape(self.net.learnable_params[i].shape)
+
+    def _make_queue(self) -> LossQueue | None:
+        """ISGD's loss queue, also kept for the loss-driven lr policy (its mean picks the band)."""
+        needed = self.isgd is not None or self.param.lr_policy == "loss_bands"
+        n = self.isgd.queue_size if self.isgd is not None else 0
+        if not n:
+            n = batches_per_epoch(self.net, int(self.param.iter_size)) or 0
+        if not n and not needed:
+            return None  # plain Caffe run without a Data layer: no running statistics to log
+        if not n:
+            raise PrototxtError(
+                "solver: cannot size the ISGD loss queue: the train net has no Data layer to count "
+                "batches per epoch; set isgd_param { queue_size: N }"
+            )
+        self.queue_n = n
+        return LossQueue(n)
+
+    # ------------------------------------------------------------------ one pass
+    def _forward_backward(self) -> np.float32:
+        """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype."""
+        loss = f32(0.0)
+        for _ in range(self.param.iter_size):
+            fb = getattr(self.net, "forward_backward", None)
+            if fb is not None:
+                value = fb()
+            else:
+                value = self.net.forward()
+                self.net.backward()
+            loss = f32(loss + f32(value))
+        return f32(loss / f32(self.param.iter_size))
+
+    def _reduce(self, loss: np.float32) -> np.float32:
+        """Alg. 1 lines 11-12: reduce loss and gradient onto the master, as means over ranks."""
+        if self.comm.size == 1:
+            return loss
+        buf = np.array([loss], np.float64)
+        self.comm.reduce_sum(buf)
+        self.comm.reduce_sum(self.net.flat_diff)
+        if self.comm.is_master:
+            self.net.flat_diff /= self.net.flat_diff.dtype.type(self.comm.size)
+        return f32(buf[0] / self.comm.size)
+
+    def _cursors(self) -> list[int]:
+        return [int(layer.cursor) for layer in data_layers(self.net)]
+
+    def _set_cursors(self, cursors: list[int]) -> None:
+        for layer, cursor in zip(data_layers(self.net), cursors, strict=True):
+            if int(layer.cursor) != cursor:
+                layer.cursor = cursor
+
+    def _update_smoothed_loss(self, loss: np.float32, start_iter: int) -> None:
+        """Caffe's UpdateSmoothedLoss: the mean of the last `average_loss` losses, in Dtype."""
+        average = int(self.param.average_loss)
+        if len(self._losses) < average:
+            self._losses.append(loss)
+            size = len(self._losses)
+            self.smoothed_loss = f32(f32(self.smoothed_loss * f32(size - 1) + loss) / f32(size))
+        else:
+            idx = (self.iter - start_iter) % average
+            self.smoothed_loss = f32(
+                self.smoothed_loss + f32(f32(loss - self._losses[idx]) / f32(average))
+            )
+            self._losses[idx] = loss
+
+    # ------------------------------------------------------------------ update (master)
+    def learning_rate(self) -> np.float32:
+        """GetLearningRate at the current iteration (multistep advances current_step)."""
+        average = self.queue.mean() if self.queue is not None else None
+        result = lr_policy.learning_rate(self.param, self.iter, self.current_step, average)
+        self.current_step = result.current_step
+        if result.message:
+            self.log.info(result.message)
+        return result.rate
+
+    def apply_update(self, display: bool) -> np.float32:
+        """Caffe's ApplyUpdate: rate, clip, normalize, regularize, update rule, then w -= step."""
+        p = self.param
+        rate = self.learning_rate()
+        if display:
+            self.log.lr(self.iter, rate)
+        blobs = self.net.learnable_params
+        clipped = clip_gradients([b.diff for b in blobs], float(p.clip_gradients), self.xp)
+        if clipped is not None:
+            norm, scale = clipped
+            self.log.info(
+                f"Gradient clipping: scaling down gradients (L2 norm {norm:g} > "
+                f"{float(f32(p.clip_gradients)):g}) by scale factor {scale:g}"
+            )
+        weight_decay = f32(p.weight_decay)
+        for i, blob in enumerate(blobs):
+            normalize(blob.diff, int(p.iter_size))
+            local_decay = f32(weight_decay * f32(self.net.params_weight_decay[i]))
+            regularize(blob.data, blob.diff, float(local_decay), p.regularization_type, self.xp)
+            local_rate = f32(rate * f32(self.net.params_lr[i]))
+            self.rule.compute(i, blob.diff, self.history[i], local_rate, self.iter)
+        self.net.flat_data -= self.net.flat_diff
+        return rate
+
+    # ------------------------------------------------------------------ ISGD
+    def _isgd_statistics(self, loss: np.float32) -> dict[str, Any]:
+        """Alg. 1 lines 13-20 (master): the limit, the under-trained check, and the queue push."""
+        q = self.queue
+        assert q is not None
+        k = self.isgd.control_limit if self.isgd is not None else 3.0
+        if self.isgd is not None and self.isgd.limit_includes_current:
+            q.push(float(loss))  # Alg. 1 line 19: the mean already holds the current loss
+            mean, std = q.mean(), q.std()
+        else:
+            mean, std = q.mean(), q.std()  # Eq. 13-14: the n losses before this batch
+        limit = mean + k * std  # Eq. 15 / Alg. 1 line 20
+        under = self.isgd is not None and is_under_trained(
+            float(loss), limit, self.iter, q.size, q.full
+        )
+        if self.isgd is None or not self.isgd.limit_includes_current:
+            q.push(float(loss))  # Alg. 1 lines 14/17: the window now ends at this batch
+        return {"mean": mean, "std": std, "limit": limit, "under_trained": under}
+
+    def _subproblem(self, limit: float, rate: np.float32, anchor: Any, cursors: list[int]) -> int:
+        """Alg. 2 on the same batch: up to `stop` steps of Eq. 18 while the loss exceeds the limit.
+
+        Each inner step re-runs the batch from its saved cursor (Alg. 2 line 4) and takes a step
+        only while psi > limit (line 3's test, applied to the fresh loss so that a batch already
+        under the limit is never pushed back up toward it). Returns the number of steps taken.
+        """
+        cfg = self.isgd
+        assert cfg is not None
+        zeta = float(cfg.zeta) if cfg.zeta > 0 else float(rate)
+        steps = 0
+        after = self._cursors()
+        try:
+            for _ in range(cfg.stop):
+                self.comm.bcast(self.net.flat_data)  # Alg. 2 line 8 (before the next pass)
+                self._set_cursors(cursors)
+                self.net.clear_param_diffs()
+                psi = self._reduce(self._forward_backward())  # Alg. 2 lines 4-6
+                go = bool(math.isfinite(float(psi)) and float(psi) > limit)
+                if not self.comm.bcast_object(go if self.comm.is_master else None):
+                    break
+                if self.comm.is_master:
+                    self._subproblem_update(float(psi), limit, zeta, anchor)
+                steps += 1
+        finally:
+            self._set_cursors(after)
+        return steps
+
+    def _subproblem_update(self, psi: float, limit: float, zeta: float, anchor: Any) -> None:
+        """Alg. 2 line 7 per param: w -= zeta*lr_mult * ((psi - limit) grad + eps/n_w (w - w0))."""
+        cfg = self.isgd
+        assert cfg is not None
+        normalize(self.net.flat_diff, int(self.param.iter_size))
+        for i, blob in enumerate(self.net.learnable_params):
+            mult = float(self.net.params_lr[i]) if cfg.use_lr_mult else 1.0
+            if mult == 0:
+                continue
+            subproblem_step(
+                blob.data,
+                blob.diff,
+                self._view(anchor, i),
+                psi,
+                limit,
+                zeta * mult,
+                cfg.epsilon,
+                self.n_weights,
+            )
+
+    # ------------------------------------------------------------------ the loop
+    def _test_due(self) -> bool:
+        p = self.param
+        by_iter = bool(
+            p.test_interval
+            and self.iter % p.test_interval == 0
+            and (self.iter > 0 or p.test_initialization)
+        )
+        by_time = False
+        if p.test_interval_seconds > 0 and self.train_seconds >= self._next_time_test:
+            by_time = True
+            interval = float(p.test_interval_seconds)
+            self._next_time_test = (math.floor(self.train_seconds / interval) + 1) * interval
+        if p.test_interval_seconds > 0 and self.iter == 0 and p.test_initialization:
+            by_time = True
+        return by_iter or by_time
+
+    def step(self, iters: int) -> None:
+        """Caffe's Solver::Step: `iters` iterations of test, forward-backward, update, snapshot."""
+        p = self.param
+        master = self.comm.is_master
+        start_iter = self.iter
+        stop_iter = self.iter + iters
+        self._losses = []
+        self.smoothed_loss = f32(0.0)
+        lap_start = time.perf_counter()
+        iterations_last = self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if master and self.test_nets and self._test_due():
+                self.test_all()
+            clock = time.perf_counter()  # the training clock excludes test time
+            if self.comm.bcast_object(self.requested_early_exit if master else None):
+                self.requested_early_exit = True
+                break
+            display = bool(p.display and self.iter % p.display == 0)
+            self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
+            cursors = self._cursors() if self.isgd is not None else []
+            loss = self._reduce(self._forward_backward())  # Alg. 1 lines 10-12
+            decision: dict[str, Any] = {"stop": False, "alg2": False}
+            record: dict[str, Any] = {}
+            if master:
+                self._update_smoothed_loss(loss, start_iter)
+                if display:
+                    lapse = time.perf_counter() - lap_start
+                    per_s = (self.iter - iterations_last) / (lapse if lapse else 1.0)
+                    self.log.iteration(self.iter, per_s, lapse, p.display, self.smoothed_loss)
+                    lap_start = time.perf_counter()
+                    iterations_last = self.iter
+                    self._log_outputs(self.net, "Train")
+                if not math.isfinite(float(loss)):
+                    decision["stop"] = True
+                else:
+                    stats = self._isgd_statistics(loss) if self.queue is not None else {}
+                    record.update(stats)
+                    decision["alg2"] = bool(stats.get("under_trained", False))
+            decision = self.comm.bcast_object(decision if master else None)
+            if decision["stop"]:
+                self._diverged(loss)
+            anchor = None
+            if decision["alg2"] and master and not self.isgd.anchor_after_update:
+                anchor = self.net.flat_data.copy()  # w_{t-1}: the weights psi was measured at
+            rate = self.apply_update(display) if master else f32(0.0)  # Alg. 1 line 21
+            inner = 0
+            if decision["alg2"]:  # Alg. 1 lines 22-23
+                if master and anchor is None:
+                    anchor = self.net.flat_data.copy()
+                inner = self._subproblem(float(record.get("limit", 0.0)), rate, anchor, cursors)
+            self.train_seconds += time.perf_counter() - clock
+            if master:
+                self.rate = rate
+                self.log.event(
+                    {
+                        "event": "iter",
+                        "iter": self.iter,
+                        "train_s": self.train_seconds,
+                        "loss": _short(loss),
+                        "smoothed_loss": _short(self.smoothed_loss),
+                        "lr": _short(rate),
+                        "mean": record.get("mean"),
+                        "std": record.get("std"),
+                        "limit": record.get("limit"),
+                        "under_trained": bool(record.get("under_trained", False)),
+                        "subproblem_iters": inner,
+                    }
+                )
+                self.log.progress(self.iter + 1, int(p.max_iter), float(loss), self.train_seconds)
+            self.iter += 1
+            request = self.comm.bcast_object(self.action() if master else None)
+            if master and ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot"):
+                self.snapshot()
+            if request == "stop":
+                self.requested_early_exit = True
+                break
+
+    def _diverged(self, loss: np.float32) -> None:
+        last = self.last_snapshot or "none written in this run"
+        message = (
+            f"Iteration {self.iter}: loss = {float(loss)} is not finite; training stopped. "
+            f"The last good snapshot is: {last}"
+        )
+        if self.comm.is_master:
+            self.log.error(message)
+            self.log.flush()
+        raise NonFiniteLossError(message)
+
+    def solve(self, resume_file: str | None = None) -> None:
+        """Caffe's Solve: optional restore, Step to max_iter, final snapshot, display and test."""
+        p = self.param
+        master = self.comm.is_master
+        if master:
+            self.log.info(f"Solving {self.net.name}")
+            self.log.info(f"Learning Rate Policy: {p.lr_policy}")
+        self.requested_early_exit = False
+        if resume_file:
+            if master:
+                self.log.info(f"Restoring previous solver status from {resume_file}")
+            self.restore(resume_file)
+        start_iter = self.iter
+        try:
+            self.step(int(p.max_iter) - self.iter)
+        finally:
+            self.log.flush()
+        if master and p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            if master:
+                self.log.info("Optimization stopped early.")
+            return
+        if master and p.display and self.iter % p.display == 0:
+            loss = f32(self.net.forward_loss())
+            self._update_smoothed_loss(loss, start_iter)
+            self.log.info(f"Iteration {self.iter}, loss = {float(self.smoothed_loss):g}")
+        if master and self.test_nets and p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        if master:
+            self.log.info("Optimization Done.")
+        self.log.flush()
+
+    # ------------------------------------------------------------------ testing
+    def _log_outputs(self, net: Any, kind: str) -> None:
+        weights = _loss_weights(net)
+        index = 0
+        for name in net.output_blob_names:
+            blob = net.blobs[name]
+            values = np.asarray(_host(blob.data), np.float32).reshape(-1)
+            for v in values:
+                self.log.output(kind, index, name, float(v), weights.get(name, 0.0))
+                index += 1
+
+    def test_all(self) -> None:
+        """Run every test net (Caffe's TestAll); time spent here is off the training clock."""
+        start = time.perf_counter()
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test(i)
+        self._test_seconds += time.perf_counter() - start
+
+    def test(self, index: int) -> list[float]:
+        """Caffe's Solver::Test: each output's mean over test_iter batches, logged as Caffe."""
+        p = self.param
+        net = self.test_nets[index]
+        self.log.info(f"Iteration {self.iter}, Testing net (#{index})")
+        net.share_weights_with(self.net)
+        scores: np.ndarray | None = None
+        names: list[str] = []
+        loss = f32(0.0)
+        for _ in range(int(p.test_iter[index])):
+            request = self.action()
+            while request != "none":
+                if request == "snapshot":
+                    self.snapshot()
+                elif request == "stop":
+                    self.requested_early_exit = True
+                request = self.action()
+            if self.requested_early_exit:
+                break
+            iter_loss = f32(net.forward_loss())
+            if p.test_compute_loss:
+                loss = f32(loss + iter_loss)
+            values = []
+            names = []
+            for name in net.output_blob_names:
+                flat = np.asarray(_host(net.blobs[name].data), np.float32).reshape(-1)
+                values.append(flat)
+                names.extend([name] * flat.size)
+            batch = np.concatenate(values) if values else np.zeros(0, np.float32)
+            scores = batch.copy() if scores is None else (scores + batch).astype(np.float32)
+        if self.requested_early_exit:
+            self.log.info("Test interrupted.")
+            return []
+        if p.test_compute_loss:
+            self.log.info(f"Test loss: {float(f32(loss / f32(p.test_iter[index]))):g}")
+        weights = _loss_weights(net)
+        means: list[float] = []
+        outputs: dict[str, Any] = {}
+        if scores is not None:
+            mean = (scores / np.float32(p.test_iter[index])).astype(np.float32)
+            for k, (name, value) in enumerate(zip(names, mean, strict=True)):
+                self.log.output("Test", k, name, float(value), weights.get(name, 0.0))
+                means.append(float(value))
+                if name in outputs:
+                    prev = outputs[name]
+                    outputs[name] = (prev if isinstance(prev, list) else [prev]) + [_short(value)]
+                else:
+                    outputs[name] = _short(value)
+        self.mean_scores[index] = means
+        self.log.event(
+            {
+                "event": "test",
+                "iter": self.iter,
+                "train_s": self.train_seconds,
+                "net": index,
+                "outputs": outputs,
+            }
+        )
+        self.log.flush()
+        return means
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> str:
+        """Write <prefix>_iter_N.caffemodel and .solverstate (history, ISGD queue, data cursor)."""
+        p = self.param
+        if not p.snapshot_prefix:
+            raise PrototxtError("solver: cannot snapshot: snapshot_prefix is not set")
+        model = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel")
+        self.log.info(f"Snapshotting to binary proto file {model}")
+        self.net.save(model)
+        state = caffe_pb2.SolverState()
+        state.iter = self.iter
+        state.learned_net = model
+        state.current_step = self.current_step
+        # Caffe's history_ order: set 0 for every param, then set 1 (AdaDelta/Adam) for every param.
+        ordered = [
+            self.history[i][s]
+            for s in range(self.rule.history_sets)
+            for i in range(len(self.history))
+        ]
+        snapshot.history_to_state(state, ordered)
+        if self.queue is not None:
+            self.queue.to_proto(state.isgd_state)
+        cursors = self._cursors()
+        if cursors:
+            state.data_cursor = cursors[0]
+        path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate")
+        self.log.info(f"Snapshotting solver state to binary proto file {path}")
+        write_solver_state(path, state)
+        self.last_snapshot = path
+        self.log.flush()
+        return path
+
+    def restore(self, path: str) -> None:
+        """Resume from a .solverstate (Caffe's or ours): weights, iter, current_step, history,
+        and when present the ISGD queue and data cursor (absent: data restarts at record 0)."""
+        state = snapshot.load_state(path)
+        if state.HasField("learned_net") and state.learned_net:
+            self.net.copy_from(snapshot.resolve_learned_net(state.learned_net, path))
+        self.iter = int(state.iter)
+        self.current_step = int(state.current_step)
+        ordered = [
+            self.history[i][s]
+            for s in range(self.rule.history_sets)
+            for i in range(len(self.history))
+        ]
+        snapshot.history_from_state(state, ordered, path)
+        if self.queue is not None and state.HasField("isgd_state"):
+            self.queue.from_proto(state.isgd_state)
+        cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
+        self._set_cursors([cursor] * len(data_layers(self.net)))
+
+
+def _short(value: Any) -> float:
+    """A float32 as the shortest decimal that reads back to it (0.1, not 0.10000000149)."""
+    return float(str(np.float32(value)))
+
+
+def _host(array: Any) -> np.ndarray:
+    get = getattr(array, "get", None)
+    return get() if get is not None else np.asarray(array)
+
+
+def _loss_weights(net: Any) -> dict[str, float]:
+    """Loss weight of each output blob by name (0 for non-loss outputs), as blob_loss_weights."""
+    by_id = {id(blob): float(w) for blob, w in getattr(net, "loss_tops", [])}
+    return {name: by_id.get(id(net.blobs[name]), 0.0) for name in net.output_blob_names}

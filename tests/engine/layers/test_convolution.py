@@ -1,0 +1,236 @@
+"""Convolution layer: Caffe's output-size rule, forward vs a direct loop reference, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from engine.blob import Blob
+from engine.errors import NetError
+from engine.layers.convolution import ConvolutionLayer
+from engine.proto import caffe_pb2
+from tests.gradcheck import check_layer_gradient
+
+
+def make_layer(conv: str, dtype=np.float64, seed: int = 0) -> ConvolutionLayer:
+    text = f'name: "conv" type: "Convolution" convolution_param {{ {conv} }}'
+    param = text_format.Parse(text, caffe_pb2.LayerParameter())
+    return ConvolutionLayer(param, dtype=dtype, seed=seed)
+
+
+GAUSS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
+
+
+def blobs(shape, dtype=np.float64, seed: int = 1) -> tuple[Blob, Blob]:
+    bottom = Blob(shape, dtype=dtype)
+    bottom.data[...] = np.random.default_rng(seed).standard_normal(shape)
+    return bottom, Blob(dtype=dtype)
+
+
+def reference_conv(x, w, b, stride, pad, dil, group):
+    """Direct loop convolution, written from Caffe's definition (cross-correlation)."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.zeros((n, c, h + 2 * pad[0], wd + 2 * pad[1]))
+    xp[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + wd] = x
+    oh = (h + 2 * pad[0] - (dil[0] * (kh - 1) + 1)) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - (dil[1] * (kw - 1) + 1)) // stride[1] + 1
+    y = np.zeros((n, o, oh, ow))
+    og = o // group
+    for oc in range(o):
+        gi = oc // og
+        for yy in range(oh):
+            for xx in range(ow):
+                for i in range(kh):
+                    for j in range(kw):
+                        hh = yy * stride[0] + i * dil[0]
+                        ww = xx * stride[1] + j * dil[1]
+                        patch = xp[:, gi * cg : (gi + 1) * cg, hh, ww]
+                        y[:, oc, yy, xx] += patch @ w[oc, :, i, j]
+        if b is not None:
+            y[:, oc] += b[oc]
+    return y
+
+
+@pytest.mark.parametrize(
+    "conv, shape, stride, pad, dil, group",
+    [
+        ("num_output: 4 kernel_size: 3 pad: 1 stride: 2", (2, 3, 7, 7), (2, 2), (1, 1), (1, 1), 1),
+        (
+            "num_output: 4 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 0 stride_h: 1 stride_w: 2",
+            (2, 2, 6, 5),
+            (1, 2),
+            (1, 0),
+            (1, 1),
+            1,
+        ),
+        ("num_output: 4 kernel_size: 3 group: 2 pad: 1", (2, 4, 5, 5), (1, 1), (1, 1), (1, 1), 2),
+        (
+            "num_output: 4 kernel_size: 2 dilation: 2 pad: 1",
+            (1, 3, 6, 6),
+            (1, 1),
+            (1, 1),
+            (2, 2),
+            1,
+        ),
+        ("num_output: 6 kernel_size: 5 pad: 2", (3, 2, 6, 6), (1, 1), (2, 2), (1, 1), 1),
+    ],
+)
+def test_forward_matches_direct_loop_reference(conv, shape, stride, pad, dil, group):
+    """Caffe's convolution is a cross-correlation of each group of channels with its weights."""
+    layer = make_layer(f"{conv} {GAUSS}")
+    bottom, top = blobs(shape)
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    want = reference_conv(
+        bottom.data, layer.blobs[0].data, layer.blobs[1].data, stride, pad, dil, group
+    )
+    assert top.shape == want.shape
+    np.testing.assert_allclose(top.data, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "conv, shape, oh_ow",
+    [
+        ("kernel_size: 3 stride: 2 pad: 1", (1, 1, 7, 7), (4, 4)),  # (7+2-3)//2+1
+        ("kernel_size: 5 pad: 2", (1, 3, 32, 32), (32, 32)),  # CIFAR-10 quick conv1
+        ("kernel_size: 5", (1, 1, 28, 28), (24, 24)),  # LeNet conv1
+        ("kernel_size: 11 stride: 4", (1, 3, 227, 227), (55, 55)),  # AlexNet conv1
+        ("kernel_size: 3 dilation: 2", (1, 1, 9, 8), (5, 4)),  # effective kernel 5
+        ("kernel_size: 2 stride: 2", (1, 1, 7, 7), (3, 3)),  # floor, unlike pooling's ceil
+    ],
+)
+def test_output_size_follows_caffe_floor_rule(conv, shape, oh_ow):
+    """Caffe: out = (H + 2p - (d(k-1)+1)) / s + 1 with integer (floor) division."""
+    layer = make_layer(f"num_output: 2 {conv}", dtype=np.float32)
+    bottom, top = blobs(shape, np.float32)
+    layer.setup([bottom], [top])
+    assert top.shape == (shape[0], 2, *oh_ow)
+    assert layer.blobs[0].shape == (2, shape[1], *map(int, _kernel(conv)))
+
+
+def _kernel(conv: str) -> tuple[int, int]:
+    k = int(conv.split("kernel_size: ")[1].split()[0])
+    return k, k
+
+
+@pytest.mark.parametrize(
+    "conv, shape",
+    [
+        ("num_output: 3 kernel_size: 3 pad: 1 stride: 2", (2, 2, 5, 5)),  # pad + stride
+        ("num_output: 4 kernel_size: 3 pad: 1 group: 2", (2, 4, 4, 4)),  # group 2
+        ("num_output: 3 kernel_size: 2 group: 3", (2, 3, 4, 4)),  # group == channels
+        ("num_output: 2 kernel_size: 2 dilation: 2 pad: 1", (2, 2, 5, 5)),  # dilation
+        ("num_output: 3 kernel_size: 3 bias_term: false", (2, 2, 4, 4)),  # no bias
+        ("num_output: 2 kernel_size: 3 pad: 2", (1, 2, 3, 3)),  # col2im with wide padding
+        (
+            "num_output: 2 kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 pad_h: 1",
+            (2, 2, 5, 6),
+        ),  # non-square
+    ],
+)
+def test_gradient_matches_finite_differences(conv, shape):
+    """Backward: bottom diff, weight diff and bias diff agree with central differences."""
+    layer = make_layer(f"{conv} {GAUSS}")
+    bottom, top = blobs(shape)
+    check_layer_gradient(layer, [bottom], [top])
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_both_data_gradient_algorithms_agree(full):
+    """The stride-1 full-convolution path and the col2im path give the same bottom diff."""
+    layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 group: 1 {GAUSS}")
+    bottom, top = blobs((2, 2, 5, 5))
+    layer.setup([bottom], [top])
+    layer._buffers[0]["full"] = full
+    check_layer_gradient(layer, [bottom], [top])
+
+
+def test_param_diffs_accumulate_and_bottom_diff_overwrites():
+    """Caffe: backward adds into weight/bias diffs (iter_size) but overwrites the bottom diff."""
+    layer = make_layer(f"num_output: 2 kernel_size: 3 pad: 1 {GAUSS}")
+    bottom, top = blobs((2, 2, 4, 4))
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
+    for p in layer.blobs:
+        p.diff[...] = 0
+    layer.backward([top], [True], [bottom])
+    once = [p.diff.copy() for p in layer.blobs]
+    dx_once = bottom.diff.copy()
+    layer.backward([top], [True], [bottom])
+    for p, d in zip(layer.blobs, once, strict=True):
+        np.testing.assert_allclose(p.diff, 2 * d)
+    np.testing.assert_allclose(bottom.diff, dx_once)
+
+
+def test_no_bottom_diff_without_propagate_down():
+    """propagate_down False (first layer): the bottom diff is left untouched."""
+    layer = make_layer(f"num_output: 2 kernel_size: 3 {GAUSS}")
+    bottom, top = blobs((1, 1, 5, 5))
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    bottom.diff[...] = 7.0
+    top.diff[...] = 1.0
+    layer.backward([top], [False], [bottom])
+    assert np.all(bottom.diff == 7.0)
+    assert np.any(layer.blobs[0].diff != 0)
+
+
+def test_default_fillers_are_caffe_constant_zero():
+    """Caffe's FillerParameter defaults to type constant, value 0 (weights and bias)."""
+    layer = make_layer("num_output: 2 kernel_size: 1", dtype=np.float32)
+    bottom, top = blobs((1, 2, 3, 3), np.float32)
+    layer.setup([bottom], [top])
+    assert layer.blobs[0].shape == (2, 2, 1, 1) and layer.blobs[1].shape == (2,)
+    assert not layer.blobs[0].data.any() and not layer.blobs[1].data.any()
+
+
+def test_float32_forward_backward_shapes_and_reshape():
+    """A changed batch size reshapes the top and the buffers; values stay correct."""
+    layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 {GAUSS}", dtype=np.float32)
+    bottom, top = blobs((2, 2, 6, 6), np.float32)
+    layer.setup([bottom], [top])
+    bottom.reshape((3, 2, 6, 6))
+    bottom.data[...] = 1.0
+    layer.reshape([bottom], [top])
+    layer.forward([bottom], [top])
+    want = reference_conv(
+        bottom.data.astype(np.float64),
+        layer.blobs[0].data.astype(np.float64),
+        layer.blobs[1].data.astype(np.float64),
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        1,
+    )
+    np.testing.assert_allclose(top.data, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "conv, shape, needle",
+    [
+        ("num_output: 3 kernel_size: 3 group: 2", (1, 4, 5, 5), "num_output"),
+        ("num_output: 4 kernel_size: 3 group: 2", (1, 3, 5, 5), "channels"),
+        ("num_output: 4", (1, 3, 5, 5), "kernel"),
+        ("num_output: 4 kernel_size: 0", (1, 3, 5, 5), "kernel"),
+        ("kernel_size: 3", (1, 3, 5, 5), "num_output"),
+        ("num_output: 2 kernel_size: 3", (1, 3, 5, 5, 5), "2-D"),
+        ("num_output: 2 kernel_size: 7", (1, 3, 5, 5), "kernel larger"),
+        ("num_output: 2 kernel_size: 3 stride_h: 2", (1, 3, 5, 5), "stride_w"),
+        ("num_output: 2 kernel_size: 3 kernel_h: 2 kernel_w: 2", (1, 3, 5, 5), "not both"),
+    ],
+)
+def test_bad_parameters_raise_named_error(conv, shape, needle):
+    layer = make_layer(conv, dtype=np.float32)
+    bottom, top = blobs(shape, np.float32)
+    with pytest.raises(NetError, match="conv") as info:
+        layer.setup([bottom], [top])
+    assert needle in str(info.value)
+
+
+def test_registered_under_v1_name():
+    from engine.layer import layer_class
+
+    assert layer_class("CONVOLUTION") is ConvolutionLayer

@@ -1,0 +1,222 @@
+"""Pooling layer: Caffe's ceil output rule with the dropped last window, AVE divisor, MAX ties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from engine.blob import Blob
+from engine.errors import NetError
+from engine.layers.pooling import PoolingLayer, pooled_size
+from engine.proto import caffe_pb2
+from tests.gradcheck import check_layer_gradient
+
+
+def make_layer(pool: str, dtype=np.float64) -> PoolingLayer:
+    text = f'name: "pool" type: "Pooling" pooling_param {{ {pool} }}'
+    return PoolingLayer(text_format.Parse(text, caffe_pb2.LayerParameter()), dtype=dtype)
+
+
+def bottom_blob(shape, dtype=np.float64, seed: int = 1) -> Blob:
+    b = Blob(shape, dtype=dtype)
+    b.data[...] = np.random.default_rng(seed).standard_normal(shape)
+    return b
+
+
+def reference_pool(x, method, k, s, p):
+    """Loop pooling written from Caffe's pooling_layer.cpp description (CPU path)."""
+    n, c, h, w = x.shape
+    oh = pooled_size(h, k[0], p[0], s[0])
+    ow = pooled_size(w, k[1], p[1], s[1])
+    y = np.zeros((n, c, oh, ow))
+    mask = np.full((n, c, oh, ow), -1.0)
+    for a in range(oh):
+        for b in range(ow):
+            hs, ws = a * s[0] - p[0], b * s[1] - p[1]
+            he, we = min(hs + k[0], h + p[0]), min(ws + k[1], w + p[1])
+            size = (he - hs) * (we - ws)
+            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            if method == "AVE":
+                y[:, :, a, b] = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) / size
+                continue
+            for i in range(n):
+                for j in range(c):
+                    best, arg = -np.inf, -1
+                    for hh in range(hs, he):
+                        for ww in range(ws, we):
+                            if x[i, j, hh, ww] > best:
+                                best, arg = x[i, j, hh, ww], hh * w + ww
+                    y[i, j, a, b], mask[i, j, a, b] = best, arg
+    return y, mask
+
+
+CASES = [
+    ("kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0), (2, 3, 8, 8)),  # partial last window
+    ("kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1), (2, 2, 7, 7)),
+    ("kernel_size: 2 stride: 2", (2, 2), (2, 2), (0, 0), (2, 2, 6, 6)),  # LeNet
+    (
+        "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 1",
+        (3, 2),
+        (2, 1),
+        (1, 1),
+        (1, 2, 6, 5),
+    ),
+    ("kernel_size: 3 stride: 3 pad: 2", (3, 3), (3, 3), (2, 2), (1, 2, 5, 5)),  # dropped window
+]
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("pool, k, s, p, shape", CASES)
+def test_forward_matches_caffe_loop_reference(method, pool, k, s, p, shape):
+    """MAX over windows clipped to the image; AVE divides by the window clipped to H + pad."""
+    layer = make_layer(f"pool: {method} {pool}")
+    bottom = bottom_blob(shape)
+    tops = (
+        [Blob(dtype=np.float64), Blob(dtype=np.float64)]
+        if method == "MAX"
+        else [Blob(dtype=np.float64)]
+    )
+    layer.setup([bottom], tops)
+    layer.forward([bottom], tops)
+    want, mask = reference_pool(bottom.data, method, k, s, p)
+    assert tops[0].shape == want.shape
+    np.testing.assert_allclose(tops[0].data, want, rtol=1e-12, atol=1e-12)
+    if method == "MAX":
+        np.testing.assert_array_equal(tops[1].data, mask)
+
+
+@pytest.mark.parametrize(
+    "size, k, s, p, want",
+    [
+        (32, 3, 2, 0, 16),  # CIFAR-10 quick pool1: ceil(29/2)+1
+        (24, 2, 2, 0, 12),  # LeNet pool1
+        (55, 3, 2, 0, 27),  # AlexNet pool1
+        (7, 3, 2, 1, 4),  # ceil(6/2)+1
+        (5, 3, 3, 2, 3),  # ceil(6/3)+1 = 3; last start 6 < 5+2, kept
+        (4, 2, 2, 1, 3),  # ceil(4/2)+1 = 3: start 4 < 4+1 kept
+        (6, 2, 4, 1, 2),  # ceil(6/4)+1 = 3, but (3-1)*4=8 >= 6+1: dropped -> 2
+    ],
+)
+def test_output_size_is_ceil_with_dropped_window(size, k, s, p, want):
+    """Caffe: ceil((H+2p-k)/s)+1, then --pooled if pad and (pooled-1)*s >= H + p."""
+    assert pooled_size(size, k, p, s) == want
+    layer = make_layer(f"pool: MAX kernel_size: {k} stride: {s} pad: {p}")
+    bottom, top = bottom_blob((1, 1, size, size)), Blob(dtype=np.float64)
+    layer.setup([bottom], [top])
+    assert top.shape == (1, 1, want, want)
+
+
+def test_dropped_window_rule_changes_the_shape():
+    """Without the drop rule the 6-wide, k2 s4 p1 case would give 3 outputs, not 2."""
+    assert math.ceil((6 + 2 - 2) / 4) + 1 == 3
+    assert pooled_size(6, 2, 1, 4) == 2
+
+
+def test_floor_round_mode():
+    layer = make_layer("pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR")
+    bottom, top = bottom_blob((1, 1, 8, 8)), Blob(dtype=np.float64)
+    layer.setup([bottom], [top])
+    assert top.shape == (1, 1, 3, 3)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        ("kernel_size: 3 stride: 2", (2, 2, 7, 7)),  # overlapping, exact
+        ("kernel_size: 3 stride: 2", (1, 2, 6, 6)),  # partial last window
+        ("kernel_size: 3 stride: 2 pad: 1", (2, 2, 6, 6)),  # padding
+        ("kernel_size: 2 stride: 2", (2, 2, 4, 4)),
+        ("kernel_size: 2 stride: 4 pad: 1", (1, 2, 6, 6)),  # dropped window
+        ("global_pooling: true", (2, 3, 3, 4)),
+    ],
+)
+def test_gradient_matches_finite_differences(method, pool, shape):
+    layer = make_layer(f"pool: {method} {pool}")
+    check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
+
+
+def test_max_ties_route_gradient_to_first_in_scan_order():
+    """Caffe's MAX keeps the first maximum (strict >), and backward sends the diff there only."""
+    layer = make_layer("pool: MAX kernel_size: 2 stride: 2")
+    bottom = Blob((1, 1, 2, 2), dtype=np.float64)
+    bottom.data[...] = [[[[1.0, 3.0], [3.0, 3.0]]]]
+    top, mask = Blob(dtype=np.float64), Blob(dtype=np.float64)
+    layer.setup([bottom], [top, mask])
+    layer.forward([bottom], [top, mask])
+    assert top.data.item() == 3.0 and mask.data.item() == 1.0
+    top.diff[...] = 5.0
+    layer.backward([top, mask], [True], [bottom])
+    np.testing.assert_array_equal(bottom.diff, [[[[0.0, 5.0], [0.0, 0.0]]]])
+
+
+def test_overlapping_max_windows_accumulate_gradient():
+    """An input that is the max of two windows receives both windows' diffs."""
+    layer = make_layer("pool: MAX kernel_size: 3 stride: 2")
+    bottom = Blob((1, 1, 5, 5), dtype=np.float64)
+    bottom.data[...] = 0.0
+    bottom.data[0, 0, 2, 2] = 9.0  # inside all four windows
+    top = Blob(dtype=np.float64)
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    top.diff[...] = 1.0
+    layer.backward([top], [True], [bottom])
+    assert bottom.diff[0, 0, 2, 2] == 4.0 and bottom.diff.sum() == 4.0
+
+
+def test_ave_padding_divisor_counts_padding_not_overhang():
+    """Caffe's AVE on all-ones 4x4, k3 s2 p1: windows start at -1, 1, 3 (3 outputs).
+
+    Rows [-1, 2): divisor 3 (padding counts), 2 image rows -> 2/3. Rows [3, 5): clipped at
+    H + p = 5, divisor 2 (the overhang beyond the padding does not count), 1 image row -> 1/2.
+    """
+    layer = make_layer("pool: AVE kernel_size: 3 stride: 2 pad: 1")
+    bottom = Blob((1, 1, 4, 4), dtype=np.float64)
+    bottom.data[...] = 1.0
+    top = Blob(dtype=np.float64)
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    per_axis = np.array([2 / 3, 1.0, 1 / 2])
+    np.testing.assert_allclose(top.data[0, 0], np.outer(per_axis, per_axis))
+
+
+def test_float32_works_and_matches_reference():
+    layer = make_layer("pool: MAX kernel_size: 3 stride: 2", dtype=np.float32)
+    bottom, top = bottom_blob((4, 3, 9, 9), np.float32), Blob(dtype=np.float32)
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    want, _ = reference_pool(bottom.data.astype(np.float64), "MAX", (3, 3), (2, 2), (0, 0))
+    np.testing.assert_allclose(top.data, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "pool, needle",
+    [
+        ("pool: MAX kernel_size: 2 pad: 2", "pad"),
+        ("pool: MAX stride: 2", "kernel"),
+        ("pool: MAX kernel_size: 2 kernel_h: 2 kernel_w: 2", "kernel"),
+        ("pool: MAX global_pooling: true kernel_size: 2", "global_pooling"),
+        ("pool: MAX global_pooling: true pad: 1", "global_pooling"),
+        ("pool: MAX kernel_size: 9", "larger"),
+    ],
+)
+def test_bad_parameters_raise_named_error(pool, needle):
+    layer = make_layer(pool)
+    with pytest.raises(NetError, match="pool") as info:
+        layer.setup([bottom_blob((1, 1, 4, 4))], [Blob(dtype=np.float64)])
+    assert needle in str(info.value)
+
+
+def test_stochastic_is_clearly_not_implemented():
+    layer = make_layer("pool: STOCHASTIC kernel_size: 2")
+    with pytest.raises(NotImplementedError, match="STOCHASTIC"):
+        layer.setup([bottom_blob((1, 1, 4, 4))], [Blob(dtype=np.float64)])
+
+
+def test_mask_top_only_for_max():
+    layer = make_layer("pool: AVE kernel_size: 2")
+    with pytest.raises(NetError, match="mask"):
+        layer.setup([bottom_blob((1, 1, 4, 4))], [Blob(dtype=np.float64), Blob(dtype=np.float64)])
