@@ -34,7 +34,7 @@ class Blob:
         return len(self._shape)
 
     def count_range(self, start: int, end: int | None = None) -> int:
-        """Product of the dimensions from axis `start` to `end` (exclusive), as Caffe's count(a, b)."""
+        """Product of dims from axis `start` to `end` (exclusive), as Caffe's count(a, b)."""
         dims = self._shape[start:end]
         return int(np.prod(dims, dtype=np.int64)) if dims else 1
 
@@ -60,7 +60,7 @@ class Blob:
         self.reshape(other.shape)
 
     def share(self, data: object, diff: object) -> None:
-        """Point this blob at externally owned arrays (views into the Net's flat parameter buffer)."""
+        """Point this blob at external arrays (views into the Net's flat parameter buffer)."""
         self.data = data
         self.diff = diff
         self._shape = tuple(data.shape)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Exceptions the engine raises for bad input; each message names the file, line or layer at fault."""
+"""Exceptions for bad input; each message names the file, line or layer at fault."""
 
 
 class EngineError(Exception):

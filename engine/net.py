@@ -361,7 +361,7 @@ class Net:
         end: str | None = None,
         **inputs: Any,
     ) -> dict[str, Any]:
-        """pycaffe's forward: set input blobs from keyword arrays, run, return output blobs' data."""
+        """pycaffe's forward: set inputs from keyword arrays, run, return the outputs' data."""
         for name, value in inputs.items():
             if name not in self.blobs:
                 raise KeyError(f"forward(): '{name}' is not a blob of net '{self.name}'")
@@ -426,7 +426,9 @@ class Net:
             read_net_weights,
         )
 
-        source = str(path_or_param) if isinstance(path_or_param, (str, os.PathLike)) else "<weights>"
+        source = (
+            str(path_or_param) if isinstance(path_or_param, (str, os.PathLike)) else "<weights>"
+        )
         param = read_net_weights(path_or_param) if source != "<weights>" else path_or_param
         layers = list(param.layer) or list(param.layers)  # V1 caffemodels use `layers`
         by_name = self.layer_dict
@@ -454,7 +456,7 @@ class Net:
                 dst.data[...] = self.xp.asarray(array, dtype=self.dtype)
 
     def share_weights_with(self, other: Net) -> None:
-        """Make same-named layers' param data views of `other`'s (Caffe's ShareTrainedLayersWith)."""
+        """Same-named layers' param data become views of `other`'s (ShareTrainedLayersWith)."""
         theirs = other.layer_dict
         for layer in self.layers:
             src = theirs.get(layer.name)

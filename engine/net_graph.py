@@ -1,4 +1,4 @@
-"""Net-definition rewrites Caffe applies before building a Net: phase filtering and split insertion."""
+"""Rewrites Caffe applies to a net definition before building it: phase filter, splits."""
 
 from __future__ import annotations
 

@@ -110,12 +110,21 @@ def _num_classes(param: Any) -> int:
     return int(last[-1]) if last else 1
 
 
-def _image_shape(layer: Any) -> tuple[int, ...] | None:
-    """Per-image shape implied by a data layer: input/dummy shapes or the crop size."""
-    crop = layer.transform_param.crop_size if layer.HasField("transform_param") else 0
-    if crop:
-        return (3, crop, crop)
+def _declared_shape(layer: Any) -> tuple[int, ...] | None:
+    """The first top's full shape declared by an Input or DummyData layer, if any."""
+    for shapes in (layer.input_param.shape, layer.dummy_data_param.shape):
+        if len(shapes):
+            return tuple(int(d) for d in shapes[0].dim)
     return None
+
+
+def _image_shape(layer: Any) -> tuple[int, ...] | None:
+    """Per-image shape implied by a data layer: input/dummy shapes or the crop size (RGB)."""
+    declared = _declared_shape(layer)
+    if declared:
+        return declared[1:]
+    crop = layer.transform_param.crop_size if layer.HasField("transform_param") else 0
+    return (3, crop, crop) if crop else None
 
 
 def prepare_param(
@@ -132,12 +141,12 @@ def prepare_param(
             continue
         if any(rule.HasField("phase") and rule.phase == caffe_pb2.TEST for rule in layer.include):
             continue
-        n = batch or layer.data_param.batch_size or 1
+        declared = _declared_shape(layer)
+        n = batch or layer.data_param.batch_size or (declared[0] if declared else 1)
         image = shape or _image_shape(layer)
         if image is None:
             raise ValueError(f"{path}: layer '{layer.name}': give --input-shape C,H,W")
         tops = list(layer.top)
-        include = [caffe_pb2.NetStateRule() for _ in range(0)]
         include = list(layer.include)
         layer.Clear()
         layer.name = f"{tops[0]}_input"

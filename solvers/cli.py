@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from types import ModuleType
@@ -12,7 +13,7 @@ import numpy as np
 
 from engine.backend import get_array_module
 from engine.errors import EngineError
-from solvers.comm import Comm
+from solvers.comm import Comm, SerialComm
 from solvers.signals import SignalHandler, check_effect
 from solvers.train_log import TrainLog, fmt
 
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON-lines log of every iteration and test (default: <snapshot_prefix>_log.jsonl)",
     )
     flag(
+        "allreduce",
+        action="store_true",
+        help="under mpiexec: every rank updates after one Allreduce (default: the paper's "
+        "master/worker reduce-update-broadcast)",
+    )
+    flag(
         "no_progress",
         "no-progress",
         action="store_true",
@@ -159,19 +166,29 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     param.train_state.stage.extend(_stages(args.stage))
     if args.iterations is not None:
         param.max_iter = args.iterations
-    master = comm is None or comm.is_master
+    if comm is None:
+        comm = _launcher_comm()
+    master = comm.is_master
     json_path = (args.json_log or default_json_log_path(param, path)) if master else None
     log = TrainLog(
+        stream=None if master else io.StringIO(),  # workers stay quiet; rank 0 logs
         json_path=json_path,
         append=bool(args.snapshot),
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress or not master else None,
     )
     try:
         if json_path:
             log.info(f"JSON log: {json_path}")
         xp = _array_module(args.gpu, log)
         with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
-            solver = Solver(param, comm=comm, xp=xp, log=log, action=handler.requested_action)
+            solver = Solver(
+                param,
+                comm=comm,
+                xp=xp,
+                log=log,
+                action=handler.requested_action,
+                allreduce=args.allreduce,
+            )
             solver.solver_path = path
             if args.snapshot:
                 log.info(f"Resuming from {args.snapshot}")
@@ -187,6 +204,15 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     finally:
         log.close()
     return 0
+
+
+def _launcher_comm() -> Comm:
+    """MPIComm when started by mpiexec (solvers.launch decides), else SerialComm."""
+    try:
+        from solvers.launch import get_comm  # noqa: PLC0415
+    except ImportError:
+        return SerialComm()
+    return get_comm()
 
 
 def _output_weights(net: Any) -> dict[str, float]:

@@ -127,7 +127,9 @@ class LossQueue:
         stored = np.asarray(state.loss_queue, np.float64)
         seen, head = int(state.seen), int(state.queue_head)
         partial_ok = len(stored) == seen and head == seen % self.size
-        if (seen < self.size and not partial_ok) or (seen >= self.size and len(stored) != self.size):
+        if (seen < self.size and not partial_ok) or (
+            seen >= self.size and len(stored) != self.size
+        ):
             raise ValueError(
                 f"ISGD state holds {len(stored)} losses but the queue size is {self.size} "
                 "(batch size or data source changed since the snapshot)"

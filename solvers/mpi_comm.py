@@ -171,3 +171,60 @@ class MPIComm:
 
     def __repr__(self) -> str:
         return f"MPIComm(rank={self.rank}, size={self.size}, cuda_aware={self.cuda_aware})"
+
+
+class AllreduceComm:
+    """The `--allreduce` mode: every rank reduces with one Allreduce and applies the same update.
+
+    Seen by the solver, every rank is a master (`is_master` is True), so each one runs the ISGD
+    statistics and the update rule on identical inputs; `reduce_sum` becomes `allreduce_sum`.
+    Broadcasting weights is then needless: only the first broadcast of each buffer (start or resume)
+    goes over the wire. Control decisions still travel from rank 0, so no rank takes its own branch.
+    `is_writer` (rank 0 only) says who writes logs and snapshots.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.rank = int(inner.rank)
+        self.size = int(inner.size)
+        self._synced: set[int] = set()
+
+    @property
+    def is_master(self) -> bool:
+        return True
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def elapsed(self) -> float:
+        return float(getattr(self.inner, "elapsed", 0.0))
+
+    def bcast(self, array: Any, root: int = 0) -> None:
+        """Broadcast `array` the first time it is seen; later calls are no-ops (ranks agree)."""
+        key = id(array)
+        if key in self._synced:
+            return
+        self.inner.bcast(array, root=root)
+        self._synced.add(key)
+
+    def reduce_sum(self, array: Any, root: int = 0) -> None:
+        """Sum over ranks, on every rank (one Allreduce)."""
+        self.inner.allreduce_sum(array)
+
+    def allreduce_sum(self, array: Any) -> None:
+        self.inner.allreduce_sum(array)
+
+    def bcast_object(self, obj: T, root: int = 0) -> T:
+        return self.inner.bcast_object(obj, root=root)
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        gather = getattr(self.inner, "allgather_object", None)
+        return [obj] if gather is None else gather(obj)
+
+    def barrier(self) -> None:
+        self.inner.barrier()
+
+    def __repr__(self) -> str:
+        return f"AllreduceComm({self.inner!r})"

@@ -65,12 +65,16 @@ class Solver:
         action: Callable[[], str] | None = None,
         train_net: Any | None = None,
         test_nets: list[Any] | None = None,
+        allreduce: bool = False,
     ) -> None:
         self.param, self.solver_path = load_solver_param(source)
         self.comm = comm if comm is not None else SerialComm()
         self.xp = get_array_module(xp)
         self.log = log if log is not None else TrainLog(json_path=None)
         self.action = action if action is not None else (lambda: "none")
+        # allreduce: every rank sums the gradient and applies the same update (no weight bcast).
+        self.allreduce = bool(allreduce) and self.comm.size > 1
+        self.updater = self.comm.is_master or self.allreduce
         p = self.param
         self._validate()
         seed = int(p.random_seed) + self.comm.rank if p.random_seed >= 0 else None
@@ -180,9 +184,13 @@ class Solver:
         if self.comm.size == 1:
             return loss
         buf = np.array([loss], np.float64)
-        self.comm.reduce_sum(buf)
-        self.comm.reduce_sum(self.net.flat_diff)
-        if self.comm.is_master:
+        if self.allreduce:
+            self.comm.allreduce_sum(buf)
+            self.comm.allreduce_sum(self.net.flat_diff)
+        else:
+            self.comm.reduce_sum(buf)
+            self.comm.reduce_sum(self.net.flat_diff)
+        if self.updater:
             self.net.flat_diff /= self.net.flat_diff.dtype.type(self.comm.size)
         return f32(buf[0] / self.comm.size)
 
@@ -275,14 +283,15 @@ class Solver:
         after = self._cursors()
         try:
             for _ in range(cfg.stop):
-                self.comm.bcast(self.net.flat_data)  # Alg. 2 line 8 (before the next pass)
+                if not self.allreduce:
+                    self.comm.bcast(self.net.flat_data)  # Alg. 2 line 8 (before the next pass)
                 self._set_cursors(cursors)
                 self.net.clear_param_diffs()
                 psi = self._reduce(self._forward_backward())  # Alg. 2 lines 4-6
                 go = bool(math.isfinite(float(psi)) and float(psi) > limit)
                 if not self.comm.bcast_object(go if self.comm.is_master else None):
                     break
-                if self.comm.is_master:
+                if self.updater:
                     self._subproblem_update(float(psi), limit, zeta, anchor)
                 steps += 1
         finally:
@@ -345,7 +354,9 @@ class Solver:
                 self.requested_early_exit = True
                 break
             display = bool(p.display and self.iter % p.display == 0)
-            self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
+            comm_start = getattr(self.comm, "elapsed", 0.0)
+            if not self.allreduce:
+                self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
             cursors = self._cursors() if self.isgd is not None else []
             loss = self._reduce(self._forward_backward())  # Alg. 1 lines 10-12
             decision: dict[str, Any] = {"stop": False, "alg2": False}
@@ -359,6 +370,7 @@ class Solver:
                     lap_start = time.perf_counter()
                     iterations_last = self.iter
                     self._log_outputs(self.net, "Train")
+            if self.updater:
                 if not math.isfinite(float(loss)):
                     decision["stop"] = True
                 else:
@@ -369,17 +381,21 @@ class Solver:
             if decision["stop"]:
                 self._diverged(loss)
             anchor = None
-            if decision["alg2"] and master and not self.isgd.anchor_after_update:
+            if decision["alg2"] and self.updater and not self.isgd.anchor_after_update:
                 anchor = self.net.flat_data.copy()  # w_{t-1}: the weights psi was measured at
-            rate = self.apply_update(display) if master else f32(0.0)  # Alg. 1 line 21
+            rate = self.apply_update(display and master) if self.updater else f32(0.0)  # line 21
             inner = 0
             if decision["alg2"]:  # Alg. 1 lines 22-23
-                if master and anchor is None:
+                if self.updater and anchor is None:
                     anchor = self.net.flat_data.copy()
                 inner = self._subproblem(float(record.get("limit", 0.0)), rate, anchor, cursors)
-            self.train_seconds += time.perf_counter() - clock
+            spent = time.perf_counter() - clock
+            self.train_seconds += spent
             if master:
                 self.rate = rate
+                if hasattr(self.comm, "elapsed"):  # Eq. 21's split: compute vs communication
+                    t_comm = float(self.comm.elapsed) - comm_start
+                    record["t_comm"], record["t_comp"] = t_comm, max(spent - t_comm, 0.0)
                 self.log.event(
                     {
                         "event": "iter",
@@ -393,6 +409,7 @@ class Solver:
                         "limit": record.get("limit"),
                         "under_trained": bool(record.get("under_trained", False)),
                         "subproblem_iters": inner,
+                        **{k: record[k] for k in ("t_comp", "t_comm") if k in record},
                     }
                 )
                 self.log.progress(self.iter + 1, int(p.max_iter), float(loss), self.train_seconds)

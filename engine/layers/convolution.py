@@ -13,14 +13,23 @@ from typing import Any
 
 from engine.blob import Blob
 from engine.conv_gemm import gemm
-from engine.im2col import col2im, conv_out_size, im2col
+from engine.im2col import (
+    CHWN_TO_NCHW,
+    CNHW_TO_NCHW,
+    NCHW_TO_CHWN,
+    NCHW_TO_CNHW,
+    col2im,
+    conv_out_size,
+    im2col,
+)
 from engine.layer import Layer, register_layer
 
-# Measured costs on 2 cores (ns per element moved; GFLOP/s of the GEMMs) for choosing the
-# data-gradient algorithm; only the ratio matters.
-_NS_IM2COL = 0.4
-_NS_COL2IM = 1.0
+# Measured costs on 2 cores (ns per element for im2col copies and col2im adds, indexed by
+# batch-last; GFLOP/s of the GEMMs) used to pick the data-gradient algorithm.
+_NS_COPY = {False: 0.27, True: 0.13}
+_NS_COL2IM = {False: 0.66, True: 0.34}
 _GEMM_GFLOPS = 150.0
+_BATCH_LAST_MAX_OW = 16
 
 
 def _pair(
@@ -136,21 +145,36 @@ class ConvolutionLayer(Layer):
         c, o, g = self.channels, self.num_output, self.group
         kk = self.kh * self.kw
         npix = n * oh * ow
-        buf: dict[str, Any] = {"dims": (n, h, w, oh, ow)}
+        # Layout: batch-last (C, H, W, N) copies faster when output rows are short; measured
+        # crossover on OpenBLAS/2 cores near OW = 16 (CIFAR conv2/3, LeNet conv2 vs conv1).
+        last = ow <= _BATCH_LAST_MAX_OW
+        buf: dict[str, Any] = {"dims": (n, h, w, oh, ow), "batch_last": last}
+        buf["to_int"], buf["to_nchw"] = (
+            (NCHW_TO_CHWN, CHWN_TO_NCHW) if last else (NCHW_TO_CNHW, CNHW_TO_NCHW)
+        )
+        buf["spatial"] = (1, 2) if last else (2, 3)
+
+        def shape(ch: int, hh: int, ww: int) -> tuple[int, ...]:
+            return (ch, hh, ww, n) if last else (ch, n, hh, ww)
+
+        buf["shape"] = shape
+        hp, wp = h + 2 * self.ph, w + 2 * self.pw
         if self.ph or self.pw:
-            buf["xpad"] = xp.zeros((c, n, h + 2 * self.ph, w + 2 * self.pw), dt)
-        buf["col"] = xp.empty((c, self.kh, self.kw, n, oh, ow), dt)
-        buf["y"] = xp.empty((o, n, oh * ow), dt)
-        buf["dy"] = xp.empty((o, n, oh * ow), dt)
+            buf["xpad"] = xp.zeros(shape(c, hp, wp), dt)
+        buf["col"] = xp.empty((c, self.kh, self.kw, *shape(1, oh, ow)[1:]), dt)
+        buf["y"] = xp.empty(shape(o, oh, ow), dt)
+        buf["dy"] = xp.empty(shape(o, oh, ow), dt)
         buf["ones"] = xp.ones((npix,), dt)
         buf["dw"] = xp.empty((o // g, c // g * kk), dt)
-        # Data-gradient algorithm: col2im, or (stride 1) full convolution with flipped weights.
+        # Data-gradient algorithm: col2im, or (stride 1) full convolution with flipped weights,
+        # whichever the cost model (bytes moved + GEMM FLOPs) says is cheaper.
         qh = self.dh * (self.kh - 1) - self.ph
         qw = self.dw * (self.kw - 1) - self.pw
         full_ok = self.sh == 1 and self.sw == 1 and qh >= 0 and qw >= 0
+        ns_copy, ns_add = _NS_COPY[last], _NS_COL2IM[last]
         flops = 2.0 * c * o * kk / g
-        t_col2im = _NS_COL2IM * c * kk * npix + flops * npix / _GEMM_GFLOPS
-        t_full = _NS_IM2COL * o * kk * n * h * w + flops * n * h * w / _GEMM_GFLOPS
+        t_col2im = ns_add * c * kk * npix + flops * npix / _GEMM_GFLOPS
+        t_full = ns_copy * o * kk * n * h * w + flops * n * h * w / _GEMM_GFLOPS
         buf["full"] = full_ok and t_full < t_col2im
         buf["q"] = (qh, qw)
         return buf
@@ -166,24 +190,28 @@ class ConvolutionLayer(Layer):
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             buf = self._buffers[k]
             n, h, w, oh, ow = buf["dims"]
-            x_cn = bottom.data.transpose(1, 0, 2, 3)
+            x_int = bottom.data.transpose(buf["to_int"])
             if "xpad" in buf:
                 src = buf["xpad"]
-                src[:, :, self.ph : self.ph + h, self.pw : self.pw + w] = x_cn
+                sp = buf["spatial"]
+                inner: list[slice] = [slice(None)] * 4
+                inner[sp[0]] = slice(self.ph, self.ph + h)
+                inner[sp[1]] = slice(self.pw, self.pw + w)
+                src[tuple(inner)] = x_int
             else:
-                src = x_cn
+                src = x_int
             col = buf["col"]
-            im2col(src, col, self._geom(), (oh, ow))
+            im2col(src, col, self._geom(), (oh, ow), buf["spatial"])
             colg = col.reshape(g, c // g * self.kh * self.kw, -1)
             y = buf["y"]
             yg = y.reshape(g, o // g, -1)
             for gi in range(g):
                 gemm(xp, w2[gi], colg[gi], yg[gi])
-            out = top.data.reshape(n, o, oh * ow)
+            y_nchw = y.transpose(buf["to_nchw"])
             if self.bias is not None:
-                xp.add(y.transpose(1, 0, 2), self.bias.data[:, None], out=out)
+                xp.add(y_nchw, self.bias.data.reshape(1, o, 1, 1), out=top.data)
             else:
-                out[...] = y.transpose(1, 0, 2)
+                top.data[...] = y_nchw
 
     # --- backward --------------------------------------------------------------------------
     def backward(
@@ -194,14 +222,12 @@ class ConvolutionLayer(Layer):
         ckk = c // g * self.kh * self.kw
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             buf = self._buffers[k]
-            n, h, w, oh, ow = buf["dims"]
             dy = buf["dy"]
-            dy[...] = top.diff.reshape(n, o, oh * ow).transpose(1, 0, 2)
+            dy[...] = top.diff.transpose(buf["to_int"])
             dy2 = dy.reshape(o, -1)
             if self.bias is not None:
                 self.bias.diff += dy2 @ buf["ones"]
-            col = buf["col"]
-            colg = col.reshape(g, ckk, -1)
+            colg = buf["col"].reshape(g, ckk, -1)
             dyg = dy.reshape(g, o // g, -1)
             dw2 = self.weight.diff.reshape(g, o // g, ckk)
             for gi in range(g):
@@ -226,11 +252,14 @@ class ConvolutionLayer(Layer):
         for gi in range(g):
             gemm(xp, w2[gi].T, dyg[gi], colg[gi])
         if "dxpad" not in buf:
-            buf["dxpad"] = xp.empty((c, n, h + 2 * self.ph, w + 2 * self.pw), self.dtype)
+            buf["dxpad"] = xp.empty(buf["shape"](c, h + 2 * self.ph, w + 2 * self.pw), self.dtype)
         dxpad = buf["dxpad"]
-        col2im(col, dxpad, self._geom(), (oh, ow))
-        inner = dxpad[:, :, self.ph : self.ph + h, self.pw : self.pw + w]
-        bottom.diff[...] = inner.transpose(1, 0, 2, 3)
+        sp = buf["spatial"]
+        col2im(col, dxpad, self._geom(), (oh, ow), sp)
+        inner: list[slice] = [slice(None)] * 4
+        inner[sp[0]] = slice(self.ph, self.ph + h)
+        inner[sp[1]] = slice(self.pw, self.pw + w)
+        bottom.diff[...] = dxpad[tuple(inner)].transpose(buf["to_nchw"])
 
     def _data_grad_full(self, buf: dict[str, Any], bottom: Blob) -> None:
         """Stride 1: dx = (top diff zero-padded by d(k-1)-p) correlated with flipped weights."""
@@ -239,14 +268,18 @@ class ConvolutionLayer(Layer):
         n, h, w, oh, ow = buf["dims"]
         qh, qw = buf["q"]
         okk = o // g * self.kh * self.kw
+        shape, sp = buf["shape"], buf["spatial"]
         if "dypad" not in buf:
-            buf["dypad"] = xp.zeros((o, n, oh + 2 * qh, ow + 2 * qw), self.dtype)
-            buf["dcol"] = xp.empty((o, self.kh, self.kw, n, h, w), self.dtype)
+            buf["dypad"] = xp.zeros(shape(o, oh + 2 * qh, ow + 2 * qw), self.dtype)
+            buf["dcol"] = xp.empty((o, self.kh, self.kw, *shape(1, h, w)[1:]), self.dtype)
             buf["wflip"] = xp.empty((g, c // g, o // g, self.kh, self.kw), self.dtype)
-            buf["dx"] = xp.empty((c, n, h, w), self.dtype)
+            buf["dx"] = xp.empty(shape(c, h, w), self.dtype)
         dypad, dcol, wflip, dx = buf["dypad"], buf["dcol"], buf["wflip"], buf["dx"]
-        dypad[:, :, qh : qh + oh, qw : qw + ow] = buf["dy"].reshape(o, n, oh, ow)
-        im2col(dypad, dcol, (self.kh, self.kw, 1, 1, self.dh, self.dw), (h, w))
+        inner: list[slice] = [slice(None)] * 4
+        inner[sp[0]] = slice(qh, qh + oh)
+        inner[sp[1]] = slice(qw, qw + ow)
+        dypad[tuple(inner)] = buf["dy"]
+        im2col(dypad, dcol, (self.kh, self.kw, 1, 1, self.dh, self.dw), (h, w), sp)
         wg = self.weight.data.reshape(g, o // g, c // g, self.kh, self.kw)
         wflip[...] = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
         wf2 = wflip.reshape(g, c // g, okk)
@@ -254,4 +287,4 @@ class ConvolutionLayer(Layer):
         dxg = dx.reshape(g, c // g, -1)
         for gi in range(g):
             gemm(xp, wf2[gi], dcolg[gi], dxg[gi])
-        bottom.diff[...] = dx.transpose(1, 0, 2, 3)
+        bottom.diff[...] = dx.transpose(buf["to_nchw"])

@@ -44,8 +44,13 @@ def _sample_shape(layer: caffe_pb2.LayerParameter) -> tuple[int, ...]:
 
 
 def _batch(layer: caffe_pb2.LayerParameter) -> int:
-    for p in (layer.data_param, layer.hdf5_data_param, layer.image_data_param,
-              layer.memory_data_param, layer.window_data_param):
+    for p in (
+        layer.data_param,
+        layer.hdf5_data_param,
+        layer.image_data_param,
+        layer.memory_data_param,
+        layer.window_data_param,
+    ):
         if p.batch_size:
             return min(p.batch_size, MAX_BATCH)
     return MAX_BATCH
@@ -93,7 +98,9 @@ def test_every_example_net_parses_and_supported_ones_run(path: Path):
     param = replace_data_layers(param)
     # Nets whose TEST data layers exist only under a stage are run as their solvers run them
     # (test_state { stage: ... }): with the first stage a data layer names.
-    stages = [s for lp in param.layer if lp.type == "DummyData" for r in lp.include for s in r.stage]
+    stages = [
+        s for lp in param.layer if lp.type == "DummyData" for r in lp.include for s in r.stage
+    ]
     for phase in ("TRAIN", "TEST"):
         net = Net(param, phase, seed=0, stages=stages[:1] if phase == "TEST" else ())
         loss = net.forward_loss()

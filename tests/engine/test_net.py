@@ -59,7 +59,9 @@ def net_gradient_check(net: Net, step: float = 1e-6, rtol: float = 1e-5) -> None
 
 def test_phase_filtering_follows_net_state_rules():
     """Caffe's StateMeetsRule: include/exclude by phase, stage, not_stage and level range."""
-    text = MLP + """
+    text = (
+        MLP
+        + """
     layer { name: "only_stage" type: "Accuracy" bottom: "ip2" bottom: "label" top: "a2"
             include { stage: "deploy" } }
     layer { name: "not_stage" type: "Accuracy" bottom: "ip2" bottom: "label" top: "a3"
@@ -67,6 +69,7 @@ def test_phase_filtering_follows_net_state_rules():
     layer { name: "leveled" type: "Accuracy" bottom: "ip2" bottom: "label" top: "a4"
             include { min_level: 2 } }
     """
+    )
     train = Net(net_param(text), "TRAIN", seed=1)
     assert "acc" not in train.layer_names and "only_stage" not in train.layer_names
     assert "not_stage" in train.layer_names and "leveled" not in train.layer_names
@@ -112,8 +115,9 @@ def test_in_place_layer_shares_the_blob():
 
 
 def test_whole_net_gradient_through_split_relu_and_loss():
-    net = Net(net_param(MLP.replace("num_output: 5", "num_output: 4")), "TRAIN",
-              dtype=np.float64, seed=5)
+    net = Net(
+        net_param(MLP.replace("num_output: 5", "num_output: 4")), "TRAIN", dtype=np.float64, seed=5
+    )
     fill_inputs(net)
     net_gradient_check(net)
 
@@ -144,8 +148,9 @@ def test_shared_params_appear_once_and_accumulate_both_uses():
 def test_backward_is_skipped_where_caffe_skips_it():
     """No gradient for the input (no force_backward), none for lr_mult 0 params, and a layer
     that does not reach any loss runs no backward."""
-    text = MLP.replace('layer { name: "ip2"', 'layer { name: "ip2" param { lr_mult: 0 } '
-                       'param { lr_mult: 0 }')
+    text = MLP.replace(
+        'layer { name: "ip2"', 'layer { name: "ip2" param { lr_mult: 0 } param { lr_mult: 0 }'
+    )
     text += """
     layer { name: "side" type: "InnerProduct" bottom: "data" top: "side"
             inner_product_param { num_output: 2 } }

@@ -82,9 +82,7 @@ class Tiny:
         write_lmdb(self.test_lmdb, 2, records=8)
         self.net = root / "tiny_train_test.prototxt"
         self.net.write_text(
-            NET.format(
-                train=self.train_lmdb, test=self.test_lmdb, batch=BATCH, classes=CLASSES
-            )
+            NET.format(train=self.train_lmdb, test=self.test_lmdb, batch=BATCH, classes=CLASSES)
         )
         (root / "snap").mkdir()
 
@@ -98,7 +96,11 @@ class Tiny:
                 continue
             lines.append(line)
         for key, value in fields.items():
-            lines.append(f'{key}: "{value}"' if isinstance(value, str) else f"{key}: {value}")
+            if isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, str):  # "=NAME" writes an enum value bare
+                value = value[1:] if value.startswith("=") else f'"{value}"'
+            lines.append(f"{key}: {value}")
         path = self.root / f"{name}.prototxt"
         path.write_text("\n".join(lines) + "\n" + extra + "\n")
         return path

@@ -1,4 +1,4 @@
-"""Caffe's update formulas (sgd_solver.cpp, nesterov_solver.cpp, ...) pinned to hand computations."""
+"""Caffe's update formulas (sgd_solver.cpp, nesterov_solver.cpp, ...) on hand computations."""
 
 from __future__ import annotations
 

@@ -8,9 +8,19 @@ from google.protobuf import text_format
 
 from engine.blob import Blob
 from engine.errors import NetError
+from engine.layers import convolution
 from engine.layers.convolution import ConvolutionLayer
 from engine.proto import caffe_pb2
 from tests.gradcheck import check_layer_gradient
+
+
+@pytest.fixture(params=["batch_last", "batch_second"])
+def layout(request, monkeypatch):
+    """Run a test with both internal layouts, (C, H, W, N) and (C, N, H, W)."""
+    monkeypatch.setattr(
+        convolution, "_BATCH_LAST_MAX_OW", 10**6 if request.param == "batch_last" else -1
+    )
+    return request.param
 
 
 def make_layer(conv: str, dtype=np.float64, seed: int = 0) -> ConvolutionLayer:
@@ -77,7 +87,7 @@ def reference_conv(x, w, b, stride, pad, dil, group):
         ("num_output: 6 kernel_size: 5 pad: 2", (3, 2, 6, 6), (1, 1), (2, 2), (1, 1), 1),
     ],
 )
-def test_forward_matches_direct_loop_reference(conv, shape, stride, pad, dil, group):
+def test_forward_matches_direct_loop_reference(conv, shape, stride, pad, dil, group, layout):
     """Caffe's convolution is a cross-correlation of each group of channels with its weights."""
     layer = make_layer(f"{conv} {GAUSS}")
     bottom, top = blobs(shape)
@@ -130,7 +140,7 @@ def _kernel(conv: str) -> tuple[int, int]:
         ),  # non-square
     ],
 )
-def test_gradient_matches_finite_differences(conv, shape):
+def test_gradient_matches_finite_differences(conv, shape, layout):
     """Backward: bottom diff, weight diff and bias diff agree with central differences."""
     layer = make_layer(f"{conv} {GAUSS}")
     bottom, top = blobs(shape)
@@ -138,12 +148,13 @@ def test_gradient_matches_finite_differences(conv, shape):
 
 
 @pytest.mark.parametrize("full", [True, False])
-def test_both_data_gradient_algorithms_agree(full):
+def test_both_data_gradient_algorithms_agree(full, layout):
     """The stride-1 full-convolution path and the col2im path give the same bottom diff."""
     layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 group: 1 {GAUSS}")
     bottom, top = blobs((2, 2, 5, 5))
     layer.setup([bottom], [top])
     layer._buffers[0]["full"] = full
+    assert layer._buffers[0]["batch_last"] == (layout == "batch_last")
     check_layer_gradient(layer, [bottom], [top])
 
 

@@ -1,0 +1,80 @@
+"""scripts/bench.py: runs a tiny net end to end and reports the documented JSON keys."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from scripts import bench
+
+TINY = """
+name: "tiny"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 4 dim: 2 dim: 8 dim: 8 } shape { dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1
+    weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+KEYS = {
+    "net",
+    "batch",
+    "ms_per_iter",
+    "forward_ms",
+    "backward_ms",
+    "images_per_s",
+    "gemm_gflops",
+    "peak_fraction",
+}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(TINY)
+    return path
+
+
+def test_json_lines_have_documented_keys(tiny, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "gemm_peak_gflops", lambda: 100.0)  # keep the test fast
+    assert bench.main(["--model", str(tiny), "--iterations", "2", "--batch", "3", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert KEYS <= set(row)
+    assert row["net"] == "tiny" and row["batch"] == 3
+    assert row["ms_per_iter"] > 0 and row["images_per_s"] > 0
+    assert 0 < row["peak_fraction"] == pytest.approx(row["gemm_gflops"] / 100.0)
+    assert [ly["name"] for ly in row["layers"]][1:] == ["conv", "pool", "ip", "loss"]
+
+
+def test_useful_flops_counts_forward_weight_and_data_gradients(tiny):
+    """conv: 4*3*8*8*(2*9) MACs; ip: 4*5*48 MACs; no data gradient into the input layer."""
+    param, inputs, classes = bench.prepare_param(tiny, None, None, keep_data=False)
+    assert inputs == [("data", (4, 2, 8, 8)), ("label", (4,))] and classes == 5
+    net = bench.build_net(param, inputs, classes, seed=0)
+    labels = net.blobs["label"].data
+    assert labels.min() >= 0 and labels.max() < 5 and np.all(labels == np.round(labels))
+    fwd, bwd = bench.useful_flops(net)
+    conv, ip = 4 * 3 * 64 * 18, 4 * 5 * 48
+    assert fwd == 2 * (conv + ip)
+    assert bwd == 2 * conv + 4 * ip
+
+
+def test_table_output_names_layers(tiny, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "gemm_peak_gflops", lambda: 100.0)
+    bench.main(["--model", str(tiny), "--iterations", "1"])
+    out = capsys.readouterr().out
+    assert "conv" in out and "Convolution" in out and "GEMM peak" in out
+
+
+def test_unknown_net_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown net"):
+        bench.main(["--nets", "vgg"])

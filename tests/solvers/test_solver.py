@@ -1,0 +1,300 @@
+"""The training loop against Caffe's Solver::Step / Solve semantics, on a tiny generated problem."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import PrototxtError
+from engine.proto import caffe_pb2
+from solvers.nets import build_net, data_layers, train_net_param
+from solvers.solver import NonFiniteLossError, Solver, load_solver_param
+
+from .conftest import RECORDS, Tiny
+
+BATCHES_PER_EPOCH = RECORDS // 4
+
+
+def bodies(text: str) -> list[str]:
+    return [
+        re.sub(r"^[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ", "", line) for line in text.splitlines()
+    ]
+
+
+def events(path: Path, kind: str = "iter") -> list[dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in records if r["event"] == kind]
+
+
+def run(tiny: Tiny, quiet_log, name: str = "run", resume: str | None = None, **fields) -> Solver:
+    log, text, json_path = quiet_log(name)
+    solver = Solver(str(tiny.solver(name=name, **fields)), log=log)
+    solver.solve(resume)
+    log.close()
+    solver.text, solver.json_path = text.getvalue(), json_path  # type: ignore[attr-defined]
+    return solver
+
+
+def test_one_step_equals_caffe_formulas_by_hand(tiny: Tiny, quiet_log) -> None:
+    """iter_size 2 accumulation, clip on the accumulated norm, Normalize, L2 decay with decay_mult,
+    lr_mult, momentum and the step policy, as SGDSolver::ApplyUpdate orders them."""
+    fields = dict(
+        max_iter=3,
+        iter_size=2,
+        clip_gradients=0.5,
+        lr_policy="step",
+        gamma=0.5,
+        stepsize=2,
+        test_interval=0,
+        snapshot_after_train=False,
+    )
+    path = tiny.solver(name="hand", **fields)
+    path.write_text(path.read_text().replace("test_iter: 2\n", ""))
+    param, _ = load_solver_param(str(path))
+    ref = build_net(train_net_param(param), "TRAIN", np, 7)
+    log, _, _ = quiet_log()
+    solver = Solver(str(path), log=log)
+    np.testing.assert_array_equal(ref.flat_data, solver.net.flat_data)
+    history = [np.zeros(b.count, np.float64) for b in ref.learnable_params]
+    for it in range(3):
+        ref.clear_param_diffs()
+        for _ in range(2):
+            ref.forward_backward()
+        grads = [b.diff.astype(np.float64).ravel() for b in ref.learnable_params]
+        norm = np.sqrt(sum((g**2).sum() for g in grads))
+        scale = 0.5 / norm if norm > 0.5 else 1.0
+        rate = 0.1 * 0.5 ** (it // 2)
+        for i, blob in enumerate(ref.learnable_params):
+            w = blob.data.astype(np.float64).ravel()
+            g = grads[i] * scale / 2 + 0.01 * ref.params_weight_decay[i] * w
+            history[i] = 0.9 * history[i] + rate * ref.params_lr[i] * g
+            blob.data[...] = (w - history[i]).reshape(blob.shape)
+    solver.solve()
+    np.testing.assert_allclose(solver.net.flat_data, ref.flat_data, rtol=2e-5, atol=1e-7)
+    assert solver.iter == 3 and solver.current_step == 1
+
+
+def test_display_test_snapshot_timing_follow_solver_step(tiny: Tiny, quiet_log) -> None:
+    s = run(tiny, quiet_log, display=2, test_interval=5, snapshot=4, max_iter=10)
+    lines = bodies(s.text)
+    tests = [int(m.group(1)) for x in lines if (m := re.match(r"Iteration (\d+), Testing", x))]
+    shown = [int(m.group(1)) for x in lines if (m := re.match(r"Iteration (\d+) \(", x))]
+    lrs = [int(m.group(1)) for x in lines if (m := re.match(r"Iteration (\d+), lr = ", x))]
+    assert tests == [0, 5, 10]
+    assert shown == [0, 2, 4, 6, 8] and lrs == shown
+    assert any(re.fullmatch(r"Iteration 10, loss = [\d.e+-]+", x) for x in lines)
+    assert lines[-1] == "Optimization Done."
+    snaps = sorted(p.name for p in (tiny.root / "snap").iterdir())
+    want = [f"run_iter_{i}.{e}" for i in (10, 4, 8) for e in ("caffemodel", "solverstate")]
+    assert snaps == sorted(want)
+    assert "    Train net output #0: loss = " in "\n".join(lines)
+    assert re.search(r"Test net output #1: loss = [\d.]+ \(\* 1 = [\d.]+ loss\)", s.text)
+
+
+def test_no_test_at_iteration_zero_without_test_initialization(tiny: Tiny, quiet_log) -> None:
+    s = run(tiny, quiet_log, test_initialization=False, max_iter=5)
+    assert "Iteration 0, Testing" not in s.text and "Iteration 5, Testing" in s.text
+    assert [e["iter"] for e in events(s.json_path, "test")] == [5]
+
+
+def weights_after(tiny: Tiny, quiet_log, name: str, extra: str = "", **fields) -> np.ndarray:
+    log, _, _ = quiet_log(name)
+    solver = Solver(str(tiny.solver(extra, name=name, **fields)), log=log)
+    solver.solve()
+    return solver.net.flat_data.copy()
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Nesterov"])
+def test_isgd_with_infinite_limit_is_bit_identical_to_base_solver(tiny: Tiny, quiet_log, kind):
+    base = weights_after(tiny, quiet_log, "base", type=kind, max_iter=15)
+    isgd = weights_after(
+        tiny, quiet_log, "isgd", "isgd_param { control_limit: 1e30 }", type=kind, max_iter=15
+    )
+    np.testing.assert_array_equal(base, isgd)
+
+
+# A limit far below every loss: each batch after the first epoch qualifies.
+ISGD_EAGER = "isgd_param { control_limit: -100 stop: 3 zeta: 0.0005 }"
+
+
+def test_isgd_statistics_equal_direct_computation_every_iteration(tiny: Tiny, quiet_log) -> None:
+    """Eq. 13-15 over the n losses before each batch (n = 24 records / batch 4 = 6)."""
+    log, _, json_path = quiet_log("stats")
+    Solver(str(tiny.solver("isgd_param { }", name="stats", max_iter=20)), log=log).solve()
+    log.close()
+    recs = events(json_path)
+    losses = np.array([r["loss"] for r in recs], np.float32).astype(np.float64)
+    for t, r in enumerate(recs[1:], start=1):
+        window = losses[max(0, t - BATCHES_PER_EPOCH) : t]
+        assert r["mean"] == pytest.approx(window.mean(), rel=1e-9)
+        assert r["std"] == pytest.approx(window.std(), rel=1e-6, abs=1e-9)
+        assert r["limit"] == pytest.approx(window.mean() + 3 * window.std(), rel=1e-6)
+
+
+def test_alg2_never_in_first_epoch_then_runs_to_stop(tiny: Tiny, quiet_log) -> None:
+    log, _, json_path = quiet_log("eager")
+    Solver(str(tiny.solver(ISGD_EAGER, name="eager", max_iter=14)), log=log).solve()
+    log.close()
+    recs = events(json_path)
+    first = [r for r in recs if r["iter"] <= BATCHES_PER_EPOCH]
+    later = [r for r in recs if r["iter"] > BATCHES_PER_EPOCH]
+    assert all(not r["under_trained"] and r["subproblem_iters"] == 0 for r in first)
+    assert later and all(r["under_trained"] for r in later)
+    assert all(r["subproblem_iters"] == 3 for r in later)  # psi never reaches a limit this low
+
+
+def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
+    tiny: Tiny, quiet_log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, _, _ = quiet_log()
+    solver = Solver(str(tiny.solver("isgd_param { stop: 5 }", max_iter=1)), log=log)
+    layer = data_layers(solver.net)[0]
+    layer.cursor = 8
+    scripted = iter([5.0, 4.0, 0.5, 9.0])
+    seen: list[int] = []
+
+    def fake_fb() -> np.float32:
+        seen.append(layer.cursor)
+        solver.net.flat_diff[...] = 1.0
+        return np.float32(next(scripted))
+
+    monkeypatch.setattr(solver, "_forward_backward", fake_fb)
+    layer.cursor = 12  # where the outer pass left the data
+    before = solver.net.flat_data.copy()
+    steps = solver._subproblem(1.0, np.float32(0.1), before.copy(), [8])
+    assert steps == 2 and seen == [8, 8, 8]  # third pass: 0.5 <= limit, no step
+    assert layer.cursor == 12
+    # Two Eq. 18 steps, grad 1, zeta = lr 0.1 times lr_mult: (5 - 1), then (4 - 1) plus the pull.
+    moved = before - solver.net.flat_data
+    mults = np.concatenate(
+        [
+            np.full(b.count, m)
+            for b, m in zip(solver.net.learnable_params, solver.net.params_lr, strict=True)
+        ]
+    )
+    n_w = moved.size
+    first = 0.1 * mults * 4.0
+    second = 0.1 * mults * (3.0 - 0.1 / n_w * first)  # the pull back toward w_{t-1}
+    np.testing.assert_allclose(moved, first + second, rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra", ["", ISGD_EAGER])
+def test_resume_from_snapshot_gives_identical_weights(tiny: Tiny, quiet_log, extra: str) -> None:
+    """2k straight == k, snapshot, resume with the .solverstate, k more (SGD and ISGD)."""
+    straight = weights_after(tiny, quiet_log, "straight", extra, max_iter=18, type="Nesterov")
+    weights_after(tiny, quiet_log, "first", extra, max_iter=9, type="Nesterov")
+    state = tiny.root / "snap" / "first_iter_9.solverstate"
+    log, text, _ = quiet_log("second")
+    path = tiny.solver(extra, name="second", max_iter=18, type="Nesterov")
+    solver = Solver(str(path), log=log)
+    solver.solve(str(state))
+    np.testing.assert_array_equal(solver.net.flat_data, straight)
+    saved = caffe_pb2.SolverState.FromString(state.read_bytes())
+    assert saved.iter == 9 and saved.HasField("data_cursor") and len(saved.history) == 4
+    assert saved.HasField("isgd_state") and saved.isgd_state.seen == 9
+
+
+def test_resume_from_a_caffe_state_without_cursor_starts_data_at_record_zero(
+    tiny: Tiny, quiet_log
+) -> None:
+    s = run(tiny, quiet_log, name="c", max_iter=5)
+    ours = caffe_pb2.SolverState.FromString(
+        (tiny.root / "snap" / "c_iter_5.solverstate").read_bytes()
+    )
+    caffe_state = caffe_pb2.SolverState(iter=5, learned_net=ours.learned_net, current_step=0)
+    caffe_state.history.extend(ours.history)
+    path = tiny.root / "caffe.solverstate"
+    path.write_bytes(caffe_state.SerializeToString())
+    log, _, _ = quiet_log("resumed")
+    solver = Solver(str(tiny.solver(name="resumed", max_iter=5)), log=log)
+    data_layers(solver.net)[0].cursor = 12
+    solver.restore(str(path))
+    assert solver.iter == 5 and data_layers(solver.net)[0].cursor == 0
+    np.testing.assert_array_equal(solver.net.flat_data, s.net.flat_data)
+    np.testing.assert_array_equal(solver.history_flat[0], s.history_flat[0])
+
+
+def test_bad_state_files_get_clear_errors(tiny: Tiny, quiet_log) -> None:
+    log, _, _ = quiet_log()
+    solver = Solver(str(tiny.solver(max_iter=1)), log=log)
+    with pytest.raises(PrototxtError, match="HDF5 solver states are not supported"):
+        solver.restore("x.solverstate.h5")
+    with pytest.raises(PrototxtError, match="not found"):
+        solver.restore(str(tiny.root / "missing.solverstate"))
+    bad = caffe_pb2.SolverState(iter=1)
+    bad.history.add().data.extend([1.0])
+    (tiny.root / "bad.solverstate").write_bytes(bad.SerializeToString())
+    with pytest.raises(PrototxtError, match="holds 1 history blobs"):
+        solver.restore(str(tiny.root / "bad.solverstate"))
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_snapshot(
+    tiny: Tiny, quiet_log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, text, _ = quiet_log()
+    solver = Solver(str(tiny.solver(max_iter=10, snapshot=2)), log=log)
+    original = solver._forward_backward
+    calls = iter(range(100))
+
+    def fb() -> np.float32:
+        loss = original()
+        return np.float32("nan") if next(calls) == 3 else loss
+
+    monkeypatch.setattr(solver, "_forward_backward", fb)
+    with pytest.raises(NonFiniteLossError, match="Iteration 3: loss = nan is not finite"):
+        solver.solve()
+    names = sorted(p.name for p in (tiny.root / "snap").iterdir())
+    assert names == ["solver_iter_2.caffemodel", "solver_iter_2.solverstate"]
+    assert "solver_iter_2.solverstate" in text.getvalue()
+
+
+def test_signal_actions_snapshot_and_stop_as_caffe(tiny: Tiny, quiet_log) -> None:
+    script = iter(["none", "snapshot", "none", "stop"])
+    log, text, _ = quiet_log()
+    path = tiny.solver(max_iter=10, test_interval=0)
+    path.write_text(path.read_text().replace("test_iter: 2\n", ""))
+    solver = Solver(str(path), log=log, action=lambda: next(script, "none"))
+    solver.solve()
+    names = sorted(p.name for p in (tiny.root / "snap").iterdir() if p.suffix == ".caffemodel")
+    assert names == ["solver_iter_2.caffemodel", "solver_iter_4.caffemodel"]
+    assert solver.iter == 4 and "Optimization stopped early." in text.getvalue()
+
+
+def test_time_domain_tests_follow_the_training_clock(tiny: Tiny, quiet_log) -> None:
+    log, _, _ = quiet_log()
+    path = tiny.solver(test_interval=0, test_interval_seconds=2.0, max_iter=1)
+    solver = Solver(str(path), log=log)
+    due = []
+    for it, train_s in [(0, 0.0), (1, 1.5), (2, 2.1), (3, 3.9), (4, 4.0), (5, 9.5), (6, 9.9)]:
+        solver.iter, solver.train_seconds = it, train_s
+        due.append(solver._test_due())
+    assert due == [True, False, True, False, True, True, False]
+
+
+def test_loss_bands_policy_uses_the_running_average_loss(tiny: Tiny, quiet_log) -> None:
+    bands = "loss_bands { threshold: 1.1 threshold: 1.0 lr: 0.3 lr: 0.2 lr: 0.1 }"
+    log, _, json_path = quiet_log("bands")
+    Solver(
+        str(tiny.solver(bands, name="bands", lr_policy="loss_bands", max_iter=12)), log=log
+    ).solve()
+    log.close()
+    recs = events(json_path)
+    losses = np.array([r["loss"] for r in recs], np.float32)
+    for t, r in enumerate(recs):
+        mean = losses[max(0, t - BATCHES_PER_EPOCH + 1) : t + 1].astype(np.float64).mean()
+        want = 0.3 if mean >= np.float32(1.1) else 0.2 if mean >= np.float32(1.0) else 0.1
+        assert r["lr"] == pytest.approx(want)
+
+
+def test_bad_solver_settings_are_named(tiny: Tiny, quiet_log) -> None:
+    log, _, _ = quiet_log()
+    with pytest.raises(PrototxtError, match="HDF5 is not supported"):
+        Solver(str(tiny.solver(snapshot_format="=HDF5")), log=log)
+    with pytest.raises(PrototxtError, match="unknown lr_policy 'cosine'"):
+        Solver(str(tiny.solver(lr_policy="cosine")), log=log)
+    with pytest.raises(ValueError, match="unknown solver type 'Foo'"):
+        Solver(str(tiny.solver(type="Foo")), log=log)
