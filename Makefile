@@ -4,14 +4,17 @@ PY := $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo pytho
 ISGD_DATA_DIR ?= data/raw
 export ISGD_DATA_DIR
 
-.PHONY: setup test test-slow lint bench proto data clean help
+.PHONY: setup test test-slow test-mpi lint bench proto data data-verify clean help
+DATA_SEED ?= 1
 
 help:
 	@echo "make setup      create $(VENV) and install the project (numpy, protobuf, lmdb, mpi4py, mpich)"
 	@echo "make test       run the default test suite (< 10 min on 2 cores) and ruff"
 	@echo "make test-slow  run the long checks too (real-data training)"
 	@echo "make bench      time LeNet, CIFAR-10 quick and AlexNet (scripts/bench.py)"
-	@echo "make data       convert MNIST / CIFAR-10 originals in ISGD_DATA_DIR to LMDBs under data/"
+	@echo "make test-mpi   only the MPI tests (mpiexec -n 2 and -n 4; oversubscribed is fine)"
+	@echo "make data       MNIST / CIFAR-10 originals in ISGD_DATA_DIR -> LMDBs (FCPR order) under data/"
+	@echo "make data-verify  md5-check the originals in ISGD_DATA_DIR"
 	@echo "make proto      regenerate engine/proto/caffe_pb2.py from engine/proto/caffe.proto"
 
 setup:
@@ -26,12 +29,21 @@ test:
 test-slow:
 	$(PY) -m pytest -q -m slow
 
+test-mpi:
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m mpi tests/solvers/test_mpi_comm.py tests/solvers/test_mpi_training.py
+
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 bench:
 	$(PY) scripts/bench.py
+
+data:
+	$(PY) -m data_tools prepare --out data --seed $(DATA_SEED)
+
+data-verify:
+	$(PY) -m data_tools fetch
 
 proto:
 	$(PY) -m grpc_tools.protoc -I engine/proto --python_out=engine/proto engine/proto/caffe.proto

@@ -3,5 +3,7 @@
 import sys
 
 from solvers.cli import main
+from solvers.launch import run_guarded
 
-sys.exit(main())
+# Under mpiexec a failing rank ends the whole job (MPI_Abort) instead of leaving the others waiting.
+sys.exit(run_guarded(main))

@@ -13,7 +13,9 @@ import numpy as np
 
 from engine.backend import get_array_module
 from engine.errors import EngineError
+from solvers import mpi_train
 from solvers.comm import Comm, SerialComm
+from solvers.launch import rank_prefix
 from solvers.signals import SignalHandler, check_effect
 from solvers.train_log import TrainLog, fmt
 
@@ -26,6 +28,8 @@ commands:
   test            score a model
   time            benchmark model execution time
   device_query    show GPU diagnostic information
+  data            data tools: convert_mnist_data, convert_cifar_data, convert_imageset,
+                  compute_image_mean, make_controlled, prepare, fetch (isgd data --help)
 
 examples:
   isgd train -solver prototxt/lenet_solver.prototxt
@@ -179,7 +183,10 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     try:
         if json_path:
             log.info(f"JSON log: {json_path}")
-        xp = _array_module(args.gpu, log)
+        mpi_train.check_inputs(comm, args.solver, args.weights, args.snapshot)
+        mpi_train.announce(comm, log, args.allreduce)
+        xp = mpi_train.array_module(args.gpu, comm, log)  # rank r: device r mod visible GPUs
+        log = mpi_train.TimingLog(log)
         with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
             solver = Solver(
                 param,
@@ -200,6 +207,8 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
                         net.copy_from(weights)
             log.info("Starting Optimization")
             solver.solve(args.snapshot or None)
+        if master:
+            log.write_summary(comm, args.allreduce)
         log.info("Optimization Done.")
     finally:
         log.close()
@@ -342,8 +351,13 @@ COMMANDS = {"train": train, "test": test, "time": time_, "device_query": device_
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `isgd` console script and `python -m solvers`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["data"]:  # Caffe's converters live in data_tools; pass the rest through
+        from data_tools.cli import main as data_main  # noqa: PLC0415
+
+        return int(data_main(argv[1:]) or 0)
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 1
@@ -361,5 +375,5 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     except (EngineError, ValueError, OSError) as exc:
-        sys.stderr.write(f"isgd {args.command}: error: {exc}\n")
+        sys.stderr.write(f"{rank_prefix()}isgd {args.command}: error: {exc}\n")
         return 1

@@ -9,7 +9,13 @@ Readings of the paper where its pseudo-code is ambiguous (each next to the line 
 - w_{t-1} in Eq. 17/18 is the weight vector the batch's loss was measured at (Eq. 16 writes the
   loss as psi_{w_{t-1}}(d_t)), i.e. before Alg. 1 line 21's update; `anchor_after_update`
   selects the other reading (the weights Alg. 2 starts from).
-- zeta = 0 means "the current learning rate"; weight decay and momentum stay out of Eq. 17.
+- zeta = 0 means "the current learning rate", scaled by each param's lr_mult (`use_lr_mult`, so
+  frozen params stay frozen); weight decay and momentum stay out of Eq. 17 (Alg. 2 is unchanged
+  for the momentum variants, section 4.3).
+- Alg. 2 line 3 tests psi > limit on the fresh loss of each inner pass before stepping, so a batch
+  already under the limit is never pushed back up toward it.
+The three switches are IsgdParameter fields 6-8 (limit_includes_current, anchor_after_update,
+use_lr_mult).
 """
 
 from __future__ import annotations

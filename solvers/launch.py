@@ -328,7 +328,24 @@ def abort_on_error() -> Iterator[None]:
         report_and_abort(exc)
 
 
+def rank_prefix() -> str:
+    """ "rank r: " inside a job of several ranks, "" otherwise (for error messages)."""
+    world = _mpi_world()
+    if world is not None and world.Get_size() > 1:
+        return f"rank {world.Get_rank()}: "
+    if launcher_world_size() > 1:
+        return f"rank {world_rank()}: "
+    return ""
+
+
 def run_guarded(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call `main(*args, **kwargs)` under abort_on_error (the CLI's entry point under mpiexec)."""
+    """Call `main(*args, **kwargs)` under abort_on_error; a non-zero return status on one rank
+    of several also ends the whole job (a rank that just exits would leave the others waiting)."""
     with abort_on_error():
-        return main(*args, **kwargs)
+        status = main(*args, **kwargs)
+    world = _mpi_world()
+    if status not in (None, 0) and world is not None and world.Get_size() > 1:
+        sys.stderr.write(f"rank {world.Get_rank()}: exiting with status {status}\n")
+        sys.stderr.flush()
+        world.Abort(status if isinstance(status, int) else 1)
+    return status

@@ -29,9 +29,11 @@ def default_snapshot_prefix(solver_path: str | None, prefix: str | None) -> str 
 
 
 def check_writable(prefix: str) -> None:
-    """Caffe's CheckSnapshotWritePermissions: fail early if the snapshot folder is not writable."""
+    """Caffe's CheckSnapshotWritePermissions: fail early if the snapshot folder is not writable
+    (a missing folder is created first)."""
     probe = snapshot_filename(prefix, 0, f".tempfile{os.getpid()}")
     try:
+        Path(probe).parent.mkdir(parents=True, exist_ok=True)  # a convenience Caffe lacks
         with open(probe, "w", encoding="utf-8"):
             pass
         os.remove(probe)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 import time
 from collections.abc import Callable
@@ -77,7 +79,13 @@ class Solver:
         self.updater = self.comm.is_master or self.allreduce
         p = self.param
         self._validate()
-        seed = int(p.random_seed) + self.comm.rank if p.random_seed >= 0 else None
+        # Every rank builds the same net from the same seed, so weights, Data-layer crop/mirror
+        # draws (taken per global batch) and hence each rank's slice agree with a 1-rank run.
+        # Caffe's random_seed -1 means "pick one": the master picks and tells the workers.
+        if p.random_seed >= 0:
+            seed = int(p.random_seed)
+        else:
+            seed = self.comm.bcast_object(int(np.random.SeedSequence().entropy % 2**31))
         if train_net is None:
             train_net = build_net(train_net_param(p), "TRAIN", self.xp, seed)
         self.net = train_net
@@ -194,13 +202,18 @@ class Solver:
             self.net.flat_diff /= self.net.flat_diff.dtype.type(self.comm.size)
         return f32(buf[0] / self.comm.size)
 
-    def _cursors(self) -> list[int]:
-        return [int(layer.cursor) for layer in data_layers(self.net)]
+    def _cursors(self) -> list[tuple[int, Any]]:
+        """Each Data layer's record cursor and transform RNG state (crop/mirror draws)."""
+        return [
+            (int(layer.cursor), getattr(layer, "rng_state", None)) for layer in data_layers(self.net)
+        ]
 
-    def _set_cursors(self, cursors: list[int]) -> None:
-        for layer, cursor in zip(data_layers(self.net), cursors, strict=True):
+    def _set_cursors(self, cursors: list[tuple[int, Any]]) -> None:
+        for layer, (cursor, rng_state) in zip(data_layers(self.net), cursors, strict=True):
             if int(layer.cursor) != cursor:
                 layer.cursor = cursor
+            if rng_state is not None and hasattr(layer, "rng_state"):
+                layer.rng_state = rng_state
 
     def _update_smoothed_loss(self, loss: np.float32, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last `average_loss` losses, in Dtype."""
@@ -444,6 +457,8 @@ class Solver:
             if master:
                 self.log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
+        if self.allreduce:  # weights are never broadcast in this mode: agree on w_0 once
+            self.comm.bcast(self.net.flat_data)
         start_iter = self.iter
         try:
             self.step(int(p.max_iter) - self.iter)
@@ -570,7 +585,9 @@ class Solver:
             self.queue.to_proto(state.isgd_state)
         cursors = self._cursors()
         if cursors:
-            state.data_cursor = cursors[0]
+            state.data_cursor = cursors[0][0]
+            if cursors[0][1] is not None:
+                state.data_rng_state = json.dumps(cursors[0][1])
         path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate")
         self.log.info(f"Snapshotting solver state to binary proto file {path}")
         write_solver_state(path, state)
@@ -595,7 +612,8 @@ class Solver:
         if self.queue is not None and state.HasField("isgd_state"):
             self.queue.from_proto(state.isgd_state)
         cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
-        self._set_cursors([cursor] * len(data_layers(self.net)))
+        rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
+        self._set_cursors([(cursor, rng_state)] * len(data_layers(self.net)))
 
 
 def _short(value: Any) -> float:

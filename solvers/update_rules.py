@@ -41,7 +41,7 @@ def clip_gradients(diffs: list[Any], clip: float, xp: Any = np) -> tuple[float, 
         return None
     sumsq = f32(0.0)
     for d in diffs:
-        sumsq = f32(sumsq + f32(xp.dot(d.reshape(-1), d.reshape(-1))))
+        sumsq = f32(sumsq + f32(float(xp.dot(d.reshape(-1), d.reshape(-1)))))
     norm = f32(np.sqrt(sumsq))
     if norm > f32(clip):
         scale = f32(f32(clip) / norm)

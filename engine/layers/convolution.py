@@ -1,7 +1,8 @@
 """Caffe's Convolution layer (2-D, groups, dilation) as batch-folded im2col + one GEMM per group.
 
-Blobs are NCHW at the interface. Internally the padded input is kept channel-major (C, N, Hp, Wp)
-so that im2col yields a (C*kh*kw, N*OH*OW) matrix and the whole batch is one wide GEMM.
+Blobs are NCHW at the interface. Internally the padded input is kept channel-major, batch second
+(C, N, H, W) or, for small maps, batch last (C, H, W, N), so that im2col yields a
+(C*kh*kw, N*OH*OW) matrix and the whole batch is one wide GEMM per group.
 The data gradient uses col2im, or for stride 1 a "full" convolution of the padded top diff with
 the flipped weights when that moves fewer bytes (a cost model, measured on OpenBLAS).
 """
@@ -38,9 +39,9 @@ def _pair(
     w: int | None,
     default: int,
     what: str,
-    err,
+    err: Any,
     missing: int | None = None,
-):
+) -> tuple[int, int]:
     """Caffe's rule for 2-D geometry: x_h/x_w, else one repeated value for both, else two.
 
     With x_h/x_w, an absent one takes `missing` (pad: 0); if None both are required, since

@@ -65,6 +65,7 @@ class DataLayer(Layer):
         self._pos = int(self.rng.integers(0, dp.rand_skip)) if dp.rand_skip else 0
         self._served_start: int | None = None
         self._next_draw: TransformDraw | None = None
+        self._rng_before_next: dict = self.rng.bit_generator.state
         self._pending: Future | tuple | None = None
         self._reader: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -110,6 +111,19 @@ class DataLayer(Layer):
         self._discard_pending()
         self._pos = value
         self._served_start = None
+
+    @property
+    def rng_state(self) -> dict:
+        """The transform generator's state before the next batch's draws (save with the cursor)."""
+        return (
+            self._rng_before_next if self._next_draw is not None else self.rng.bit_generator.state
+        )
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._discard_pending()
+        self._next_draw = None
+        self.rng.bit_generator.state = state
 
     def _cycle_index(self, start: int | None) -> int:
         """k with k * B = start (mod N), the batch's place in the cycle; -1 if off the grid."""
@@ -166,6 +180,7 @@ class DataLayer(Layer):
     def _submit(self) -> None:
         """Start loading the batch at the cursor (with its random draws, made once)."""
         if self._next_draw is None:
+            self._rng_before_next = self.rng.bit_generator.state
             h, w = self.datum_shape[1:]
             self._next_draw = self.transformer.draw(self.batch_size, h, w, self.rng)
         args = (self._pos, self._next_draw, self._flip)

@@ -114,7 +114,7 @@ class PoolingLayer(Layer):
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)
-        buf["dpad"] = xp.zeros((n, c, hb, wb), dt)
+        buf["dpad"] = None if buf["direct"] else xp.zeros((n, c, hb, wb), dt)
         if self.method == MAX:
             kk = self.kh * self.kw
             idt = np.uint8 if kk < 256 else np.uint32
@@ -194,7 +194,7 @@ class PoolingLayer(Layer):
         xp, buf = self.xp, self._buf
         n, c, h, w, oh, ow = buf["dims"]
         dy = tops[0].diff
-        dpad = buf["dpad"] if not buf["direct"] else bottoms[0].diff
+        dpad = bottoms[0].diff if buf["direct"] else buf["dpad"]
         dpad.fill(0)
         offsets = [(i, j) for i in range(self.kh) for j in range(self.kw)]
         if self.method == AVE:

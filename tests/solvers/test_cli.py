@@ -145,3 +145,16 @@ def test_python_dash_m_solvers_help_names_caffe_verbs() -> None:
         "-json_log",
     ):
         assert word in out
+
+
+def test_isgd_data_passes_through_to_the_data_tools(capsys):
+    """`isgd data <tool> ...` is the same command line as `python -m data_tools <tool> ...`."""
+    import pytest
+
+    from solvers.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "convert_mnist_data" in out and "compute_image_mean" in out

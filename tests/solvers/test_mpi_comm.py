@@ -6,11 +6,11 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from solvers import launch
+from solvers import launch, mpi_train
 from solvers.comm import SerialComm
-from solvers.step_timing import StepTimer
 from tests.solvers.mpi_scripts.runner import have_mpi, run_mpi
 
 MPI_OK, MPI_WHY = have_mpi()
@@ -169,26 +169,48 @@ def test_serial_run_needs_no_startup_check() -> None:
 # ------------------------------------------------------------------------ timing, errors
 
 
-class CountingComm:
-    rank, size = 0, 2
-
+class RecordingLog:
     def __init__(self) -> None:
-        self.elapsed = 0.0
+        self.events: list[dict] = []
+        self.lines: list[str] = []
+
+    def event(self, record: dict) -> None:
+        self.events.append(record)
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
 
 
-def test_step_timer_splits_wall_time_into_comp_and_comm() -> None:
-    """t_comm is the Comm's collective time within the iteration; t_comp the rest of the wall."""
-    comm = CountingComm()
-    timer = StepTimer(comm)
-    timer.start()
-    total = sum(i * i for i in range(200_000))  # some computation
-    comm.elapsed += 1e-4  # the collectives of this iteration
-    t_comp, t_comm = timer.stop()
-    assert total > 0 and t_comm == pytest.approx(1e-4) and t_comp > 0
-    summary = timer.summary()
-    assert summary["iterations"] == 1
-    assert summary["comm_fraction"] == pytest.approx(t_comm / (t_comp + t_comm))
-    assert "1 iterations on 2 rank(s)" in timer.summary_line()
+def test_timing_log_totals_eq21_split_for_the_summary() -> None:
+    """The end-of-run summary sums each iteration's t_comp / t_comm; other events pass through."""
+    inner = RecordingLog()
+    log = mpi_train.TimingLog(inner)
+    for t_comp, t_comm in [(0.3, 0.1), (0.5, 0.1)]:
+        log.event({"event": "iter", "t_comp": t_comp, "t_comm": t_comm})
+    log.event({"event": "test", "outputs": {}})
+    log.info("passes through")
+    summary = log.write_summary(CommOf(2), allreduce=True)
+    assert summary["iterations"] == 2 and summary["mode"] == "allreduce"
+    assert summary["t_comp"] == pytest.approx(0.8) and summary["t_comm"] == pytest.approx(0.2)
+    assert summary["comm_fraction"] == pytest.approx(0.2)
+    assert summary["iter_per_s"] == pytest.approx(2.0)
+    assert inner.events[-1]["event"] == "timing"
+    assert len(inner.events) == 4 and "passes through" in inner.lines
+    assert "t_comm/(t_comp+t_comm) = 0.200" in inner.lines[-1]
+
+
+class CommOf:
+    def __init__(self, size: int) -> None:
+        self.rank, self.size = 0, size
+
+
+def test_serial_helpers_need_no_mpi(tmp_path: Path) -> None:
+    """One process: no start-up check, CPU array module, no MPI line in the log."""
+    log = RecordingLog()
+    mpi_train.check_inputs(SerialComm(), str(tmp_path / "absent.prototxt"), None, None)
+    assert mpi_train.array_module("", SerialComm(), log) is np
+    mpi_train.announce(SerialComm(), log, allreduce=False)
+    assert log.lines == ["Use CPU."]
 
 
 def test_abort_on_error_outside_mpi_reraises_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:

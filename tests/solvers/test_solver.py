@@ -165,7 +165,7 @@ def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
     monkeypatch.setattr(solver, "_forward_backward", fake_fb)
     layer.cursor = 12  # where the outer pass left the data
     before = solver.net.flat_data.copy()
-    steps = solver._subproblem(1.0, np.float32(0.1), before.copy(), [8])
+    steps = solver._subproblem(1.0, np.float32(0.1), before.copy(), [(8, None)])
     assert steps == 2 and seen == [8, 8, 8]  # third pass: 0.5 <= limit, no step
     assert layer.cursor == 12
     # Two Eq. 18 steps, grad 1, zeta = lr 0.1 times lr_mult: (5 - 1), then (4 - 1) plus the pull.
@@ -298,3 +298,19 @@ def test_bad_solver_settings_are_named(tiny: Tiny, quiet_log) -> None:
         Solver(str(tiny.solver(lr_policy="cosine")), log=log)
     with pytest.raises(ValueError, match="unknown solver type 'Foo'"):
         Solver(str(tiny.solver(type="Foo")), log=log)
+
+
+def test_alg1_line_19_reading_folds_the_current_loss_into_the_statistics(
+    tiny: Tiny, quiet_log
+) -> None:
+    """isgd_param.limit_includes_current: mean/sigma over the n losses ending at this batch."""
+    extra = "isgd_param { limit_includes_current: true anchor_after_update: true }"
+    log, _, json_path = quiet_log("line19")
+    Solver(str(tiny.solver(extra, name="line19", max_iter=12)), log=log).solve()
+    log.close()
+    recs = events(json_path)
+    losses = np.array([r["loss"] for r in recs], np.float32).astype(np.float64)
+    for t, r in enumerate(recs):
+        window = losses[max(0, t - BATCHES_PER_EPOCH + 1) : t + 1]
+        assert r["mean"] == pytest.approx(window.mean(), rel=1e-9)
+        assert r["std"] == pytest.approx(window.std(), rel=1e-6, abs=1e-9)

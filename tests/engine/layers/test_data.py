@@ -198,6 +198,26 @@ def test_cursor_restore_discards_prefetch_and_matches_no_prefetch(tmp_path, imag
         slow.cursor = 12
 
 
+def test_resume_from_cursor_and_rng_state(tmp_path, images):
+    """A new layer given a saved cursor and rng_state continues the exact batch sequence."""
+    src = make_db(tmp_path / "db", images)
+    spec = (
+        f"transform_param {{ crop_size: 4 mirror: true }} "
+        f'data_param {{ source: "{src}" batch_size: 5 }}'
+    )
+    first, ftop = make_layer(spec, seed=2)
+    for _ in range(3):
+        step(first, ftop)
+    saved = (first.cursor, first.rng_state)
+    expected = [step(first, ftop) for _ in range(3)]
+    resumed, rtop = make_layer(spec, seed=77)
+    resumed.cursor, resumed.rng_state = saved
+    for want in expected:
+        got = step(resumed, rtop)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 @pytest.mark.parametrize("world", [2, 4])
 def test_rank_slices_concatenate_to_global_batch(tmp_path, images, world):
     src = make_db(tmp_path / "db", images)

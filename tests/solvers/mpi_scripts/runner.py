@@ -54,10 +54,25 @@ def run_mpi(
     exe = mpiexec_path()
     assert exe is not None, "mpiexec missing (callers skip first)"
     runner = ["-m", "mpi4py"] if use_mpi4py_runner else []
-    path = Path(script)
-    if not path.is_absolute():
-        path = SCRIPTS / path
-    cmd = [exe, "-n", str(n), sys.executable, *runner, str(path), *args]
+    if str(script) == "-m":  # run_mpi(n, "-m", "solvers", ...): a module, as `python -m`
+        target, name = list(args[:1]), f"-m {args[0]}"
+        args = args[1:]
+        target.insert(0, "-m")
+    else:
+        path = Path(script) if Path(script).is_absolute() else SCRIPTS / script
+        target, name = [str(path)], path.name
+    cmd = [exe, "-n", str(n), sys.executable, *runner, *target, *args]
+    return run_command(cmd, f"mpiexec -n {n} {name}", timeout, cwd, env)
+
+
+def run_command(
+    cmd: list[str],
+    name: str,
+    timeout: float = 60.0,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> MpiResult:
+    """Run a full mpiexec command line (e.g. MPMD `-n 1 a : -n 1 b`) with the test environment."""
     full_env = dict(os.environ)
     full_env.update(
         {
@@ -86,6 +101,6 @@ def run_mpi(
         os.killpg(proc.pid, 9)
         out, _ = proc.communicate()
         raise AssertionError(
-            f"mpiexec -n {n} {path.name} did not finish within {timeout} s (hang):\n{out[-4000:]}"
+            f"{name} did not finish within {timeout} s (hang):\n{out[-4000:]}"
         ) from None
     return MpiResult(proc.returncode, out, time.monotonic() - start)

@@ -1,0 +1,91 @@
+"""What `isgd train` adds under mpiexec: start-up check, device per rank, rank table, timing.
+
+Each helper is a no-op (or the serial behaviour) for one process, so the CLI calls them always.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from solvers import launch
+from solvers.comm import Comm
+
+
+def check_inputs(comm: Comm, solver: str, weights: str | None, snapshot: str | None) -> None:
+    """Refuse to start when ranks read different solver/net/data/weights files (raised on all)."""
+    if comm.size == 1:
+        return
+    extra = {"-weights": weights, "-snapshot": snapshot}
+    launch.check_same_inputs(comm, launch.input_fingerprints(solver, extra))
+
+
+def array_module(gpu: str | None, comm: Comm, log: Any) -> ModuleType:
+    """NumPy, or CuPy on this rank's device: r mod (visible GPUs) for -gpu all, list[r mod len]."""
+    device = launch.select_device(
+        gpu, launch.local_rank(comm), launch.visible_gpu_count() if gpu else 0
+    )
+    if device is None:
+        log.info("Use CPU.")
+        return np
+    from engine.backend import get_array_module  # noqa: PLC0415
+
+    xp = get_array_module("cupy")
+    xp.cuda.Device(device).use()
+    log.info(f"Rank {comm.rank} of {comm.size} uses GPU {device}")
+    return xp
+
+
+def announce(comm: Comm, log: Any, allreduce: bool) -> None:
+    """Log the job's layout once; the pids let a launcher's "PID n killed" be traced to a rank."""
+    table = launch.rank_table(comm)  # a collective: every rank calls it
+    if comm.size > 1:
+        mode = "allreduce" if allreduce else "master/worker"
+        log.info(f"MPI: {comm.size} ranks, {mode}; {table}")
+
+
+class TimingLog:
+    """A TrainLog wrapper that totals the t_comp / t_comm of "iter" events for the final summary."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.iterations = 0
+        self.t_comp = 0.0
+        self.t_comm = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def event(self, record: dict[str, Any]) -> None:
+        if record.get("event") == "iter":
+            self.iterations += 1
+            self.t_comp += float(record.get("t_comp") or 0.0)
+            self.t_comm += float(record.get("t_comm") or 0.0)
+        self._log.event(record)
+
+    def summary(self, ranks: int, mode: str) -> dict[str, Any]:
+        total = self.t_comp + self.t_comm
+        return {
+            "event": "timing",
+            "ranks": ranks,
+            "mode": mode,
+            "iterations": self.iterations,
+            "t_comp": self.t_comp,
+            "t_comm": self.t_comm,
+            "iter_per_s": self.iterations / total if total > 0 else 0.0,
+            "comm_fraction": self.t_comm / total if total > 0 else 0.0,
+        }
+
+    def write_summary(self, comm: Comm, allreduce: bool) -> dict[str, Any]:
+        """One text line and one {"event": "timing"} JSON line (call on rank 0)."""
+        mode = "allreduce" if allreduce and comm.size > 1 else "master/worker"
+        s = self.summary(comm.size, mode if comm.size > 1 else "serial")
+        self._log.info(
+            f"Timing ({s['mode']}, {s['ranks']} rank(s), {s['iterations']} iterations): "
+            f"t_comp = {s['t_comp']:.4g} s, t_comm = {s['t_comm']:.4g} s, "
+            f"t_comm/(t_comp+t_comm) = {s['comm_fraction']:.3f}, {s['iter_per_s']:.4g} iter/s"
+        )
+        self._log.event(s)
+        return s
