@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import math
 import time
 from collections.abc import Callable
@@ -205,7 +204,8 @@ class Solver:
     def _cursors(self) -> list[tuple[int, Any]]:
         """Each Data layer's record cursor and transform RNG state (crop/mirror draws)."""
         return [
-            (int(layer.cursor), getattr(layer, "rng_state", None)) for layer in data_layers(self.net)
+            (int(layer.cursor), getattr(layer, "rng_state", None))
+            for layer in data_layers(self.net)
         ]
 
     def _set_cursors(self, cursors: list[tuple[int, Any]]) -> None:
@@ -406,9 +406,9 @@ class Solver:
             self.train_seconds += spent
             if master:
                 self.rate = rate
-                if hasattr(self.comm, "elapsed"):  # Eq. 21's split: compute vs communication
-                    t_comm = float(self.comm.elapsed) - comm_start
-                    record["t_comm"], record["t_comp"] = t_comm, max(spent - t_comm, 0.0)
+                # Eq. 21's split: compute vs communication (a serial Comm communicates nothing)
+                t_comm = float(getattr(self.comm, "elapsed", 0.0)) - comm_start
+                record["t_comm"], record["t_comp"] = t_comm, max(spent - t_comm, 0.0)
                 self.log.event(
                     {
                         "event": "iter",

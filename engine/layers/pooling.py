@@ -7,14 +7,18 @@ window, the AVE divisor and MAX tie-breaking follow Caffe's pooling_layer.cpp.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from engine.blob import Blob
 from engine.layer import Layer, register_layer
+
+_MIN_PARALLEL = 65536  # output elements below which threading costs more than it saves
 
 MAX, AVE, STOCHASTIC = 0, 1, 2  # PoolingParameter.PoolMethod
 CEIL, FLOOR = 0, 1  # PoolingParameter.RoundMode
@@ -81,6 +85,7 @@ class PoolingLayer(Layer):
             raise self.error("with global_pooling, pad must be 0 and stride 1")
         self.round_mode = int(p.round_mode)
         self._key: tuple[int, ...] | None = None
+        self._pool: ThreadPoolExecutor | None = None  # created on first use of >1 chunk
         self._buf: dict[str, Any] = {}
 
     # --- shapes and buffers ----------------------------------------------------------------
@@ -111,6 +116,8 @@ class PoolingLayer(Layer):
         hb = max((oh - 1) * self.sh + self.kh, h + self.ph)
         wb = max((ow - 1) * self.sw + self.kw, w + self.pw)
         buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow)}
+        # Two batch halves in two threads when there is enough work to pay for the hand-off.
+        buf["parts"] = 2 if n >= 2 and n * c * oh * ow >= _MIN_PARALLEL else 1
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)
@@ -121,7 +128,6 @@ class PoolingLayer(Layer):
             buf["arg"] = xp.empty((n, c, oh, ow), idt)
             buf["hit"] = xp.empty((n, c, oh, ow), bool)
             buf["step"] = xp.empty((n, c, oh, ow), idt)
-            buf["scaled"] = xp.empty((n, c, oh, ow), dt)
             # Windows overlap unless stride >= kernel: then backward may assign, not add.
             buf["overlap"] = self.sh < self.kh or self.sw < self.kw
         else:
@@ -131,7 +137,7 @@ class PoolingLayer(Layer):
             hsz = np.minimum(hs + self.kh, h + self.ph) - hs
             wsz = np.minimum(ws + self.kw, w + self.pw) - ws
             buf["inv"] = xp.asarray((1.0 / np.outer(hsz, wsz)).astype(dt))
-            buf["scaled"] = xp.empty((n, c, oh, ow), dt)
+        buf["scaled"] = xp.empty((n, c, oh, ow), dt)
         return buf
 
     def _view(self, img: Any, i: int, j: int) -> Any:
@@ -141,40 +147,64 @@ class PoolingLayer(Layer):
             :, :, i : i + self.sh * (oh - 1) + 1 : self.sh, j : j + self.sw * (ow - 1) + 1 : self.sw
         ]
 
-    def _padded_input(self, bottom: Blob) -> Any:
-        buf = self._buf
-        if buf["direct"]:
-            return bottom.data
-        n, c, h, w, _, _ = buf["dims"]
-        buf["pad"][:, :, self.ph : self.ph + h, self.pw : self.pw + w] = bottom.data
-        return buf["pad"]
+    def _in_chunks(self, fn: Callable[[slice], None]) -> None:
+        """Run fn over batch slices: the passes release the GIL, so two threads use both cores."""
+        n = self._buf["dims"][0]
+        parts = self._buf["parts"]
+        if parts == 1:
+            fn(slice(None))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix=self.name)
+        bounds = [n * k // parts for k in range(parts + 1)]
+        futures = [self._pool.submit(fn, slice(a, b)) for a, b in itertools.pairwise(bounds)]
+        for f in futures:
+            f.result()
 
     # --- forward ---------------------------------------------------------------------------
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        x, out = bottoms[0].data, tops[0].data
+        fn = self._forward_ave if self.method == AVE else self._forward_max
+        self._in_chunks(lambda sl: fn(x[sl], out[sl], sl))
+        if len(tops) == 2:
+            self._write_mask(tops[1].data)
+
+    def _source(self, x: Any, sl: slice) -> Any:
+        """The (padded) input of one batch slice."""
+        buf = self._buf
+        if buf["direct"]:
+            return x
+        h, w = buf["dims"][2:4]
+        src = buf["pad"][sl]
+        src[:, :, self.ph : self.ph + h, self.pw : self.pw + w] = x
+        return src
+
+    def _offsets(self) -> list[tuple[int, int]]:
+        return [(i, j) for i in range(self.kh) for j in range(self.kw)]  # Caffe's scan order
+
+    def _forward_ave(self, x: Any, out: Any, sl: slice) -> None:
+        src = self._source(x, sl)
+        offsets = self._offsets()
+        out[...] = self._view(src, 0, 0)
+        for i, j in offsets[1:]:
+            out += self._view(src, i, j)
+        out *= self._buf["inv"]
+
+    def _forward_max(self, x: Any, out: Any, sl: slice) -> None:
         xp, buf = self.xp, self._buf
-        src = self._padded_input(bottoms[0])
-        out = tops[0].data
-        offsets = [(i, j) for i in range(self.kh) for j in range(self.kw)]  # Caffe's scan order
-        if self.method == AVE:
-            out[...] = self._view(src, 0, 0)
-            for i, j in offsets[1:]:
-                out += self._view(src, i, j)
-            out *= buf["inv"]
-            return
-        arg, hit, step = buf["arg"], buf["hit"], buf["step"]
+        src = self._source(x, sl)
+        arg, hit, step = buf["arg"][sl], buf["hit"][sl], buf["step"][sl]
         out[...] = self._view(src, 0, 0)
         arg.fill(0)
         # Masked copies (copyto where=) branch per element and ran 10x slower on real data;
         # arithmetic selects instead: arg += hit * (k - arg) (exact in modular unsigned ints).
-        for k, (i, j) in enumerate(offsets[1:], start=1):
+        for k, (i, j) in enumerate(self._offsets()[1:], start=1):
             v = self._view(src, i, j)
             xp.greater(v, out, out=hit)  # strict: ties keep the first max in scan order
             xp.maximum(out, v, out=out)
             xp.subtract(k, arg, out=step)
             xp.multiply(step, hit, out=step)
             arg += step
-        if len(tops) == 2:
-            self._write_mask(tops[1].data)
 
     def _write_mask(self, mask: Any) -> None:
         """Caffe's mask top: the argmax as a flat index h * W + w into the input plane."""
@@ -189,23 +219,24 @@ class PoolingLayer(Layer):
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
-        if not propagate_down[0]:
-            return
+        if propagate_down[0]:
+            dy, dx = tops[0].diff, bottoms[0].diff
+            self._in_chunks(lambda sl: self._backward_chunk(dy[sl], dx[sl], sl))
+
+    def _backward_chunk(self, dy: Any, dx: Any, sl: slice) -> None:
         xp, buf = self.xp, self._buf
-        n, c, h, w, oh, ow = buf["dims"]
-        dy = tops[0].diff
-        dpad = bottoms[0].diff if buf["direct"] else buf["dpad"]
+        h, w = buf["dims"][2:4]
+        dpad = dx if buf["direct"] else buf["dpad"][sl]
         dpad.fill(0)
-        offsets = [(i, j) for i in range(self.kh) for j in range(self.kw)]
+        scaled = buf["scaled"][sl]
         if self.method == AVE:
-            scaled = buf["scaled"]
             xp.multiply(dy, buf["inv"], out=scaled)
-            for i, j in offsets:
+            for i, j in self._offsets():
                 view = self._view(dpad, i, j)
                 view += scaled
         else:
-            arg, hit, scaled = buf["arg"], buf["hit"], buf["scaled"]
-            for k, (i, j) in enumerate(offsets):
+            arg, hit = buf["arg"][sl], buf["hit"][sl]
+            for k, (i, j) in enumerate(self._offsets()):
                 xp.equal(arg, k, out=hit)
                 view = self._view(dpad, i, j)
                 if buf["overlap"]:
@@ -214,4 +245,4 @@ class PoolingLayer(Layer):
                 else:
                     xp.multiply(dy, hit, out=view)
         if not buf["direct"]:
-            bottoms[0].diff[...] = dpad[:, :, self.ph : self.ph + h, self.pw : self.pw + w]
+            dx[...] = dpad[:, :, self.ph : self.ph + h, self.pw : self.pw + w]

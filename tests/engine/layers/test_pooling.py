@@ -220,3 +220,25 @@ def test_mask_top_only_for_max():
     layer = make_layer("pool: AVE kernel_size: 2")
     with pytest.raises(NetError, match="mask"):
         layer.setup([bottom_blob((1, 1, 4, 4))], [Blob(dtype=np.float64), Blob(dtype=np.float64)])
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
+    """Large inputs run as two batch halves in two threads; results equal the one-pass ones."""
+    from engine.layers import pooling
+
+    shape = (5, 3, 9, 9)
+    results = []
+    for threshold in (10**9, 1):
+        monkeypatch.setattr(pooling, "_MIN_PARALLEL", threshold)
+        layer = make_layer(f"pool: {method} kernel_size: 3 stride: 2 pad: 1")
+        bottom, top = bottom_blob(shape), Blob(dtype=np.float64)
+        layer.setup([bottom], [top])
+        assert layer._buf["parts"] == (1 if threshold > 1 else 2)
+        layer.forward([bottom], [top])
+        top.diff[...] = np.random.default_rng(4).standard_normal(top.shape)
+        layer.backward([top], [True], [bottom])
+        results.append((top.data.copy(), bottom.diff.copy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
