@@ -98,8 +98,10 @@ class Net:
         for index, lp in enumerate(self.param.layer):
             name = lp.name  # Caffe allows repeated names; name lookups find the last one
             cls = layer_class(lp.type, name)
+            # Caffe gives each layer the net's phase unless the layer sets its own.
+            phase = (TRAIN if lp.phase == 0 else TEST) if lp.HasField("phase") else self.phase
             try:
-                layer = cls(lp, self.phase, self.xp, self.dtype, _layer_seed(self.seed, index))
+                layer = cls(lp, phase, self.xp, self.dtype, _layer_seed(self.seed, index))
             except EngineError:
                 raise
             except Exception as exc:
@@ -418,7 +420,13 @@ class Net:
 
     # ------------------------------------------------------------------ weights
     def copy_from(self, path_or_param: Any) -> None:
-        """Copy weights from a .caffemodel (binary NetParameter) by layer name, as Caffe does."""
+        """Copy weights from a .caffemodel (binary NetParameter) by layer name, as Caffe does;
+        a file name ending in ".h5" is read as Caffe's HDF5 weights (.caffemodel.h5)."""
+        from engine.hdf5_io import is_hdf5_path, load_net_weights  # noqa: PLC0415
+
+        if is_hdf5_path(path_or_param):
+            load_net_weights(self, path_or_param)
+            return
         from engine.proto_io import (  # noqa: PLC0415
             blob_proto_matches_shape,
             blob_proto_shape,
@@ -494,7 +502,12 @@ class Net:
         return out
 
     def save(self, path: str, legacy_shapes: bool = False) -> None:
-        """Write the weights as a binary .caffemodel."""
+        """Write the weights as a binary .caffemodel (Caffe's HDF5 layout if the name ends .h5)."""
+        from engine.hdf5_io import is_hdf5_path, save_net_weights  # noqa: PLC0415
+
+        if is_hdf5_path(path):
+            save_net_weights(self, path)
+            return
         from engine.proto_io import write_binary_proto  # noqa: PLC0415
 
         write_binary_proto(path, self.to_proto(legacy_shapes=legacy_shapes))

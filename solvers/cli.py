@@ -153,6 +153,19 @@ def _array_module(gpu: str, log: TrainLog) -> ModuleType:
     return xp
 
 
+def solver_mode_gpu(gpu: str, param: Any, log: TrainLog) -> str:
+    """The -gpu value train uses: Caffe takes an explicit `solver_mode: GPU` (device_id, default
+    0) when -gpu is not given; with no visible GPU we log that and run on the CPU instead."""
+    if gpu or not param.HasField("solver_mode") or param.solver_mode != param.GPU:
+        return gpu
+    from solvers.launch import visible_gpu_count  # noqa: PLC0415
+
+    if visible_gpu_count() > 0:
+        return str(int(param.device_id))
+    log.info("solver_mode is GPU but no GPU is visible (CuPy or CUDA missing): using the CPU")
+    return ""
+
+
 def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     """`isgd train`: Caffe's train(), plus the JSON log and ISGD from the solver file."""
     from solvers.solver import Solver, default_json_log_path, load_solver_param  # noqa: PLC0415
@@ -170,6 +183,8 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     param.train_state.stage.extend(_stages(args.stage))
     if args.iterations is not None:
         param.max_iter = args.iterations
+    if args.snapshot or args.weights:
+        del param.weights[:]  # as Caffe's train(): the flags replace the solver's `weights`
     if comm is None:
         comm = _launcher_comm()
     master = comm.is_master
@@ -185,7 +200,8 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
             log.info(f"JSON log: {json_path}")
         mpi_train.check_inputs(comm, args.solver, args.weights, args.snapshot)
         mpi_train.announce(comm, log, args.allreduce)
-        xp = mpi_train.array_module(args.gpu, comm, log)  # rank r: device r mod visible GPUs
+        gpu = solver_mode_gpu(args.gpu, param, log)
+        xp = mpi_train.array_module(gpu, comm, log)  # rank r: device r mod visible GPUs
         log = mpi_train.TimingLog(log)
         with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
             solver = Solver(

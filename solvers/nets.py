@@ -110,7 +110,11 @@ def batches_per_epoch(net: Any, iter_size: int) -> int | None:
     """ceil(records / (batch_size * iter_size)) from the train net's first Data layer, if any."""
     for layer in data_layers(net):
         records = _record_count(layer)
-        batch = int(layer.param.data_param.batch_size) if layer.param.HasField("data_param") else 0
+        batch = int(getattr(layer, "batch_size", 0) or 0)  # the global batch of the layer
+        if not batch:
+            for field in ("data_param", "hdf5_data_param"):
+                if layer.param.HasField(field):
+                    batch = int(getattr(layer.param, field).batch_size)
         if records and batch:
             return max(1, math.ceil(records / (batch * max(iter_size, 1))))
     return None

@@ -1,4 +1,5 @@
-"""Snapshots in Caffe's formats: <prefix>_iter_N.caffemodel and .solverstate (+ ISGD, cursor)."""
+"""Snapshots in Caffe's formats: <prefix>_iter_N.caffemodel[.h5] and .solverstate[.h5] (+ ISGD,
+cursor); BINARYPROTO or HDF5 by the file name, as Caffe."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from engine import hdf5_io
 from engine.backend import to_numpy
 from engine.errors import PrototxtError
-from engine.proto_io import array_to_blob_proto, blob_proto_to_array, read_solver_state
+from engine.hdf5_io import is_hdf5_path
+from engine.proto_io import (
+    array_to_blob_proto,
+    blob_proto_to_array,
+    read_solver_state,
+    write_solver_state,
+)
 
 
 def snapshot_filename(prefix: str, it: int, extension: str) -> str:
@@ -80,12 +88,20 @@ def _to_device(like: Any, values: np.ndarray) -> Any:
 
 
 def load_state(path: str) -> Any:
-    """Read a binary .solverstate (Caffe's or ours); HDF5 states get a clear error."""
-    if path.endswith(".h5"):
-        raise PrototxtError(f"{path}: HDF5 solver states are not supported (use BINARYPROTO)")
+    """Read a .solverstate (Caffe's or ours): binary proto, or HDF5 when the name ends ".h5"."""
     if not Path(path).is_file():
         raise PrototxtError(f"{path}: solver state file not found")
+    if is_hdf5_path(path):
+        return hdf5_io.read_solver_state(path)
     return read_solver_state(path)
+
+
+def write_state(path: str, state: Any) -> None:
+    """Write a SolverState as Caffe does: HDF5 when the name ends ".h5", else binary proto."""
+    if is_hdf5_path(path):
+        hdf5_io.write_solver_state(path, state)
+    else:
+        write_solver_state(path, state)
 
 
 def resolve_learned_net(learned_net: str, state_path: str) -> str:

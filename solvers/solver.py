@@ -15,7 +15,7 @@ import numpy as np
 from engine.backend import get_array_module
 from engine.errors import EngineError, PrototxtError
 from engine.proto import caffe_pb2
-from engine.proto_io import read_solver_param, write_solver_state
+from engine.proto_io import read_solver_param
 from solvers import lr_policy, snapshot
 from solvers.comm import Comm, SerialComm
 from solvers.isgd import IsgdConfig, LossQueue, is_under_trained, subproblem_step
@@ -95,6 +95,11 @@ class Solver:
                     self.log.info(f"Creating test net (#{i}) specified by {where}")
                     test_nets.append(build_net(net_param, "TEST", self.xp, seed))
         self.test_nets = test_nets
+        for spec in p.weights:  # Caffe's solver `weights` (comma-separated): train and test nets
+            for weights in filter(None, spec.split(",")):
+                self.log.info(f"Finetuning from {weights}")
+                for net in [self.net, *self.test_nets]:
+                    net.copy_from(weights)
         for layer in data_layers(self.net):
             layer.set_rank(self.comm.rank, self.comm.size)
 
@@ -129,8 +134,6 @@ class Solver:
             raise PrototxtError("solver: average_loss should be >= 1")
         if p.iter_size < 1:
             raise PrototxtError("solver: iter_size must be >= 1")
-        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            raise PrototxtError("solver: snapshot_format HDF5 is not supported (use BINARYPROTO)")
         if p.snapshot < 0:
             raise PrototxtError("solver: snapshot must be >= 0")
         if p.snapshot and not p.snapshot_prefix:
@@ -567,8 +570,10 @@ class Solver:
         p = self.param
         if not p.snapshot_prefix:
             raise PrototxtError("solver: cannot snapshot: snapshot_prefix is not set")
-        model = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel")
-        self.log.info(f"Snapshotting to binary proto file {model}")
+        h5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5  # Caffe's names and log lines
+        kind, ext = ("HDF5", ".h5") if h5 else ("binary proto", "")
+        model = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel" + ext)
+        self.log.info(f"Snapshotting to {kind} file {model}")
         self.net.save(model)
         state = caffe_pb2.SolverState()
         state.iter = self.iter
@@ -588,9 +593,9 @@ class Solver:
             state.data_cursor = cursors[0][0]
             if cursors[0][1] is not None:
                 state.data_rng_state = json.dumps(cursors[0][1])
-        path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate")
-        self.log.info(f"Snapshotting solver state to binary proto file {path}")
-        write_solver_state(path, state)
+        path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + ext)
+        self.log.info(f"Snapshotting solver state to {kind} file {path}")
+        snapshot.write_state(path, state)
         self.last_snapshot = path
         self.log.flush()
         return path

@@ -179,6 +179,8 @@ def make_rule(param: Any) -> UpdateRule:
         raise ValueError(
             f"unknown solver type '{name}' (known: {', '.join(sorted(RULES))})"
         ) from None
-    if cls is AdaGrad and param.momentum != 0:
-        raise ValueError("solver type AdaGrad: momentum must be 0 (Caffe's check)")
+    if cls in (AdaGrad, RMSProp) and param.momentum != 0:
+        raise ValueError(f"solver type {name}: momentum must be 0 (Caffe's check)")
+    if cls is RMSProp and not 0 <= param.rms_decay < 1:
+        raise ValueError(f"solver type RMSProp: rms_decay {param.rms_decay:g} must lie in [0, 1)")
     return cls(param)

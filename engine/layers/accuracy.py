@@ -15,9 +15,11 @@ from engine.layer import Layer, register_layer
 class AccuracyLayer(Layer):
     """Top-k accuracy over the labelled positions, as Caffe 1.0 counts it.
 
-    A position is correct when fewer than top_k classes score >= the true class's score, other
-    than the true class itself (so ties count against it). Labels equal to ignore_label are
-    skipped; the accuracy of no position is 0. An optional second top holds per-class accuracy.
+    Caffe 1.0 partially sorts (score, class) pairs in descending order, so a tie with the true
+    class goes to the higher class index: a position is correct when fewer than top_k classes
+    score more than the true class or score the same with a higher index. Labels equal to
+    ignore_label are skipped; the accuracy of no position is 0 (Caffe 1.0 divides 0 by 0).
+    An optional second top holds per-class accuracy.
     """
 
     exact_num_bottoms = 2
@@ -32,6 +34,7 @@ class AccuracyLayer(Layer):
         self.ignore_label = int(p.ignore_label)
         self._rows: Any = None  # index grids for gathering the true class score
         self._cols: Any = None
+        self._classes: Any = None  # class indices (1, C, 1), for Caffe's tie rule
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         scores, labels = bottoms
@@ -60,6 +63,8 @@ class AccuracyLayer(Layer):
             self._rows = self.xp.arange(self.outer).reshape(-1, 1)
         if self._cols is None or self._cols.size != self.inner:
             self._cols = self.xp.arange(self.inner).reshape(1, -1)
+        if self._classes is None or self._classes.size != self.classes:
+            self._classes = self.xp.arange(self.classes).reshape(1, -1, 1)
 
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         xp = self.xp
@@ -75,8 +80,10 @@ class AccuracyLayer(Layer):
             )
         safe = xp.where(valid, labels, 0)
         true_score = scores[self._rows, safe, self._cols]
-        at_least = xp.count_nonzero(scores >= true_score[:, None, :], axis=1)
-        correct = valid & (at_least - 1 < self.top_k)
+        true3 = true_score[:, None, :]
+        ahead = scores > true3
+        ahead |= (scores == true3) & (self._classes > safe[:, None, :])
+        correct = valid & (xp.count_nonzero(ahead, axis=1) < self.top_k)
         count = int(xp.count_nonzero(valid))
         hits = xp.count_nonzero(correct)
         tops[0].data[...] = hits / count if count else 0

@@ -128,8 +128,15 @@ class PoolingLayer(Layer):
             buf["arg"] = xp.empty((n, c, oh, ow), idt)
             buf["hit"] = xp.empty((n, c, oh, ow), bool)
             buf["step"] = xp.empty((n, c, oh, ow), idt)
-            # Windows overlap unless stride >= kernel: then backward may assign, not add.
-            buf["overlap"] = self.sh < self.kh or self.sw < self.kw
+            # Separable max: row maxima (and their first column) over the rows windows read.
+            hr = (oh - 1) * self.sh + self.kh
+            buf["rowmax"] = xp.empty((n, c, hr, ow), dt)
+            buf["argj"] = xp.empty((n, c, hr, ow), idt)
+            buf["hitj"] = xp.empty((n, c, hr, ow), bool)
+            buf["stepj"] = xp.empty((n, c, hr, ow), idt)
+            # Offsets (i < sh, j < sw) read disjoint positions: backward assigns those, adds the
+            # rest. Then only a strip past the last window's stride needs zeroing, not all.
+            buf["covers"] = self.kh >= self.sh and self.kw >= self.sw
         else:
             # Caffe's AVE divisor: window clipped to the padded extent [-p, H + p), not the image.
             hs = np.arange(oh) * self.sh - self.ph
@@ -191,20 +198,40 @@ class PoolingLayer(Layer):
         out *= self._buf["inv"]
 
     def _forward_max(self, x: Any, out: Any, sl: slice) -> None:
+        """Separable max: along w within each row, then along h over the row maxima.
+
+        Strict > keeps the first max of each row, then the first row holding the window's max:
+        together Caffe's first maximum in (h, w) scan order. The code i * kw + j is tracked by
+        a running maximum of hit * code, valid because codes grow along the scan.
+        """
         xp, buf = self.xp, self._buf
         src = self._source(x, sl)
+        oh, ow = buf["dims"][4:6]
+        rm, aj, hj, sj = (buf[k][sl] for k in ("rowmax", "argj", "hitj", "stepj"))
+        hr, last_w = rm.shape[2], self.sw * (ow - 1) + 1
+        rm[...] = src[:, :, :hr, 0:last_w : self.sw]
+        if self.kw == 1:
+            aj.fill(0)
+        for j in range(1, self.kw):
+            v = src[:, :, :hr, j : j + last_w : self.sw]
+            xp.greater(v, rm, out=hj)
+            xp.maximum(rm, v, out=rm)
+            if j == 1:
+                aj[...] = hj
+            else:
+                xp.multiply(hj, sj.dtype.type(j), out=sj)
+                xp.maximum(aj, sj, out=aj)
         arg, hit, step = buf["arg"][sl], buf["hit"][sl], buf["step"][sl]
-        out[...] = self._view(src, 0, 0)
-        arg.fill(0)
-        # Masked copies (copyto where=) branch per element and ran 10x slower on real data;
-        # arithmetic selects instead: arg += hit * (k - arg) (exact in modular unsigned ints).
-        for k, (i, j) in enumerate(self._offsets()[1:], start=1):
-            v = self._view(src, i, j)
-            xp.greater(v, out, out=hit)  # strict: ties keep the first max in scan order
+        last_h = self.sh * (oh - 1) + 1
+        out[...] = rm[:, :, 0:last_h : self.sh]
+        arg[...] = aj[:, :, 0:last_h : self.sh]
+        for i in range(1, self.kh):
+            v = rm[:, :, i : i + last_h : self.sh]
+            xp.greater(v, out, out=hit)
             xp.maximum(out, v, out=out)
-            xp.subtract(k, arg, out=step)
+            xp.add(aj[:, :, i : i + last_h : self.sh], i * self.kw, out=step)
             xp.multiply(step, hit, out=step)
-            arg += step
+            xp.maximum(arg, step, out=arg)
 
     def _write_mask(self, mask: Any) -> None:
         """Caffe's mask top: the argmax as a flat index h * W + w into the input plane."""
@@ -227,22 +254,33 @@ class PoolingLayer(Layer):
         xp, buf = self.xp, self._buf
         h, w = buf["dims"][2:4]
         dpad = dx if buf["direct"] else buf["dpad"][sl]
-        dpad.fill(0)
         scaled = buf["scaled"][sl]
         if self.method == AVE:
+            dpad.fill(0)
             xp.multiply(dy, buf["inv"], out=scaled)
             for i, j in self._offsets():
                 view = self._view(dpad, i, j)
                 view += scaled
         else:
-            arg, hit = buf["arg"][sl], buf["hit"][sl]
-            for k, (i, j) in enumerate(self._offsets()):
-                xp.equal(arg, k, out=hit)
-                view = self._view(dpad, i, j)
-                if buf["overlap"]:
-                    xp.multiply(dy, hit, out=scaled)
-                    view += scaled
-                else:
-                    xp.multiply(dy, hit, out=view)
+            self._backward_max(dy, dpad, sl)
         if not buf["direct"]:
             dx[...] = dpad[:, :, self.ph : self.ph + h, self.pw : self.pw + w]
+
+    def _backward_max(self, dy: Any, dpad: Any, sl: slice) -> None:
+        """Route dy to each window's argmax: disjoint offsets assign, overlapping ones add."""
+        xp, buf = self.xp, self._buf
+        oh, ow = buf["dims"][4:6]
+        arg, hit, scaled = buf["arg"][sl], buf["hit"][sl], buf["scaled"][sl]
+        if buf["covers"]:
+            dpad[:, :, self.sh * oh :] = 0
+            dpad[:, :, :, self.sw * ow :] = 0
+        else:
+            dpad.fill(0)
+        for k, (i, j) in enumerate(self._offsets()):
+            xp.equal(arg, k, out=hit)
+            view = self._view(dpad, i, j)
+            if buf["covers"] and i < self.sh and j < self.sw:
+                xp.multiply(dy, hit, out=view)
+            else:
+                xp.multiply(dy, hit, out=scaled)
+                view += scaled

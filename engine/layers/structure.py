@@ -285,11 +285,11 @@ class EltwiseLayer(Layer):
         if self.op not in (self.PROD, self.SUM, self.MAX):
             raise self.error(f"unknown eltwise operation {self.op}")
         coeffs = [float(c) for c in p.coeff]
-        if coeffs and self.op != self.SUM:
-            raise self.error("coeff is only allowed with operation SUM")
+        if coeffs and self.op == self.PROD:  # Caffe rejects PROD coeffs only; MAX ignores them
+            raise self.error("coeff is not allowed with operation PROD")
         if coeffs and len(coeffs) != len(bottoms):
             raise self.error(f"needs one coeff per bottom ({len(bottoms)}), got {len(coeffs)}")
-        self.coeffs = coeffs or [1.0] * len(bottoms)
+        self.coeffs = coeffs if coeffs and self.op == self.SUM else [1.0] * len(bottoms)
         self.stable_prod_grad = bool(p.stable_prod_grad)
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:

@@ -276,3 +276,19 @@ def test_pycaffe_surface(tmp_path):
     assert set(out) == {"accuracy", "loss"}
     np.testing.assert_array_equal(net.blobs["data"].data, data)
     assert float(out["loss"]) > 0
+
+
+def test_layer_phase_field_overrides_the_net_phase():
+    """Caffe's Net::Init sets a layer's phase to the net's only when the layer has none."""
+    text = MLP.replace(
+        'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }',
+        'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }\n'
+        'layer { name: "drop" type: "Dropout" bottom: "ip1" top: "ip1" phase: TEST }',
+    )
+    net = Net(net_param(text), "TRAIN", seed=0)
+    assert net.layer_dict["drop"].phase == "TEST" and net.layer_dict["ip1"].phase == "TRAIN"
+    fill_inputs(net)
+    net.forward_loss()
+    before = net.blobs["ip1"].data.copy()
+    net.layer_dict["drop"].forward([net.blobs["ip1"]], [net.blobs["ip1"]])
+    np.testing.assert_array_equal(net.blobs["ip1"].data, before)  # TEST dropout is identity

@@ -1,5 +1,5 @@
-"""Accuracy and ArgMax layers: Caffe 1.0's top-k counting (ties count against), ignore_label,
-per-class accuracy, axis handling, and no backward."""
+"""Accuracy and ArgMax layers: Caffe 1.0's top-k counting (ties go to the higher class index),
+ignore_label, per-class accuracy, axis handling, and no backward."""
 
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ def accuracy(x, y, extra="", ntops=1):
 
 
 def reference_topk(x, y, k):
-    """Loop over samples: correct when fewer than k other classes score >= the true class."""
+    """Loop over samples: Caffe 1.0 sorts (score, class) pairs descending, takes the first k."""
     hits = 0
     for scores, label in zip(x, y, strict=True):
-        others = np.delete(scores, int(label))
-        hits += np.count_nonzero(others >= scores[int(label)]) < k
+        ranked = sorted(((s, c) for c, s in enumerate(scores)), reverse=True)
+        hits += int(label) in [c for _, c in ranked[:k]]
     return hits / len(y)
 
 
@@ -60,12 +60,13 @@ def test_top_k_matches_loop_reference(k):
     assert float(top.data) == pytest.approx(want, abs=1e-15)
 
 
-def test_ties_count_against_the_true_class():
+def test_ties_go_to_the_higher_class_index():
+    """Caffe 1.0 partial_sorts (score, index) pairs with std::greater: higher index first."""
     x = [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.3, 0.3, 0.3]]
     _, _, (top1,) = accuracy(x, [0, 1, 2])
-    assert float(top1.data) == 0.0  # a tie with another class is not a top-1 hit
-    _, _, (top2,) = accuracy(x, [0, 1, 2], "accuracy_param { top_k: 2 }")
-    assert float(top2.data) == pytest.approx(2 / 3)  # the three-way tie misses top-2
+    assert float(top1.data) == pytest.approx(2 / 3)  # class 0 loses its tie with class 1
+    _, _, (top2,) = accuracy(x, [0, 1, 0], "accuracy_param { top_k: 2 }")
+    assert float(top2.data) == pytest.approx(2 / 3)  # class 0 is third in the three-way tie
 
 
 def test_ignore_label_skips_positions_and_divides_by_the_rest():

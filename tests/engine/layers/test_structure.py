@@ -238,8 +238,8 @@ def test_eltwise_gradients(spec):
 
 
 def test_eltwise_errors():
-    layer = make('name: "ew" type: "Eltwise" eltwise_param { operation: MAX coeff: 1 coeff: 2 }')
-    with pytest.raises(NetError, match="'ew'.*SUM"):
+    layer = make('name: "ew" type: "Eltwise" eltwise_param { operation: PROD coeff: 1 coeff: 2 }')
+    with pytest.raises(NetError, match="'ew'.*PROD"):
         layer.setup([blob(rand((2,))), blob(rand((2,)))], [empty()])
     layer = make('name: "ew" type: "Eltwise" eltwise_param { coeff: 1 }')
     with pytest.raises(NetError, match="'ew'.*coeff"):
