@@ -1,14 +1,29 @@
-"""GEMM helper for the convolution and inner-product layers: C = A @ B or C += A @ B.
+"""GEMM and two-core helpers for the convolution, pooling and inner-product layers.
 
 Plain matmul with out= into preallocated buffers. SciPy's BLAS (which has beta = 1) is not
 used on purpose: it loads a second OpenBLAS whose thread pool fights NumPy's for the cores,
 which made some GEMMs 10-40x slower in measurements.
+
+Work is split by hand over two threads (NumPy releases the GIL in copies and matmul) with
+NumPy's OpenBLAS held to one thread meanwhile: OpenBLAS's own workers busy-wait after each
+call and measurably slowed the threaded copies and pooling passes that followed a GEMM.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import cache
 from types import ModuleType
 from typing import Any
+
+import numpy as np
+
+WORKERS = 2  # the machine's cores; more only oversubscribes
 
 
 def gemm(
@@ -23,3 +38,94 @@ def gemm(
     xp.matmul(a, b, out=tmp)
     out += tmp
     return out
+
+
+@cache
+def _openblas_setter() -> tuple[Callable[[int], None], Callable[[], int]] | None:
+    """NumPy's bundled OpenBLAS thread-count setter/getter, or None if not found."""
+    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in glob.glob(os.path.join(libdir, "libscipy_openblas*")):
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                s = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+                g = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                if s is not None and g is not None:
+                    g.restype = ctypes.c_int
+                    return s, g
+    return None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Hold NumPy's OpenBLAS to one thread inside the block (restored after)."""
+    fns = _openblas_setter()
+    if fns is None:
+        yield
+        return
+    setter, getter = fns
+    before = getter()
+    setter(1)
+    try:
+        yield
+    finally:
+        setter(before)
+
+
+class TwoCores:
+    """Runs a function over parts of the work, one in the caller and the rest in worker threads.
+
+    On NumPy the parts run concurrently with OpenBLAS at one thread; on other array modules
+    (CuPy) they run one after another in the caller.
+    """
+
+    def __init__(self, xp: ModuleType, name: str) -> None:
+        self.xp = xp
+        self.parallel = xp is np
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, fn: Callable[[int], None], parts: int = WORKERS) -> None:
+        """Call fn(0), ..., fn(parts - 1), concurrently where possible; re-raise errors."""
+        if not self.parallel or parts == 1:
+            with single_threaded_blas() if self.parallel else _null():
+                for k in range(parts):
+                    fn(k)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix=self.name)
+        with single_threaded_blas():
+            futures = [self._pool.submit(fn, k) for k in range(1, parts)]
+            try:
+                fn(0)
+            finally:
+                for f in futures:
+                    f.result()
+
+
+@contextmanager
+def _null() -> Iterator[None]:
+    yield
+
+
+def split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into `parts` near-equal ranges (empty ones possible)."""
+    n = hi - lo
+    return [(lo + n * k // parts, lo + n * (k + 1) // parts) for k in range(parts)]
+
+
+def chunks(lo: int, hi: int, step: int) -> Sequence[tuple[int, int]]:
+    """[lo, hi) in consecutive ranges of at most `step`."""
+    return [(a, min(a + step, hi)) for a in range(lo, hi, max(step, 1))]
+
+
+def parallel_matmul(workers: TwoCores, a: Any, b: Any, out: Any) -> None:
+    """out = a @ b with the rows of a (or, when a has few rows, the columns of b) split over
+    the two threads."""
+    mm = workers.xp.matmul
+    if a.shape[0] >= b.shape[1]:
+        parts = split(0, a.shape[0], WORKERS)
+        workers.run(lambda k: mm(a[slice(*parts[k])], b, out=out[slice(*parts[k])]))
+    else:
+        parts = split(0, b.shape[1], WORKERS)
+        workers.run(lambda k: mm(a, b[:, slice(*parts[k])], out=out[:, slice(*parts[k])]))

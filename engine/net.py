@@ -501,16 +501,18 @@ class Net:
                 )
         return out
 
-    def save(self, path: str, legacy_shapes: bool = False) -> None:
-        """Write the weights as a binary .caffemodel (Caffe's HDF5 layout if the name ends .h5)."""
+    def save(self, path: str, legacy_shapes: bool = False, write_diff: bool = False) -> None:
+        """Write the weights (and diffs if asked, as snapshot_diff) as a binary .caffemodel,
+        or in Caffe's HDF5 layout if the name ends with .h5."""
         from engine.hdf5_io import is_hdf5_path, save_net_weights  # noqa: PLC0415
 
         if is_hdf5_path(path):
-            save_net_weights(self, path)
+            save_net_weights(self, path, write_diff=write_diff)
             return
         from engine.proto_io import write_binary_proto  # noqa: PLC0415
 
-        write_binary_proto(path, self.to_proto(legacy_shapes=legacy_shapes))
+        proto = self.to_proto(write_diff=write_diff, legacy_shapes=legacy_shapes)
+        write_binary_proto(path, proto)
 
     def __repr__(self) -> str:
         return f"Net('{self.name}', phase={self.phase}, layers={len(self.layers)})"

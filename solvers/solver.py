@@ -574,7 +574,7 @@ class Solver:
         kind, ext = ("HDF5", ".h5") if h5 else ("binary proto", "")
         model = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel" + ext)
         self.log.info(f"Snapshotting to {kind} file {model}")
-        self.net.save(model)
+        self.net.save(model, write_diff=bool(p.snapshot_diff))
         state = caffe_pb2.SolverState()
         state.iter = self.iter
         state.learned_net = model

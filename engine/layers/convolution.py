@@ -1,8 +1,9 @@
-"""Caffe's Convolution layer (2-D, groups, dilation) as batch-folded im2col + one GEMM per group.
+"""Caffe's Convolution layer (2-D, groups, dilation) as batch-folded im2col + GEMM, in chunks.
 
 Blobs are NCHW at the interface. Internally the padded input is kept channel-major, batch second
-(C, N, H, W) or, for small maps, batch last (C, H, W, N), so that im2col yields a
-(C*kh*kw, N*OH*OW) matrix and the whole batch is one wide GEMM per group.
+(C, N, H, W) or, for small maps, batch last (C, H, W, N). The work is cut along the axis after
+the channels (samples, or output rows) into chunks whose column matrix (C*kh*kw, chunk) stays
+in cache between im2col and its GEMM; the chunks run on two threads (engine.conv_gemm).
 The data gradient uses col2im, or for stride 1 a "full" convolution of the padded top diff with
 the flipped weights when that moves fewer bytes (a cost model, measured on OpenBLAS).
 """
@@ -12,16 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from engine.blob import Blob
-from engine.conv_gemm import gemm
+from engine.conv_gemm import WORKERS, TwoCores, chunks, split
 from engine.im2col import (
     CHWN_TO_NCHW,
     CNHW_TO_NCHW,
     NCHW_TO_CHWN,
     NCHW_TO_CNHW,
-    col2im,
     conv_out_size,
-    im2col,
+    window,
 )
 from engine.layer import Layer, register_layer
 
@@ -31,6 +33,8 @@ _NS_COPY = {False: 0.27, True: 0.13}
 _NS_COL2IM = {False: 0.66, True: 0.34}
 _GEMM_GFLOPS = 150.0
 _BATCH_LAST_MAX_OW = 16
+# Column-buffer chunk per thread: small enough to stay in cache between im2col and the GEMM.
+_CHUNK_BYTES = 2 << 20
 
 
 def _pair(
@@ -120,6 +124,7 @@ class ConvolutionLayer(Layer):
         if self.bias_term:
             self.bias = self.new_param_blob((self.num_output,), p.bias_filler)
         self._buffers: list[dict[str, Any]] = [{} for _ in bottoms]
+        self._cores = TwoCores(self.xp, self.name)
         self._key: list[tuple[int, ...] | None] = [None for _ in bottoms]
 
     # --- shapes and buffers ----------------------------------------------------------------
@@ -162,11 +167,10 @@ class ConvolutionLayer(Layer):
         hp, wp = h + 2 * self.ph, w + 2 * self.pw
         if self.ph or self.pw:
             buf["xpad"] = xp.zeros(shape(c, hp, wp), dt)
-        buf["col"] = xp.empty((c, self.kh, self.kw, *shape(1, oh, ow)[1:]), dt)
-        buf["y"] = xp.empty(shape(o, oh, ow), dt)
         buf["dy"] = xp.empty(shape(o, oh, ow), dt)
-        buf["ones"] = xp.ones((npix,), dt)
-        buf["dw"] = xp.empty((o // g, c // g * kk), dt)
+        buf["dw"] = [xp.zeros((g, o // g, c // g * kk), dt) for _ in range(WORKERS)]
+        buf["db"] = [xp.zeros((o,), dt) for _ in range(WORKERS)]
+        buf["dw_tmp"] = [xp.empty((o // g, c // g * kk), dt) for _ in range(WORKERS)]
         # Data-gradient algorithm: col2im, or (stride 1) full convolution with flipped weights,
         # whichever the cost model (bytes moved + GEMM FLOPs) says is cheaper.
         qh = self.dh * (self.kh - 1) - self.ph
@@ -180,59 +184,112 @@ class ConvolutionLayer(Layer):
         buf["q"] = (qh, qw)
         return buf
 
-    # --- forward ---------------------------------------------------------------------------
     def _geom(self) -> tuple[int, ...]:
         return (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
 
-    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+    def _thread_buffer(self, buf: dict[str, Any], key: str, shape: tuple[int, ...]) -> list[Any]:
+        """One scratch array per thread, created on first use."""
+        if key not in buf:
+            buf[key] = [self.xp.empty(shape, self.dtype) for _ in range(WORKERS)]
+        return buf[key]
+
+    def _interior(self, buf: dict[str, Any], ph: int, pw: int, h: int, w: int) -> tuple:
+        """Index of the unpadded h x w region inside a padded internal-layout image."""
+        inner: list[slice] = [slice(None)] * 4
+        sp = buf["spatial"]
+        inner[sp[0]] = slice(ph, ph + h)
+        inner[sp[1]] = slice(pw, pw + w)
+        return tuple(inner)
+
+    def _step(self, rows: int, per_row: int) -> int:
+        """Chunk length along the outer axis so one column chunk is about _CHUNK_BYTES."""
+        item = np.dtype(self.dtype).itemsize
+        return max(1, min(rows, _CHUNK_BYTES // max(1, per_row * item)))
+
+    def _conv_pass(
+        self,
+        buf: dict[str, Any],
+        key: str,
+        src: Any,
+        wmat: Any,
+        out: Any,
+        geom: tuple[int, ...],
+        out_hw: tuple[int, int],
+        bias: Any,
+    ) -> None:
+        """out (internal layout, may be a transposed view) = wmat (g, M, K) conv src (+ bias).
+
+        Chunks of the outer axis: im2col into a per-thread column buffer, one GEMM per group
+        into a per-thread product buffer, then one write into `out` (adding the bias).
+        """
         xp, g = self.xp, self.group
-        o, c = self.num_output, self.channels
-        w2 = self.weight.data.reshape(g, o // g, -1)
+        csrc, m = src.shape[0], out.shape[0]
+        kh, kw = geom[0], geom[1]
+        rest = out.shape[2:]
+        per = csrc * kh * kw * rest[0] * rest[1]
+        total = out.shape[1]
+        step = self._step(total, per)
+        cols = self._thread_buffer(buf, key + "_col", (csrc, kh, kw, step, *rest))
+        prods = self._thread_buffer(buf, key + "_prod", (m, step, *rest))
+        sp = buf["spatial"]
+        bias_b = None if bias is None else bias.reshape(m, 1, 1, 1)
+        kdim = csrc // g * kh * kw
+
+        def work(t: int) -> None:
+            lo_t, hi_t = split(0, total, WORKERS)[t]
+            for lo, hi in chunks(lo_t, hi_t, step):
+                col = cols[t][:, :, :, : hi - lo]
+                for i in range(kh):
+                    for j in range(kw):
+                        col[:, i, j] = window(src, i, j, geom, out_hw, sp)[:, lo:hi]
+                colg = col.reshape(g, kdim, -1)
+                prod = prods[t][:, : hi - lo]
+                prodg = prod.reshape(g, m // g, -1)
+                for gi in range(g):
+                    xp.matmul(wmat[gi], colg[gi], out=prodg[gi])
+                if bias_b is None:
+                    out[:, lo:hi] = prod
+                else:
+                    xp.add(prod, bias_b, out=out[:, lo:hi])
+
+        self._cores.run(work)
+
+    def _pad_input(self, buf: dict[str, Any], x: Any) -> Any:
+        """The input in internal layout, copied into the zero-padded buffer when there is one."""
+        x_int = x.transpose(buf["to_int"])
+        if "xpad" not in buf:
+            return x_int
+        n, h, w = buf["dims"][:3]
+        xpad = buf["xpad"]
+        inner = self._interior(buf, self.ph, self.pw, h, w)
+        parts = split(0, self.channels, WORKERS)
+
+        def copy(t: int) -> None:
+            sl = slice(*parts[t])
+            xpad[sl][(slice(None), *inner[1:])] = x_int[sl]
+
+        self._cores.run(copy)
+        return xpad
+
+    # --- forward ---------------------------------------------------------------------------
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        g, o = self.group, self.num_output
+        w3 = self.weight.data.reshape(g, o // g, -1)
+        bias = None if self.bias is None else self.bias.data
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             buf = self._buffers[k]
-            n, h, w, oh, ow = buf["dims"]
-            x_int = bottom.data.transpose(buf["to_int"])
-            if "xpad" in buf:
-                src = buf["xpad"]
-                sp = buf["spatial"]
-                inner: list[slice] = [slice(None)] * 4
-                inner[sp[0]] = slice(self.ph, self.ph + h)
-                inner[sp[1]] = slice(self.pw, self.pw + w)
-                src[tuple(inner)] = x_int
-            else:
-                src = x_int
-            col = buf["col"]
-            im2col(src, col, self._geom(), (oh, ow), buf["spatial"])
-            colg = col.reshape(g, c // g * self.kh * self.kw, -1)
-            y = buf["y"]
-            yg = y.reshape(g, o // g, -1)
-            for gi in range(g):
-                gemm(xp, w2[gi], colg[gi], yg[gi])
-            y_nchw = y.transpose(buf["to_nchw"])
-            if self.bias is not None:
-                xp.add(y_nchw, self.bias.data.reshape(1, o, 1, 1), out=top.data)
-            else:
-                top.data[...] = y_nchw
+            oh, ow = buf["dims"][3:5]
+            src = self._pad_input(buf, bottom.data)
+            out = top.data.transpose(buf["to_int"])
+            self._conv_pass(buf, "f", src, w3, out, self._geom(), (oh, ow), bias)
 
     # --- backward --------------------------------------------------------------------------
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
-        xp, g = self.xp, self.group
-        o, c = self.num_output, self.channels
-        ckk = c // g * self.kh * self.kw
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             buf = self._buffers[k]
-            dy = buf["dy"]
-            dy[...] = top.diff.transpose(buf["to_int"])
-            dy2 = dy.reshape(o, -1)
-            if self.bias is not None:
-                self.bias.diff += dy2 @ buf["ones"]
-            colg = buf["col"].reshape(g, ckk, -1)
-            dyg = dy.reshape(g, o // g, -1)
-            dw2 = self.weight.diff.reshape(g, o // g, ckk)
-            for gi in range(g):
-                gemm(xp, dyg[gi], colg[gi].T, dw2[gi], accumulate=True, scratch=buf["dw"])
+            self._param_grads(buf, top, bottom, bool(propagate_down[k]))
             if not propagate_down[k]:
                 continue
             if buf["full"]:
@@ -240,52 +297,124 @@ class ConvolutionLayer(Layer):
             else:
                 self._data_grad_col2im(buf, bottom)
 
-    def _data_grad_col2im(self, buf: dict[str, Any], bottom: Blob) -> None:
-        """dcol = W^T dy, then col2im into the padded image and crop."""
+    def _param_grads(self, buf: dict[str, Any], top: Blob, bottom: Blob, down: bool) -> None:
+        """Chunks of the top diff: copy into internal layout (and the padded copy the full data
+        gradient reads), bias sums, weight gradient from re-made columns; sum the threads."""
         xp, g = self.xp, self.group
         o, c = self.num_output, self.channels
         n, h, w, oh, ow = buf["dims"]
-        ckk = c // g * self.kh * self.kw
-        w2 = self.weight.data.reshape(g, o // g, ckk)
-        col = buf["col"]  # forward's columns are no longer needed: reuse as dcol
-        colg = col.reshape(g, ckk, -1)
-        dyg = buf["dy"].reshape(g, o // g, -1)
-        for gi in range(g):
-            gemm(xp, w2[gi].T, dyg[gi], colg[gi])
+        geom = self._geom()
+        kh, kw = self.kh, self.kw
+        ckk = c // g * kh * kw
+        # The columns of forward's input (forward left its padded copy in place).
+        src = buf["xpad"] if "xpad" in buf else bottom.data.transpose(buf["to_int"])
+        dy = buf["dy"]
+        dy_top = top.diff.transpose(buf["to_int"])
+        rest = dy.shape[2:]
+        total = dy.shape[1]
+        step = self._step(total, c * kh * kw * rest[0] * rest[1])
+        cols = self._thread_buffer(buf, "w_col", (c, kh, kw, step, *rest))
+        ones = self._thread_buffer(buf, "ones", (step * rest[0] * rest[1],))
+        full = down and buf["full"]
+        if full:
+            qh, qw = buf["q"]
+            if "dypad" not in buf:
+                buf["dypad"] = xp.zeros(buf["shape"](o, oh + 2 * qh, ow + 2 * qw), self.dtype)
+            dypad = buf["dypad"]
+            inner = self._interior(buf, qh, qw, oh, ow)
+            off = inner[1].start if buf["batch_last"] else 0
+        sp = buf["spatial"]
+
+        def work(t: int) -> None:
+            dw, db, tmp, one = buf["dw"][t], buf["db"][t], buf["dw_tmp"][t], ones[t]
+            dw.fill(0)
+            db.fill(0)
+            one.fill(1)
+            lo_t, hi_t = split(0, total, WORKERS)[t]
+            for lo, hi in chunks(lo_t, hi_t, step):
+                dyc = dy[:, lo:hi]
+                dyc[...] = dy_top[:, lo:hi]
+                if full:
+                    dst = list(inner)
+                    dst[1] = slice(off + lo, off + hi)
+                    dypad[tuple(dst)] = dyc
+                dy2 = dyc.reshape(o, -1)
+                if self.bias is not None:
+                    db += dy2 @ one[: dy2.shape[1]]
+                col = cols[t][:, :, :, : hi - lo]
+                for i in range(kh):
+                    for j in range(kw):
+                        col[:, i, j] = window(src, i, j, geom, (oh, ow), sp)[:, lo:hi]
+                colg = col.reshape(g, ckk, -1)
+                dyg = dy2.reshape(g, o // g, -1)
+                for gi in range(g):
+                    xp.matmul(dyg[gi], colg[gi].T, out=tmp)
+                    dw[gi] += tmp
+
+        self._cores.run(work)
+        wdiff = self.weight.diff.reshape(g, o // g, ckk)
+        for t in range(WORKERS):
+            wdiff += buf["dw"][t]
+            if self.bias is not None:
+                self.bias.diff += buf["db"][t]
+
+    def _data_grad_col2im(self, buf: dict[str, Any], bottom: Blob) -> None:
+        """Per thread a share of the input channels: dcol = W^T dy in chunks, summed back into
+        the padded image (col2im), then cropped into the bottom diff."""
+        xp, g = self.xp, self.group
+        o, c = self.num_output, self.channels
+        n, h, w, oh, ow = buf["dims"]
+        kh, kw, kk = self.kh, self.kw, self.kh * self.kw
+        geom = self._geom()
+        cg = c // g
+        w3 = self.weight.data.reshape(g, o // g, cg * kk)
+        dy = buf["dy"]
+        dyg = dy.reshape(g, o // g, *dy.shape[1:])
+        rest = dy.shape[2:]
+        total = dy.shape[1]
         if "dxpad" not in buf:
             buf["dxpad"] = xp.empty(buf["shape"](c, h + 2 * self.ph, w + 2 * self.pw), self.dtype)
         dxpad = buf["dxpad"]
+        # Work items: (group, channel range in the group); channel halves when g == 1.
+        per_group = max(1, WORKERS // g)
+        items = [(gi, a, b) for gi in range(g) for a, b in split(0, cg, per_group) if b > a]
+        cmax = max(b - a for _, a, b in items)
+        step = self._step(total, cmax * kk * rest[0] * rest[1])
+        cols = self._thread_buffer(buf, "d_col", (cmax, kh, kw, step, *rest))
         sp = buf["spatial"]
-        col2im(col, dxpad, self._geom(), (oh, ow), sp)
-        inner: list[slice] = [slice(None)] * 4
-        inner[sp[0]] = slice(self.ph, self.ph + h)
-        inner[sp[1]] = slice(self.pw, self.pw + w)
-        bottom.diff[...] = dxpad[tuple(inner)].transpose(buf["to_nchw"])
+        inner = self._interior(buf, self.ph, self.pw, h, w)
+        dx_int = bottom.diff.transpose(buf["to_int"])
+
+        def work(t: int) -> None:
+            for gi, a, b in items[t::WORKERS]:
+                ca, cb = gi * cg + a, gi * cg + b
+                img = dxpad[ca:cb]
+                img.fill(0)
+                wt = w3[gi][:, a * kk : b * kk].T
+                for lo, hi in chunks(0, total, step):
+                    col = cols[t][: b - a, :, :, : hi - lo]
+                    xp.matmul(
+                        wt, dyg[gi][:, lo:hi].reshape(o // g, -1), out=col.reshape((b - a) * kk, -1)
+                    )
+                    for i in range(kh):
+                        for j in range(kw):
+                            view = window(img, i, j, geom, (oh, ow), sp)[:, lo:hi]
+                            view += col[:, i, j]
+                dx_int[ca:cb] = img[(slice(None), *inner[1:])]
+
+        self._cores.run(work, min(WORKERS, len(items)))
 
     def _data_grad_full(self, buf: dict[str, Any], bottom: Blob) -> None:
         """Stride 1: dx = (top diff zero-padded by d(k-1)-p) correlated with flipped weights."""
-        xp, g = self.xp, self.group
+        g = self.group
         o, c = self.num_output, self.channels
         n, h, w, oh, ow = buf["dims"]
-        qh, qw = buf["q"]
-        okk = o // g * self.kh * self.kw
-        shape, sp = buf["shape"], buf["spatial"]
-        if "dypad" not in buf:
-            buf["dypad"] = xp.zeros(shape(o, oh + 2 * qh, ow + 2 * qw), self.dtype)
-            buf["dcol"] = xp.empty((o, self.kh, self.kw, *shape(1, h, w)[1:]), self.dtype)
-            buf["wflip"] = xp.empty((g, c // g, o // g, self.kh, self.kw), self.dtype)
-            buf["dx"] = xp.empty(shape(c, h, w), self.dtype)
-        dypad, dcol, wflip, dx = buf["dypad"], buf["dcol"], buf["wflip"], buf["dx"]
-        inner: list[slice] = [slice(None)] * 4
-        inner[sp[0]] = slice(qh, qh + oh)
-        inner[sp[1]] = slice(qw, qw + ow)
-        dypad[tuple(inner)] = buf["dy"]
-        im2col(dypad, dcol, (self.kh, self.kw, 1, 1, self.dh, self.dw), (h, w), sp)
+        if "wflip" not in buf:
+            buf["wflip"] = self.xp.empty((g, c // g, o // g, self.kh, self.kw), self.dtype)
+        wflip = buf["wflip"]
         wg = self.weight.data.reshape(g, o // g, c // g, self.kh, self.kw)
         wflip[...] = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-        wf2 = wflip.reshape(g, c // g, okk)
-        dcolg = dcol.reshape(g, okk, -1)
-        dxg = dx.reshape(g, c // g, -1)
-        for gi in range(g):
-            gemm(xp, wf2[gi], dcolg[gi], dxg[gi])
-        bottom.diff[...] = dx.transpose(buf["to_nchw"])
+        wf3 = wflip.reshape(g, c // g, -1)
+        dx_int = bottom.diff.transpose(buf["to_int"])
+        geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
+        self._conv_pass(buf, "d", buf["dypad"], wf3, dx_int, geom, (h, w), None)

@@ -209,7 +209,7 @@ class PoolingLayer(Layer):
         oh, ow = buf["dims"][4:6]
         rm, aj, hj, sj = (buf[k][sl] for k in ("rowmax", "argj", "hitj", "stepj"))
         hr, last_w = rm.shape[2], self.sw * (ow - 1) + 1
-        rm[...] = src[:, :, :hr, 0:last_w : self.sw]
+        rm[...] = src[:, :, :hr, 0 : last_w : self.sw]
         if self.kw == 1:
             aj.fill(0)
         for j in range(1, self.kw):
@@ -223,8 +223,8 @@ class PoolingLayer(Layer):
                 xp.maximum(aj, sj, out=aj)
         arg, hit, step = buf["arg"][sl], buf["hit"][sl], buf["step"][sl]
         last_h = self.sh * (oh - 1) + 1
-        out[...] = rm[:, :, 0:last_h : self.sh]
-        arg[...] = aj[:, :, 0:last_h : self.sh]
+        out[...] = rm[:, :, 0 : last_h : self.sh]
+        arg[...] = aj[:, :, 0 : last_h : self.sh]
         for i in range(1, self.kh):
             v = rm[:, :, i : i + last_h : self.sh]
             xp.greater(v, out, out=hit)

@@ -292,3 +292,21 @@ def test_layer_phase_field_overrides_the_net_phase():
     before = net.blobs["ip1"].data.copy()
     net.layer_dict["drop"].forward([net.blobs["ip1"]], [net.blobs["ip1"]])
     np.testing.assert_array_equal(net.blobs["ip1"].data, before)  # TEST dropout is identity
+
+
+def test_save_with_diff_writes_caffe_diff_fields(tmp_path):
+    """snapshot_diff: Caffe's ToProto(write_diff=true) stores each blob's diff beside its data."""
+    from engine.proto_io import blob_proto_to_array, read_net_weights
+
+    net = Net(net_param(MLP), "TRAIN", seed=4)
+    fill_inputs(net)
+    net.clear_param_diffs()
+    net.forward_backward()
+    path = tmp_path / "with_diff.caffemodel"
+    net.save(str(path), write_diff=True)
+    saved = {lp.name: lp for lp in read_net_weights(str(path)).layer}
+    w = net.params["ip1"][0]
+    got = blob_proto_to_array(saved["ip1"].blobs[0], shape=w.shape, diff=True)
+    np.testing.assert_array_equal(got, w.diff)
+    net.save(str(path))
+    assert len(read_net_weights(str(path)).layer[1].blobs[0].diff) == 0

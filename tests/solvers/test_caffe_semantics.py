@@ -213,7 +213,6 @@ def test_solver_mode_gpu_uses_device_id_or_falls_back_to_cpu(tiny: Tiny, monkeyp
     """tools/caffe.cpp train(): with no -gpu flag, an explicit `solver_mode: GPU` selects GPU
     device_id (default 0); without a visible GPU we run on the CPU and say so."""
     import solvers.launch as launch
-
     from solvers.train_log import TrainLog
 
     param = caffe_pb2.SolverParameter(solver_mode=caffe_pb2.SolverParameter.GPU, device_id=3)
@@ -396,3 +395,32 @@ def test_caffe_lenet_example_from_iter_0_then_resume_from_a_caffe_state(
         actual.append((after.learnable_params[i].data - blob.data).ravel())
     want, got = np.concatenate(expected), np.concatenate(actual)
     assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
+
+
+def test_train_net_test_net_files_and_test_state_stages_select_layers(
+    tiny: Tiny, quiet_log
+) -> None:
+    """InitTrainNet/InitTestNets: train_net + test_net files instead of `net`; each test net's
+    NetState is phase TEST merged with its test_state (stages pick include { stage } layers)."""
+    staged = tiny.net.read_text() + (
+        'layer { name: "top2" type: "Accuracy" bottom: "ip2" bottom: "label" top: "top2"\n'
+        '  accuracy_param { top_k: 2 } include { phase: TEST stage: "val" } }\n'
+    )
+    net = tiny.root / "staged.prototxt"
+    net.write_text(staged)
+    text = tiny.solver(max_iter=0, display=0).read_text()
+    text = text.replace(
+        f'net: "{tiny.net}"', f'train_net: "{net}"\ntest_net: "{net}"\ntest_net: "{net}"'
+    )
+    text = text.replace(
+        "test_iter: 2", 'test_iter: 2\ntest_iter: 2\ntest_state { }\ntest_state { stage: "val" }'
+    )
+    path = tiny.root / "variants.prototxt"
+    path.write_text(text)
+    log, _, _ = quiet_log()
+    solver = Solver(str(path), log=log)
+    assert "top2" not in solver.net.blobs
+    assert [list(n.output_blob_names) for n in solver.test_nets] == [
+        ["accuracy", "loss"],
+        ["accuracy", "loss", "top2"],
+    ]
