@@ -218,10 +218,14 @@ def _timed(fn) -> float:
 
 
 # --- timing ------------------------------------------------------------------------------------
-def time_net(net: Net, iterations: int) -> dict[str, Any]:
-    """Whole-iteration times (forward, backward) and per-layer times, in milliseconds."""
+def time_net(net: Net, iterations: int, warmup: int = 5) -> dict[str, Any]:
+    """Steady-state whole-iteration times (forward, backward) and per-layer times, in ms.
+
+    `warmup` untimed iterations first: buffers allocated, thread pools started, pages touched.
+    """
     n_layers = len(net.layers)
-    net.forward_backward()  # warm-up: buffers allocated, caches hot
+    for _ in range(max(warmup, 1)):
+        net.forward_backward()
     fwd, bwd = [], []
     for _ in range(iterations):
         fwd.append(_timed(net.forward_loss))
@@ -239,6 +243,7 @@ def time_net(net: Net, iterations: int) -> dict[str, Any]:
         "backward_ms": 1e3 * float(np.mean(bwd)),
         "ms_per_iter": 1e3 * float(np.mean(total)),
         "ms_per_iter_best": 1e3 * float(np.min(total)),
+        "ms_per_iter_median": 1e3 * float(np.median(total)),
         "layers": [
             {
                 "name": net.layer_names[i],
@@ -260,6 +265,7 @@ def bench_one(
     keep_data: bool,
     peak: float,
     seed: int,
+    warmup: int = 5,
 ) -> dict[str, Any]:
     param, inputs, classes = prepare_param(path, batch, shape, keep_data)
     net = build_net(param, inputs, classes, seed)
@@ -269,7 +275,7 @@ def bench_one(
         else net.blobs[net.top_vecs and net.layers[0].param.top[0]]
     )
     n = first.shape[0]
-    times = time_net(net, iterations)
+    times = time_net(net, iterations, warmup)
     f_flops, b_flops = useful_flops(net)
     gflops = (f_flops + b_flops) / (times["ms_per_iter"] * 1e-3) / 1e9
     return {
@@ -284,6 +290,7 @@ def bench_one(
         "peak_gflops": peak,
         "gflop_per_iter": (f_flops + b_flops) / 1e9,
         "ms_per_iter_best": times["ms_per_iter_best"],
+        "ms_per_iter_median": times["ms_per_iter_median"],
         "source": str(path),
         "layers": times["layers"],
     }
@@ -302,7 +309,8 @@ def format_table(result: dict[str, Any]) -> str:
         )
     lines.append(
         f"forward {result['forward_ms']:.2f} ms, backward {result['backward_ms']:.2f} ms, "
-        f"iteration {result['ms_per_iter']:.2f} ms (best {result['ms_per_iter_best']:.2f}), "
+        f"iteration {result['ms_per_iter']:.2f} ms (median {result['ms_per_iter_median']:.2f}, "
+        f"best {result['ms_per_iter_best']:.2f}), "
         f"{result['images_per_s']:.0f} images/s, {result['gflop_per_iter']:.3f} GFLOP/iter, "
         f"{result['gemm_gflops']:.1f} GFLOP/s = {100 * result['peak_fraction']:.1f}% of "
         f"the {result['peak_gflops']:.0f} GFLOP/s GEMM peak"
@@ -321,6 +329,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, help="batch size (default: the net's own)")
     ap.add_argument("--input-shape", help="per-image shape C,H,W for --model")
     ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument(
+        "--warmup", type=int, default=5, help="untimed iterations before timing (default 5)"
+    )
     ap.add_argument(
         "--data",
         choices=["dummy", "lmdb"],
@@ -349,7 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     peak = gemm_peak_gflops()
     for name, path, batch, image in jobs:
         result = bench_one(
-            name, path, batch, image, args.iterations, args.data == "lmdb", peak, args.seed
+            name,
+            path,
+            batch,
+            image,
+            args.iterations,
+            args.data == "lmdb",
+            peak,
+            args.seed,
+            args.warmup,
         )
         if args.json:
             print(

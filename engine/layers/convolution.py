@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.blob import Blob
-from engine.conv_gemm import WORKERS, TwoCores, chunks, split
+from engine.conv_gemm import MIN_THREADED_BYTES, WORKERS, TwoCores, chunks, split
 from engine.im2col import (
     CHWN_TO_NCHW,
     CNHW_TO_NCHW,
@@ -168,6 +168,8 @@ class ConvolutionLayer(Layer):
         if self.ph or self.pw:
             buf["xpad"] = xp.zeros(shape(c, hp, wp), dt)
         buf["dy"] = xp.empty(shape(o, oh, ow), dt)
+        col_bytes = c * kk * npix * np.dtype(dt).itemsize
+        buf["threaded"] = col_bytes >= MIN_THREADED_BYTES
         buf["dw"] = [xp.zeros((g, o // g, c // g * kk), dt) for _ in range(WORKERS)]
         buf["db"] = [xp.zeros((o,), dt) for _ in range(WORKERS)]
         buf["dw_tmp"] = [xp.empty((o // g, c // g * kk), dt) for _ in range(WORKERS)]
@@ -247,12 +249,11 @@ class ConvolutionLayer(Layer):
                 prodg = prod.reshape(g, m // g, -1)
                 for gi in range(g):
                     xp.matmul(wmat[gi], colg[gi], out=prodg[gi])
-                if bias_b is None:
-                    out[:, lo:hi] = prod
-                else:
-                    xp.add(prod, bias_b, out=out[:, lo:hi])
+                if bias_b is not None:
+                    prod += bias_b  # in cache; a ufunc writing a transposed view is slow
+                out[:, lo:hi] = prod
 
-        self._cores.run(work)
+        self._cores.run(work, threaded=buf["threaded"])
 
     def _pad_input(self, buf: dict[str, Any], x: Any) -> Any:
         """The input in internal layout, copied into the zero-padded buffer when there is one."""
@@ -268,7 +269,7 @@ class ConvolutionLayer(Layer):
             sl = slice(*parts[t])
             xpad[sl][(slice(None), *inner[1:])] = x_int[sl]
 
-        self._cores.run(copy)
+        self._cores.run(copy, threaded=buf["threaded"])
         return xpad
 
     # --- forward ---------------------------------------------------------------------------
@@ -351,7 +352,7 @@ class ConvolutionLayer(Layer):
                     xp.matmul(dyg[gi], colg[gi].T, out=tmp)
                     dw[gi] += tmp
 
-        self._cores.run(work)
+        self._cores.run(work, threaded=buf["threaded"])
         wdiff = self.weight.diff.reshape(g, o // g, ckk)
         for t in range(WORKERS):
             wdiff += buf["dw"][t]
@@ -402,7 +403,7 @@ class ConvolutionLayer(Layer):
                             view += col[:, i, j]
                 dx_int[ca:cb] = img[(slice(None), *inner[1:])]
 
-        self._cores.run(work, min(WORKERS, len(items)))
+        self._cores.run(work, min(WORKERS, len(items)), threaded=buf["threaded"])
 
     def _data_grad_full(self, buf: dict[str, Any], bottom: Blob) -> None:
         """Stride 1: dx = (top diff zero-padded by d(k-1)-p) correlated with flipped weights."""

@@ -1,4 +1,8 @@
-"""Caffe's InnerProduct layer: y = x W^T + b over the dims from `axis` on (one GEMM each way)."""
+"""Caffe's InnerProduct layer: y = x W^T + b over the dims from `axis` on (one GEMM each way).
+
+Each GEMM is split over two threads by hand with OpenBLAS at one thread (engine.conv_gemm), so
+OpenBLAS's spinning workers never compete with the threaded copies of other layers.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.blob import Blob
-from engine.conv_gemm import gemm
+from engine.conv_gemm import TwoCores, parallel_matmul
 from engine.layer import Layer, register_layer
 
 
@@ -33,8 +37,8 @@ class InnerProductLayer(Layer):
         self.bias = None
         if p.bias_term:
             self.bias = self.new_param_blob((self.num_output,), p.bias_filler)
-        self._ones: Any = None
         self._dw = self.xp.empty(shape, self.dtype)  # product buffer for the accumulating GEMM
+        self._cores = TwoCores(self.xp, self.name)
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         bottom = bottoms[0]
@@ -44,9 +48,6 @@ class InnerProductLayer(Layer):
                 f"axis {self.axis}; the weights expect {self.k}"
             )
         tops[0].reshape((*bottom.shape[: self.axis], self.num_output))
-        m = bottom.count_range(0, self.axis)
-        if self._ones is None or self._ones.shape[0] != m:
-            self._ones = self.xp.ones((m,), self.dtype)
 
     def _weight_nk(self, w: Any) -> Any:
         """The weights (or their diff) as an (N, K) matrix view."""
@@ -55,7 +56,7 @@ class InnerProductLayer(Layer):
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         x = bottoms[0].data.reshape(-1, self.k)
         y = tops[0].data.reshape(-1, self.num_output)
-        gemm(self.xp, x, self._weight_nk(self.weight.data).T, y)
+        parallel_matmul(self._cores, x, self._weight_nk(self.weight.data).T, y)
         if self.bias is not None:
             y += self.bias.data
 
@@ -65,11 +66,12 @@ class InnerProductLayer(Layer):
         x = bottoms[0].data.reshape(-1, self.k)
         dy = tops[0].diff.reshape(-1, self.num_output)
         if self.transpose:  # (K, N) += x^T dy
-            gemm(self.xp, x.T, dy, self.weight.diff, accumulate=True, scratch=self._dw)
+            parallel_matmul(self._cores, x.T, dy, self._dw)
         else:  # (N, K) += dy^T x
-            gemm(self.xp, dy.T, x, self.weight.diff, accumulate=True, scratch=self._dw)
+            parallel_matmul(self._cores, dy.T, x, self._dw)
+        self.weight.diff += self._dw
         if self.bias is not None:
-            self.bias.diff += self._ones @ dy
+            self.bias.diff += self.xp.sum(dy, axis=0)
         if propagate_down[0]:
             dx = bottoms[0].diff.reshape(-1, self.k)
-            gemm(self.xp, dy, self._weight_nk(self.weight.data), dx)
+            parallel_matmul(self._cores, dy, self._weight_nk(self.weight.data), dx)

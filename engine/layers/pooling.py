@@ -18,17 +18,27 @@ import numpy as np
 from engine.blob import Blob
 from engine.layer import Layer, register_layer
 
-_MIN_PARALLEL = 65536  # output elements below which threading costs more than it saves
+_MIN_PARALLEL = 262144  # output elements below which threading costs more than it saves
 
 MAX, AVE, STOCHASTIC = 0, 1, 2  # PoolingParameter.PoolMethod
 CEIL, FLOOR = 0, 1  # PoolingParameter.RoundMode
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, round_mode: int = CEIL) -> int:
-    """Caffe: ceil((H + 2p - k) / s) + 1, minus a last window that starts at or past H + p."""
+def pooled_size(
+    size: int,
+    kernel: int,
+    pad: int,
+    stride: int,
+    round_mode: int = CEIL,
+    any_pad: bool | None = None,
+) -> int:
+    """Caffe: ceil((H + 2p - k) / s) + 1, minus a last window that starts at or past H + p.
+
+    Caffe applies the drop on every axis as soon as either pad_h or pad_w is non-zero
+    (`any_pad`; by default this axis's own pad)."""
     span = (size + 2 * pad - kernel) / stride
     out = (math.ceil(span) if round_mode == CEIL else math.floor(span)) + 1
-    if pad and (out - 1) * stride >= size + pad:
+    if (bool(pad) if any_pad is None else any_pad) and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
@@ -100,8 +110,9 @@ class PoolingLayer(Layer):
             raise self.error(
                 f"pad ({self.ph}, {self.pw}) must be smaller than the kernel ({self.kh}, {self.kw})"
             )
-        oh = pooled_size(h, self.kh, self.ph, self.sh, self.round_mode)
-        ow = pooled_size(w, self.kw, self.pw, self.sw, self.round_mode)
+        any_pad = bool(self.ph or self.pw)
+        oh = pooled_size(h, self.kh, self.ph, self.sh, self.round_mode, any_pad)
+        ow = pooled_size(w, self.kw, self.pw, self.sw, self.round_mode, any_pad)
         if oh <= 0 or ow <= 0:
             raise self.error(f"kernel ({self.kh}, {self.kw}) larger than the padded input {h}x{w}")
         for top in tops:

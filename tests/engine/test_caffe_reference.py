@@ -240,12 +240,7 @@ PAD_ONE_AXIS = pytest.param(
     (1, 3),
     (3, 3),
     (0, 1),
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="pooling.py applies the drop rule per axis; Caffe checks both axes when either "
-        "pad is non-zero (reported to the conv/pool owner, not ours to edit)",
-    ),
-    id="pad-on-one-axis-only",
+    id="pad-on-one-axis-only",  # Caffe drops on both axes when either pad is non-zero
 )
 
 

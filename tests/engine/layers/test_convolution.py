@@ -245,3 +245,28 @@ def test_registered_under_v1_name():
     from engine.layer import layer_class
 
     assert layer_class("CONVOLUTION") is ConvolutionLayer
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("group", [1, 2])
+def test_threaded_small_chunks_match_single_pass(full, group, layout, monkeypatch):
+    """Chunked, two-thread work (many tiny column chunks) gives the same top, bottom diff and
+    accumulated param diffs as one whole-batch pass in the caller."""
+    conv = f"num_output: 4 kernel_size: 3 pad: 1 group: {group} {GAUSS}"
+    results = []
+    for threaded in (False, True):
+        monkeypatch.setattr(convolution, "MIN_THREADED_BYTES", 0 if threaded else 10**12)
+        monkeypatch.setattr(convolution, "_CHUNK_BYTES", 64 if threaded else 10**12)
+        layer = make_layer(conv)
+        bottom, top = blobs((5, 4, 7, 6))
+        layer.setup([bottom], [top])
+        layer.reshape([bottom], [top])
+        layer._buffers[0]["full"] = full
+        assert layer._buffers[0]["threaded"] is threaded
+        layer.forward([bottom], [top])
+        top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
+        layer.weight.diff[...] = 1.0  # accumulation must add onto what is there
+        layer.backward([top], [True], [bottom])
+        results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
+    for serial, threaded in zip(*results, strict=True):
+        np.testing.assert_allclose(threaded, serial, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,51 @@
+"""Two-core helpers: OpenBLAS thread limit is restored, split/chunk ranges cover the work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.conv_gemm import (
+    TwoCores,
+    _openblas_setter,
+    chunks,
+    parallel_matmul,
+    single_threaded_blas,
+    split,
+)
+
+
+def test_single_threaded_blas_restores_the_thread_count():
+    fns = _openblas_setter()
+    if fns is None:
+        pytest.skip("NumPy's bundled OpenBLAS not found: nothing to limit")
+    _, getter = fns
+    before = getter()
+    with single_threaded_blas():
+        assert getter() == 1
+    assert getter() == before
+
+
+def test_split_and_chunks_cover_the_range_in_order():
+    assert split(0, 7, 2) == [(0, 3), (3, 7)]
+    assert split(2, 3, 2) == [(2, 2), (2, 3)]
+    assert list(chunks(1, 8, 3)) == [(1, 4), (4, 7), (7, 8)]
+
+
+@pytest.mark.parametrize("shape", [(300, 200, 180), (5, 400, 3000), (3000, 400, 5)])
+def test_parallel_matmul_equals_matmul(shape):
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    out = np.empty((m, n))
+    parallel_matmul(TwoCores(np, "t"), a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-10)
+
+
+def test_worker_errors_reach_the_caller():
+    def fail(k: int) -> None:
+        if k == 1:
+            raise ValueError("part 1 failed")
+
+    with pytest.raises(ValueError, match="part 1"):
+        TwoCores(np, "t").run(fail)
