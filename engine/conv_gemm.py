@@ -7,6 +7,7 @@ which made some GEMMs 10-40x slower in measurements.
 Work is split by hand over two threads (NumPy releases the GIL in copies and matmul) with
 NumPy's OpenBLAS held to one thread meanwhile: OpenBLAS's own workers busy-wait after each
 call and measurably slowed the threaded copies and pooling passes that followed a GEMM.
+The hand-off to the worker is a pair of locks (about 13 us, a futures pool took about 30).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
 from types import ModuleType
@@ -75,6 +76,44 @@ def single_threaded_blas() -> Iterator[None]:
         setter(before)
 
 
+class _Worker:
+    """One persistent daemon thread fed through two locks: a hand-off costs a few microseconds
+    where a ThreadPoolExecutor future cost about 30 (measured), which tiny layers felt."""
+
+    def __init__(self, name: str) -> None:
+        self._go = threading.Lock()
+        self._done = threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._job: tuple[Callable[[int], None], list[int]] | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            assert self._job is not None
+            fn, ks = self._job
+            try:
+                for k in ks:
+                    fn(k)
+            except BaseException as e:  # handed to the caller in wait()
+                self._error = e
+            self._job = None
+            self._done.release()
+
+    def start(self, fn: Callable[[int], None], ks: list[int]) -> None:
+        self._job = (fn, ks)
+        self._go.release()
+
+    def wait(self) -> None:
+        """Block until the job ends; re-raise its error."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
 class TwoCores:
     """Runs a function over parts of the work, one in the caller and the rest in worker threads.
 
@@ -86,28 +125,40 @@ class TwoCores:
         self.xp = xp
         self.parallel = xp is np
         self.name = name
-        self._pool: ThreadPoolExecutor | None = None
+        self._workers: list[_Worker] = []
 
     def run(self, fn: Callable[[int], None], parts: int = WORKERS, threaded: bool = True) -> None:
         """Call fn(0), ..., fn(parts - 1), concurrently where possible; re-raise errors.
 
         threaded=False (work too small to pay for the hand-off) calls them in turn in the
         caller, still with OpenBLAS at one thread so that its workers never wake up to spin.
+        Part 0 runs in the caller; parts 1.. go round-robin to WORKERS - 1 threads.
         """
         if not threaded or not self.parallel or parts == 1:
             with single_threaded_blas() if self.parallel else _null():
                 for k in range(parts):
                     fn(k)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix=self.name)
+        if not self._workers:
+            self._workers = [_Worker(f"{self.name}-{i}") for i in range(WORKERS - 1)]
+        nw = len(self._workers)
+        started, errors = [], []
         with single_threaded_blas():
-            futures = [self._pool.submit(fn, k) for k in range(1, parts)]
             try:
+                for i, worker in enumerate(self._workers):
+                    ks = list(range(1 + i, parts, nw))
+                    if ks:
+                        worker.start(fn, ks)
+                        started.append(worker)
                 fn(0)
-            finally:
-                for f in futures:
-                    f.result()
+            finally:  # always wait: the workers write into the caller's buffers
+                for worker in started:
+                    try:
+                        worker.wait()
+                    except BaseException as e:
+                        errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 @contextmanager

@@ -41,6 +41,29 @@ def window(
     return img[tuple(index)]
 
 
+def columns_view(
+    xp: Any, img: Any, geom: tuple[int, ...], out_hw: tuple[int, int], spatial: tuple[int, int]
+) -> Any:
+    """The whole column matrix as one read-only strided view of `img`, (C, kh, kw, *rest).
+
+    Copying a slice of it fills a column chunk in one call instead of one per kernel offset.
+    """
+    _, _, sh, sw, dh, dw = geom
+    shape = list(img.shape)
+    strides = list(img.strides)
+    a, b = spatial
+    shape[a], shape[b] = out_hw
+    strides[a], strides[b] = img.strides[a] * sh, img.strides[b] * sw
+    kshape = (geom[0], geom[1])
+    kstrides = (img.strides[a] * dh, img.strides[b] * dw)
+    return xp.lib.stride_tricks.as_strided(
+        img,
+        (shape[0], *kshape, *shape[1:]),
+        (strides[0], *kstrides, *strides[1:]),
+        writeable=False,
+    )
+
+
 def im2col(
     img: Any, col: Any, geom: tuple[int, ...], out_hw: tuple[int, int], spatial: tuple[int, int]
 ) -> None:

@@ -270,3 +270,76 @@ def test_threaded_small_chunks_match_single_pass(full, group, layout, monkeypatc
         results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
     for serial, threaded in zip(*results, strict=True):
         np.testing.assert_allclose(threaded, serial, rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(params=["kept", "remade"])
+def columns(request, monkeypatch):
+    """Weight gradient from forward's kept columns, or from columns re-made in backward."""
+    monkeypatch.setattr(convolution, "_KEEP_COL_BYTES", 1 << 40 if request.param == "kept" else -1)
+    return request.param
+
+
+@pytest.mark.parametrize("chunk_bytes", [8, 2 << 20])  # one sample/row per chunk, or one chunk
+@pytest.mark.parametrize(
+    "conv, shape",
+    [
+        ("num_output: 3 kernel_size: 3", (3, 1, 6, 7)),  # LeNet-conv1-like: 1 channel, skinny
+        ("num_output: 2 kernel_size: 3 pad: 1 stride: 2", (3, 2, 5, 5)),  # padded, strided
+        ("num_output: 4 kernel_size: 2 group: 2", (2, 4, 4, 4)),  # groups
+    ],
+)
+def test_param_gradient_without_bottom_gradient(
+    conv, shape, chunk_bytes, layout, columns, monkeypatch
+):
+    """propagate_down False (Caffe's first conv layer): weight and bias diffs still match
+    central differences, whichever column source and weight-gradient path is taken."""
+    monkeypatch.setattr(convolution, "_CHUNK_BYTES", chunk_bytes)
+    layer = make_layer(f"{conv} {GAUSS}")
+    bottom, top = blobs(shape)
+    check_layer_gradient(layer, [bottom], [top], check_bottoms=[])
+
+
+def test_lenet_conv1_takes_the_per_sample_weight_gradient():
+    """The batched per-sample weight gradient is used where measured faster (LeNet conv1)."""
+    layer = make_layer(f"num_output: 20 kernel_size: 5 {GAUSS}", dtype=np.float32)
+    bottom, top = blobs((4, 1, 28, 28), np.float32)
+    layer.setup([bottom], [top])
+    buf = layer._buffers[0]
+    assert buf["per_sample"] and buf["keep"] and not buf["batch_last"]
+
+
+def test_kept_columns_follow_the_latest_forward():
+    """Backward uses the bottom of the last forward, as Caffe's backward reads bottom data."""
+    conv = f"num_output: 3 kernel_size: 3 {GAUSS}"
+    first, second = make_layer(conv), make_layer(conv)
+    x1, top1 = blobs((2, 1, 6, 6), seed=1)
+    x2, top2 = blobs((2, 1, 6, 6), seed=2)
+    first.setup([x1], [top1])
+    second.setup([x2], [top2])
+    first.forward([x1], [top1])
+    x1.data[...] = x2.data
+    first.forward([x1], [top1])
+    second.forward([x2], [top2])
+    for layer, top in ((first, top1), (second, top2)):
+        top.diff[...] = np.random.default_rng(5).standard_normal(top.shape)
+        layer.backward([top], [False], [x1 if layer is first else x2])
+    for a, b in zip(first.blobs, second.blobs, strict=True):
+        np.testing.assert_allclose(a.diff, b.diff, rtol=1e-12)
+
+
+def test_propagate_down_may_change_between_backward_calls(layout):
+    """A layer's weight gradient is the same whether or not the bottom diff is also wanted."""
+    layer = make_layer(f"num_output: 3 kernel_size: 3 {GAUSS}")
+    bottom, top = blobs((2, 1, 6, 6))
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    top.diff[...] = np.random.default_rng(4).standard_normal(top.shape)
+    diffs = []
+    for down in (True, False, True):
+        for p in layer.blobs:
+            p.diff[...] = 0
+        layer.backward([top], [down], [bottom])
+        diffs.append([p.diff.copy() for p in layer.blobs])
+    for later in diffs[1:]:
+        for a, b in zip(diffs[0], later, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
