@@ -24,7 +24,19 @@ from typing import Any
 
 import numpy as np
 
-WORKERS = 2  # the machine's cores; more only oversubscribes
+
+def engine_threads() -> int:
+    """Threads the engine's layers split work over: OMP_NUM_THREADS when set (MPI ranks run
+    with 1), else 2, this machine's cores (more only oversubscribes)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    try:
+        wanted = int(value) if value.strip() else 2
+    except ValueError:
+        wanted = 2
+    return max(1, min(wanted, os.cpu_count() or 1))
+
+
+WORKERS = engine_threads()
 # Below these sizes the thread hand-off costs more than it saves (measured on LeNet batch 64).
 MIN_THREADED_MACS = 1 << 22
 MIN_THREADED_BYTES = 2 << 20
@@ -134,7 +146,7 @@ class TwoCores:
         caller, still with OpenBLAS at one thread so that its workers never wake up to spin.
         Part 0 runs in the caller; parts 1.. go round-robin to WORKERS - 1 threads.
         """
-        if not threaded or not self.parallel or parts == 1:
+        if not threaded or not self.parallel or parts == 1 or WORKERS == 1:
             with single_threaded_blas() if self.parallel else _null():
                 for k in range(parts):
                     fn(k)

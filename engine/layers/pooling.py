@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.blob import Blob
+from engine.conv_gemm import WORKERS
 from engine.layer import Layer, register_layer
 
 _MIN_PARALLEL = 262144  # output elements below which threading costs more than it saves
@@ -128,7 +129,7 @@ class PoolingLayer(Layer):
         wb = max((ow - 1) * self.sw + self.kw, w + self.pw)
         buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow)}
         # Two batch halves in two threads when there is enough work to pay for the hand-off.
-        buf["parts"] = 2 if n >= 2 and n * c * oh * ow >= _MIN_PARALLEL else 1
+        buf["parts"] = min(WORKERS, n) if n * c * oh * ow >= _MIN_PARALLEL else 1
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)

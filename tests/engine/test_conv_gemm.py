@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -48,4 +50,16 @@ def test_worker_errors_reach_the_caller():
             raise ValueError("part 1 failed")
 
     with pytest.raises(ValueError, match="part 1"):
-        TwoCores(np, "t").run(fail)
+        TwoCores(np, "t").run(fail, parts=2)
+
+
+def test_engine_threads_follow_omp_num_threads(monkeypatch):
+    """MPI ranks run with OMP_NUM_THREADS=1: the engine's own threads must not oversubscribe."""
+    from engine.conv_gemm import engine_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert engine_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "bogus")
+    assert engine_threads() == min(2, os.cpu_count() or 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert engine_threads() == min(2, os.cpu_count() or 1)

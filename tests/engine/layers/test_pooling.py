@@ -229,6 +229,7 @@ def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
 
     shape = (5, 3, 9, 9)
     results = []
+    monkeypatch.setattr(pooling, "WORKERS", 2)  # whatever OMP_NUM_THREADS says
     for threshold in (10**9, 1):
         monkeypatch.setattr(pooling, "_MIN_PARALLEL", threshold)
         layer = make_layer(f"pool: {method} kernel_size: 3 stride: 2 pad: 1")
