@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module
+from engine.backend import get_array_module, make_rng
 from engine.errors import EngineError, PrototxtError
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
@@ -102,6 +102,12 @@ class Solver:
                     net.copy_from(weights)
         for layer in data_layers(self.net):
             layer.set_rank(self.comm.rank, self.comm.size)
+        if self.comm.size > 1:
+            # Each rank drops out units of different samples: masks must not repeat across ranks.
+            for index, layer in enumerate(self.net.layers):
+                if layer.type_name == "Dropout":
+                    stream = np.random.SeedSequence([seed, index, self.comm.rank])
+                    layer.xp_rng = make_rng(self.xp, int(stream.generate_state(1)[0]))
 
         self.rule = make_rule(p)
         self.iter = 0

@@ -11,6 +11,7 @@ import pytest
 
 from engine.errors import PrototxtError
 from engine.proto import caffe_pb2
+from solvers.comm import SerialComm
 from solvers.nets import build_net, data_layers, train_net_param
 from solvers.solver import NonFiniteLossError, Solver, load_solver_param
 
@@ -312,3 +313,35 @@ def test_alg1_line_19_reading_folds_the_current_loss_into_the_statistics(
         window = losses[max(0, t - BATCHES_PER_EPOCH + 1) : t + 1]
         assert r["mean"] == pytest.approx(window.mean(), rel=1e-9)
         assert r["std"] == pytest.approx(window.std(), rel=1e-6, abs=1e-9)
+
+
+class _FakeRank(SerialComm):
+    """Rank r of a 2-rank job whose collectives are local (enough for construction)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.size = rank, 2
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+
+def test_dropout_masks_differ_across_ranks_while_weights_and_data_agree(
+    tiny: Tiny, quiet_log
+) -> None:
+    """Every rank builds the same net from one seed (same w_0, same crop/mirror draws per global
+    batch), but Dropout gets a stream per rank: sub-batches of different samples need
+    independent masks."""
+    text = tiny.net.read_text().replace(
+        'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }',
+        'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }\n'
+        'layer { name: "drop1" type: "Dropout" bottom: "ip1" top: "ip1" }',
+    )
+    assert "drop1" in text
+    tiny.net.write_text(text)
+    log, _, _ = quiet_log()
+    solvers = [Solver(str(tiny.solver(max_iter=1)), log=log, comm=_FakeRank(r)) for r in (0, 1)]
+    np.testing.assert_array_equal(solvers[0].net.flat_data, solvers[1].net.flat_data)
+    drops = [s.net.layer_dict["drop1"] for s in solvers]
+    masks = [d.xp_rng.random(64) for d in drops]
+    assert not np.array_equal(masks[0], masks[1])
