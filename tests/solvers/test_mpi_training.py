@@ -26,7 +26,7 @@ MPI_OK, MPI_WHY = have_mpi()
 pytestmark = [pytest.mark.mpi, pytest.mark.skipif(not MPI_OK, reason=MPI_WHY)]
 
 GLOBAL_BATCH = 8  # divisible by 1, 2 and 4 ranks
-RANKS = (2, 4)
+RANKS = (1, 2, 4)  # mpiexec -n 1 too: one rank under MPI must equal plain python
 MODES = ("mw", "allreduce")
 ITERS = 50
 SOLVER = """net: "{net}"
@@ -123,7 +123,8 @@ def test_fifty_iterations_track_the_single_process_run(problem: dict, n: int, mo
     if problem["kind"] == "isgd":
         assert sum(e["subproblem_iters"] for e in events) > 0, "Alg. 2 never ran"
     assert all("t_comp" in e and "t_comm" in e for e in events), "Eq. 21 timing missing"
-    assert sum(e["t_comm"] for e in events) > 0
+    if n > 1:  # one rank needs no collective (the serial Comm): its t_comm is 0
+        assert sum(e["t_comm"] for e in events) > 0
 
 
 def write_cli_run(folder: Path, name: str = "solver.prototxt", base_lr: str = "0.1") -> None:

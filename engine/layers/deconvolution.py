@@ -1,0 +1,149 @@
+"""Caffe's Deconvolution layer: the transpose of Convolution, by GEMM + col2im / im2col + GEMM.
+
+Weights are (C_in, C_out/group, kh, kw); top extent is s*(H-1) + d*(k-1) + 1 - 2p. Forward is
+a convolution's data gradient (columns W^T x summed into a padded image), backward is a
+convolution's forward (bottom diff) and its weight gradient with bottom and top swapped.
+Internally images are channel-major, batch second (C, N, H, W), so a GEMM covers the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from engine.blob import Blob
+from engine.im2col import CNHW_TO_NCHW, NCHW_TO_CNHW, col2im, im2col
+from engine.layer import Layer, register_layer
+from engine.layers.convolution import _opt, _pair
+
+_SPATIAL = (2, 3)
+
+
+def deconv_out_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
+    """Caffe's deconvolution output extent: s*(size-1) + d*(k-1) + 1 - 2p."""
+    return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
+
+@register_layer("Deconvolution", v1_name="DECONVOLUTION")
+class DeconvolutionLayer(Layer):
+    """y = W^T * x + b (transposed 2-D convolution); reads convolution_param."""
+
+    min_bottoms = 1
+    min_tops = 1
+
+    def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        p = self.param.convolution_param
+        if len(bottoms) != len(tops):
+            raise self.error(f"needs as many tops as bottoms, got {len(bottoms)} and {len(tops)}")
+        if p.axis not in (1, -3):
+            raise self.error(f"axis {p.axis} is not supported (only the channel axis 1)")
+        if len(bottoms[0].shape) != 4:
+            raise self.error(
+                f"bottom shape {bottoms[0].shape}: only 2-D (N, C, H, W) deconvolution is supported"
+            )
+        self.kh, self.kw = _pair(
+            p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"), 0, "kernel", self.error
+        )
+        if self.kh <= 0 or self.kw <= 0:
+            raise self.error("kernel_size (or kernel_h and kernel_w) must be given and positive")
+        ph = p.pad_h if p.HasField("pad_h") else None
+        pw = p.pad_w if p.HasField("pad_w") else None
+        self.ph, self.pw = _pair(p.pad, ph, pw, 0, "pad", self.error, missing=0)
+        self.sh, self.sw = _pair(
+            p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1, "stride", self.error
+        )
+        self.dh, self.dw = _pair(p.dilation, None, None, 1, "dilation", self.error)
+        if min(self.sh, self.sw, self.dh, self.dw) <= 0:
+            raise self.error("stride and dilation must be positive")
+        self.num_output = int(p.num_output)
+        if self.num_output <= 0:
+            raise self.error("num_output must be given and positive")
+        self.group = int(p.group)
+        self.channels = bottoms[0].shape[1]
+        if self.group <= 0 or self.channels % self.group or self.num_output % self.group:
+            raise self.error(
+                f"channels ({self.channels}) and num_output ({self.num_output}) must be "
+                f"divisible by group ({self.group})"
+            )
+        wshape = (self.channels, self.num_output // self.group, self.kh, self.kw)
+        self.weight = self.new_param_blob(wshape, p.weight_filler)
+        self.bias = self.new_param_blob((self.num_output,), p.bias_filler) if p.bias_term else None
+        self._key: list[tuple[int, ...] | None] = [None] * len(bottoms)
+        self._buf: list[dict[str, Any]] = [{} for _ in bottoms]
+
+    def _geom(self) -> tuple[int, ...]:
+        return (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
+
+    def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        xp, dt = self.xp, self.dtype
+        for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
+            shape = bottom.shape
+            if len(shape) != 4 or shape[1] != self.channels:
+                raise self.error(
+                    f"bottom {k} shape {shape} does not match the layer's input "
+                    f"(N, {self.channels}, H, W)"
+                )
+            n, _, h, w = shape
+            oh = deconv_out_size(h, self.kh, self.ph, self.sh, self.dh)
+            ow = deconv_out_size(w, self.kw, self.pw, self.sw, self.dw)
+            if oh <= 0 or ow <= 0:
+                raise self.error(f"pad too large: output would be {oh}x{ow} from {h}x{w}")
+            top.reshape((n, self.num_output, oh, ow))
+            if self._key[k] != (n, h, w):
+                self._key[k] = (n, h, w)
+                o = self.num_output
+                self._buf[k] = {
+                    "dims": (n, h, w, oh, ow),
+                    "col": xp.empty((o, self.kh, self.kw, n, h, w), dt),
+                    "img": xp.zeros((o, n, oh + 2 * self.ph, ow + 2 * self.pw), dt),
+                    "x": xp.empty((self.channels, n, h, w), dt),
+                }
+
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        xp, g = self.xp, self.group
+        cg, og = self.channels // g, self.num_output // g
+        w3 = self.weight.data.reshape(g, cg, og * self.kh * self.kw)
+        for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
+            buf = self._buf[k]
+            n, h, w, oh, ow = buf["dims"]
+            x = buf["x"]
+            x[...] = bottom.data.transpose(NCHW_TO_CNHW)
+            xg = x.reshape(g, cg, n * h * w)
+            colg = buf["col"].reshape(g, og * self.kh * self.kw, n * h * w)
+            for gi in range(g):
+                xp.matmul(w3[gi].T, xg[gi], out=colg[gi])
+            img = buf["img"]
+            col2im(buf["col"], img, self._geom(), (h, w), _SPATIAL)
+            inner = img[:, :, self.ph : self.ph + oh, self.pw : self.pw + ow]
+            top.data[...] = inner.transpose(CNHW_TO_NCHW)
+            if self.bias is not None:
+                top.data += self.bias.data.reshape(1, -1, 1, 1)
+
+    def backward(
+        self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
+    ) -> None:
+        xp, g = self.xp, self.group
+        cg, og = self.channels // g, self.num_output // g
+        okk = og * self.kh * self.kw
+        w3 = self.weight.data.reshape(g, cg, okk)
+        wd3 = self.weight.diff.reshape(g, cg, okk)
+        for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
+            buf = self._buf[k]
+            n, h, w, oh, ow = buf["dims"]
+            dy = top.diff
+            if self.bias is not None:
+                self.bias.diff += dy.sum(axis=(0, 2, 3))
+            img = buf["img"]  # forward's borders are overwritten here; zero them first
+            img.fill(0)
+            img[:, :, self.ph : self.ph + oh, self.pw : self.pw + ow] = dy.transpose(NCHW_TO_CNHW)
+            im2col(img, buf["col"], self._geom(), (h, w), _SPATIAL)
+            colg = buf["col"].reshape(g, okk, n * h * w)
+            x = buf["x"]  # bottom data, channel-major; then reused for the data gradient
+            x[...] = bottom.data.transpose(NCHW_TO_CNHW)
+            xg = x.reshape(g, cg, n * h * w)
+            for gi in range(g):
+                wd3[gi] += xg[gi] @ colg[gi].T
+            if propagate_down[k]:
+                for gi in range(g):
+                    xp.matmul(w3[gi], colg[gi], out=xg[gi])
+                bottom.diff[...] = x.transpose(CNHW_TO_NCHW)
