@@ -186,6 +186,8 @@ def write_solver_state(path: Any, state: Any) -> None:
             _write_int(f, "data_cursor", int(state.data_cursor), np.int64)
         if state.HasField("data_rng_state"):
             _write_string(f, "data_rng_state", state.data_rng_state)
+        if state.HasField("layer_rng_state"):
+            _write_string(f, "layer_rng_state", state.layer_rng_state)
         if state.HasField("isgd_state"):
             f.create_dataset("isgd_state", data=np.void(state.isgd_state.SerializeToString()))
 
@@ -213,6 +215,8 @@ def read_solver_state(path: Any) -> Any:
             state.data_cursor = _read_int(f, "data_cursor", where)
         if "data_rng_state" in f:
             state.data_rng_state = _read_string(f, "data_rng_state")
+        if "layer_rng_state" in f:
+            state.layer_rng_state = _read_string(f, "layer_rng_state")
         if "isgd_state" in f:
             raw = f["isgd_state"][()]
             try:

@@ -217,6 +217,28 @@ class Solver:
             for layer in data_layers(self.net)
         ]
 
+    def _layer_rng_states(self) -> dict[str, Any]:
+        """Host RNG states of the train net's layers (Dropout, DummyData...), for exact resume.
+
+        Data layers are left out (their cursor and RNG state are saved apart, prefetch-aware);
+        device generators (CuPy) have no portable state and are left out too."""
+        states = {}
+        for index, layer in enumerate(self.net.layers):
+            if hasattr(layer, "rng_state") or not hasattr(layer.xp_rng, "bit_generator"):
+                continue
+            states[f"{index}:{layer.name}"] = layer.xp_rng.bit_generator.state
+            if layer.rng is not layer.xp_rng:
+                states[f"{index}:{layer.name}:host"] = layer.rng.bit_generator.state
+        return states
+
+    def _set_layer_rng_states(self, states: dict[str, Any]) -> None:
+        for index, layer in enumerate(self.net.layers):
+            key = f"{index}:{layer.name}"
+            if key in states and hasattr(layer.xp_rng, "bit_generator"):
+                layer.xp_rng.bit_generator.state = states[key]
+            if f"{key}:host" in states:
+                layer.rng.bit_generator.state = states[f"{key}:host"]
+
     def _set_cursors(self, cursors: list[tuple[int, Any]]) -> None:
         for layer, (cursor, rng_state) in zip(data_layers(self.net), cursors, strict=True):
             if int(layer.cursor) != cursor:
@@ -599,6 +621,9 @@ class Solver:
             state.data_cursor = cursors[0][0]
             if cursors[0][1] is not None:
                 state.data_rng_state = json.dumps(cursors[0][1])
+        layer_rngs = self._layer_rng_states()
+        if layer_rngs:
+            state.layer_rng_state = json.dumps(layer_rngs)
         path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + ext)
         self.log.info(f"Snapshotting solver state to {kind} file {path}")
         snapshot.write_state(path, state)
@@ -622,6 +647,8 @@ class Solver:
         snapshot.history_from_state(state, ordered, path)
         if self.queue is not None and state.HasField("isgd_state"):
             self.queue.from_proto(state.isgd_state)
+        if state.layer_rng_state:
+            self._set_layer_rng_states(json.loads(state.layer_rng_state))
         cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
         rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
         self._set_cursors([(cursor, rng_state)] * len(data_layers(self.net)))

@@ -345,3 +345,27 @@ def test_dropout_masks_differ_across_ranks_while_weights_and_data_agree(
     drops = [s.net.layer_dict["drop1"] for s in solvers]
     masks = [d.xp_rng.random(64) for d in drops]
     assert not np.array_equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("fmt", ["BINARYPROTO", "HDF5"])
+@pytest.mark.parametrize("extra", ["", ISGD_EAGER])
+def test_resume_with_dropout_is_exact(tiny: Tiny, quiet_log, extra: str, fmt: str) -> None:
+    """Dropout masks continue where they stopped: the layers' RNG states are in the snapshot."""
+    tiny.net.write_text(
+        tiny.net.read_text().replace(
+            'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }',
+            'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }\n'
+            'layer { name: "drop1" type: "Dropout" bottom: "ip1" top: "ip1" '
+            "dropout_param { dropout_ratio: 0.3 } }",
+        )
+    )
+    fields = {"type": "SGD", "snapshot_format": f"={fmt}"}
+    straight = weights_after(tiny, quiet_log, "straight", extra, max_iter=12, **fields)
+    weights_after(tiny, quiet_log, "first", extra, max_iter=6, **fields)
+    suffix = ".solverstate.h5" if fmt == "HDF5" else ".solverstate"
+    state = tiny.root / "snap" / f"first_iter_6{suffix}"
+    log, _, _ = quiet_log("second")
+    solver = Solver(str(tiny.solver(extra, name="second", max_iter=12, **fields)), log=log)
+    assert "drop1" in solver.net.layer_names
+    solver.solve(str(state))
+    np.testing.assert_array_equal(solver.net.flat_data, straight)
