@@ -80,6 +80,36 @@ def _opt(p: Any, field: str) -> int | None:
     return int(getattr(p, field)) if p.HasField(field) else None
 
 
+def read_geometry(layer: Layer, p: Any, bottom: Blob, kind: str) -> None:
+    """Caffe's BaseConvolutionLayer setup, shared by Convolution and Deconvolution: sets kh, kw,
+    ph, pw, sh, sw, dh, dw, num_output, group and channels on `layer`, checking each."""
+    err = layer.error
+    if p.axis not in (1, -3):
+        raise err(f"axis {p.axis} is not supported (only the channel axis 1)")
+    if len(bottom.shape) != 4:
+        raise err(f"bottom shape {bottom.shape}: only 2-D (N, C, H, W) {kind} is supported")
+    kh, kw = _opt(p, "kernel_h"), _opt(p, "kernel_w")
+    layer.kh, layer.kw = _pair(p.kernel_size, kh, kw, 0, "kernel", err)
+    if layer.kh <= 0 or layer.kw <= 0:
+        raise err("kernel_size (or kernel_h and kernel_w) must be given and positive")
+    layer.ph, layer.pw = _pair(p.pad, _opt(p, "pad_h"), _opt(p, "pad_w"), 0, "pad", err, missing=0)
+    layer.sh, layer.sw = _pair(p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1, "stride", err)
+    if layer.sh <= 0 or layer.sw <= 0:
+        raise err("stride must be positive")
+    layer.dh, layer.dw = _pair(p.dilation, None, None, 1, "dilation", err)
+    if layer.dh <= 0 or layer.dw <= 0:
+        raise err("dilation must be positive")
+    layer.num_output = int(p.num_output)
+    if layer.num_output <= 0:
+        raise err("num_output must be given and positive")
+    layer.group = int(p.group)
+    layer.channels = bottom.shape[1]
+    if layer.group <= 0 or layer.channels % layer.group:
+        raise err(f"channels ({layer.channels}) must be divisible by group ({layer.group})")
+    if layer.num_output % layer.group:
+        raise err(f"num_output ({layer.num_output}) must be divisible by group ({layer.group})")
+
+
 @register_layer("Convolution", v1_name="CONVOLUTION")
 class ConvolutionLayer(Layer):
     """y = W * x + b over 2-D images, weights (num_output, channels/group, kh, kw)."""
@@ -91,42 +121,9 @@ class ConvolutionLayer(Layer):
         p = self.param.convolution_param
         if len(bottoms) != len(tops):
             raise self.error(f"needs as many tops as bottoms, got {len(bottoms)} and {len(tops)}")
-        if p.axis not in (1, -3):
-            raise self.error(f"axis {p.axis} is not supported (only the channel axis 1)")
-        if len(bottoms[0].shape) != 4:
-            raise self.error(
-                f"bottom shape {bottoms[0].shape}: only 2-D (N, C, H, W) convolution is supported"
-            )
+        read_geometry(self, p, bottoms[0], "convolution")
         if p.force_nd_im2col:
             raise self.error("force_nd_im2col: N-d convolution is not supported")
-        kh, kw = _opt(p, "kernel_h"), _opt(p, "kernel_w")
-        self.kh, self.kw = _pair(p.kernel_size, kh, kw, 0, "kernel", self.error)
-        if self.kh <= 0 or self.kw <= 0:
-            raise self.error("kernel_size (or kernel_h and kernel_w) must be given and positive")
-        ph = p.pad_h if p.HasField("pad_h") else None
-        pw = p.pad_w if p.HasField("pad_w") else None
-        self.ph, self.pw = _pair(p.pad, ph, pw, 0, "pad", self.error, missing=0)
-        self.sh, self.sw = _pair(
-            p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1, "stride", self.error
-        )
-        if self.sh <= 0 or self.sw <= 0:
-            raise self.error("stride must be positive")
-        self.dh, self.dw = _pair(p.dilation, None, None, 1, "dilation", self.error)
-        if self.dh <= 0 or self.dw <= 0:
-            raise self.error("dilation must be positive")
-        self.num_output = int(p.num_output)
-        if self.num_output <= 0:
-            raise self.error("num_output must be given and positive")
-        self.group = int(p.group)
-        self.channels = bottoms[0].shape[1]
-        if self.group <= 0 or self.channels % self.group:
-            raise self.error(
-                f"channels ({self.channels}) must be divisible by group ({self.group})"
-            )
-        if self.num_output % self.group:
-            raise self.error(
-                f"num_output ({self.num_output}) must be divisible by group ({self.group})"
-            )
         self.bias_term = bool(p.bias_term)
         wshape = (self.num_output, self.channels // self.group, self.kh, self.kw)
         self.weight = self.new_param_blob(wshape, p.weight_filler)

@@ -14,7 +14,7 @@ from typing import Any
 from engine.blob import Blob
 from engine.im2col import CNHW_TO_NCHW, NCHW_TO_CNHW, col2im, im2col
 from engine.layer import Layer, register_layer
-from engine.layers.convolution import _opt, _pair
+from engine.layers.convolution import read_geometry
 
 _SPATIAL = (2, 3)
 
@@ -35,36 +35,7 @@ class DeconvolutionLayer(Layer):
         p = self.param.convolution_param
         if len(bottoms) != len(tops):
             raise self.error(f"needs as many tops as bottoms, got {len(bottoms)} and {len(tops)}")
-        if p.axis not in (1, -3):
-            raise self.error(f"axis {p.axis} is not supported (only the channel axis 1)")
-        if len(bottoms[0].shape) != 4:
-            raise self.error(
-                f"bottom shape {bottoms[0].shape}: only 2-D (N, C, H, W) deconvolution is supported"
-            )
-        self.kh, self.kw = _pair(
-            p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"), 0, "kernel", self.error
-        )
-        if self.kh <= 0 or self.kw <= 0:
-            raise self.error("kernel_size (or kernel_h and kernel_w) must be given and positive")
-        ph = p.pad_h if p.HasField("pad_h") else None
-        pw = p.pad_w if p.HasField("pad_w") else None
-        self.ph, self.pw = _pair(p.pad, ph, pw, 0, "pad", self.error, missing=0)
-        self.sh, self.sw = _pair(
-            p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1, "stride", self.error
-        )
-        self.dh, self.dw = _pair(p.dilation, None, None, 1, "dilation", self.error)
-        if min(self.sh, self.sw, self.dh, self.dw) <= 0:
-            raise self.error("stride and dilation must be positive")
-        self.num_output = int(p.num_output)
-        if self.num_output <= 0:
-            raise self.error("num_output must be given and positive")
-        self.group = int(p.group)
-        self.channels = bottoms[0].shape[1]
-        if self.group <= 0 or self.channels % self.group or self.num_output % self.group:
-            raise self.error(
-                f"channels ({self.channels}) and num_output ({self.num_output}) must be "
-                f"divisible by group ({self.group})"
-            )
+        read_geometry(self, p, bottoms[0], "deconvolution")
         wshape = (self.channels, self.num_output // self.group, self.kh, self.kw)
         self.weight = self.new_param_blob(wshape, p.weight_filler)
         self.bias = self.new_param_blob((self.num_output,), p.bias_filler) if p.bias_term else None
