@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine.blob import Blob
+from engine.class_axis import class_axis_layout
 from engine.layer import Layer, register_layer
 
 
@@ -38,19 +39,9 @@ class AccuracyLayer(Layer):
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         scores, labels = bottoms
-        try:
-            self.axis = scores.canonical_axis(self.axis_param)
-        except IndexError as exc:
-            raise self.error(f"accuracy_param.axis: {exc}") from None
-        self.outer = scores.count_range(0, self.axis)
-        self.inner = scores.count_range(self.axis + 1)
-        self.classes = scores.shape[self.axis]
-        if self.outer * self.inner != labels.count:
-            raise self.error(
-                f"number of labels ({labels.count}, shape {labels.shape}) must match the number "
-                f"of predictions ({self.outer * self.inner}) of scores {scores.shape} on axis "
-                f"{self.axis}"
-            )
+        self.axis, self.outer, self.inner, self.classes = class_axis_layout(
+            self, scores, labels, self.axis_param, "accuracy_param.axis"
+        )
         if not 1 <= self.top_k <= self.classes:
             raise self.error(
                 f"accuracy_param.top_k ({self.top_k}) must be between 1 and the number of "

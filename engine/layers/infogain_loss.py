@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.blob import Blob
+from engine.class_axis import class_axis_layout
 from engine.errors import PrototxtError
 from engine.layer import register_layer
 from engine.layers.loss import FLT_MIN, LossLayer
@@ -51,18 +52,13 @@ class InfogainLossLayer(LossLayer):
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         super().reshape(bottoms, tops)
         scores = bottoms[0]
-        try:
-            self.axis = scores.canonical_axis(int(self.param.infogain_loss_param.axis))
-        except IndexError as exc:
-            raise self.error(f"infogain_loss_param.axis: {exc}") from None
-        self.outer = scores.count_range(0, self.axis)
-        self.inner = scores.count_range(self.axis + 1)
-        self.channels = scores.shape[self.axis]
-        if self.outer * self.inner != bottoms[1].count:
-            raise self.error(
-                f"number of labels ({bottoms[1].count}) must match the number of predictions "
-                f"({self.outer * self.inner}) for scores {scores.shape} and axis {self.axis}"
-            )
+        self.axis, self.outer, self.inner, self.channels = class_axis_layout(
+            self,
+            scores,
+            bottoms[1],
+            int(self.param.infogain_loss_param.axis),
+            "infogain_loss_param.axis",
+        )
         h = self._infogain(bottoms)
         if h.size != self.channels * self.channels:
             raise self.error(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.blob import Blob
+from engine.class_axis import class_axis_layout
 from engine.layer import Layer, register_layer
 from engine.layers.softmax import softmax_into
 
@@ -111,19 +112,9 @@ class SoftmaxWithLossLayer(LossLayer):
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         super().reshape(bottoms, tops)
         scores = bottoms[0]
-        try:
-            self.axis = scores.canonical_axis(self.axis_param)
-        except IndexError as exc:
-            raise self.error(f"softmax_param.axis: {exc}") from None
-        self.outer = scores.count_range(0, self.axis)
-        self.inner = scores.count_range(self.axis + 1)
-        self.channels = scores.shape[self.axis]
-        if self.outer * self.inner != bottoms[1].count:
-            raise self.error(
-                f"number of labels ({bottoms[1].count}, shape {bottoms[1].shape}) must match the "
-                f"number of predictions ({self.outer * self.inner}): with scores {scores.shape} "
-                f"and axis {self.axis} the labels are integers in [0, {self.channels - 1}]"
-            )
+        self.axis, self.outer, self.inner, self.channels = class_axis_layout(
+            self, scores, bottoms[1], self.axis_param, "softmax_param.axis"
+        )
         self.prob = tops[1] if len(tops) > 1 else self._prob_own
         self.prob.reshape(scores.shape)
         reduced = list(scores.shape)
