@@ -26,6 +26,18 @@ _LMDB = 1  # DataParameter.DB.LMDB
 _DEPRECATED_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
 
 
+def check_rank(layer: Layer, rank: int, world_size: int) -> None:
+    """A data layer can serve rank `rank` of `world_size`: a valid rank, and a global batch
+    (the layer's batch_size) that splits evenly over the ranks."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise layer.error(f"invalid rank {rank} of world size {world_size}")
+    if layer.batch_size % world_size:
+        raise layer.error(
+            f"batch_size {layer.batch_size} (the global batch) is not divisible by the "
+            f"{world_size} ranks"
+        )
+
+
 @register_layer("Data", v1_name="DATA")
 class DataLayer(Layer):
     """Caffe's Data layer over an LMDB: tops data (N, C, H', W') and optionally label (N,)."""
@@ -148,13 +160,7 @@ class DataLayer(Layer):
 
     def set_rank(self, rank: int, world_size: int) -> None:
         """Serve rank `rank`'s contiguous slice of each global batch of size batch_size."""
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise self.error(f"invalid rank {rank} of world size {world_size}")
-        if self.batch_size % world_size:
-            raise self.error(
-                f"batch_size {self.batch_size} (the global batch) is not divisible by the "
-                f"{world_size} ranks"
-            )
+        check_rank(self, rank, world_size)
         self._discard_pending()
         self.rank, self.world_size = int(rank), int(world_size)
         self._alloc_buffers()

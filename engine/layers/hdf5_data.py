@@ -21,6 +21,7 @@ from engine.blob import Blob
 from engine.errors import EngineError
 from engine.hdf5_io import open_h5, read_array
 from engine.layer import Layer, register_layer
+from engine.layers.data import check_rank
 
 
 @register_layer("HDF5Data", v1_name="HDF5_DATA")
@@ -189,13 +190,7 @@ class HDF5DataLayer(Layer):
 
     def set_rank(self, rank: int, world_size: int) -> None:
         """Serve rank `rank`'s contiguous slice of each global batch of size batch_size."""
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise self.error(f"invalid rank {rank} of world size {world_size}")
-        if self.batch_size % world_size:
-            raise self.error(
-                f"batch_size {self.batch_size} (the global batch) is not divisible by the "
-                f"{world_size} ranks"
-            )
+        check_rank(self, rank, world_size)
         self.rank, self.world_size = int(rank), int(world_size)
         self._alloc_buffers()
 
