@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import numpy as np
 
 from engine.errors import PrototxtError
 from engine.proto import caffe_pb2
@@ -89,32 +86,8 @@ def data_layers(net: Any) -> list[Any]:
     return [layer for layer in layers if hasattr(layer, "cursor")]
 
 
-def _record_count(layer: Any) -> int | None:
-    for attr in ("num_records", "record_count", "num_entries", "size"):
-        value = getattr(layer, attr, None)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
-            return int(value)
-    source = layer.param.data_param.source if layer.param.HasField("data_param") else ""
-    if source and Path(source).is_dir():
-        import lmdb  # noqa: PLC0415
-
-        env = lmdb.open(source, readonly=True, lock=False, subdir=True)
-        try:
-            return int(env.stat()["entries"])
-        finally:
-            env.close()
-    return None
-
-
 def batches_per_epoch(net: Any, iter_size: int) -> int | None:
-    """ceil(records / (batch_size * iter_size)) from the train net's first Data layer, if any."""
+    """ceil(records / (batch_size * iter_size)) from the train net's first data layer, if any."""
     for layer in data_layers(net):
-        records = _record_count(layer)
-        batch = int(getattr(layer, "batch_size", 0) or 0)  # the global batch of the layer
-        if not batch:
-            for field in ("data_param", "hdf5_data_param"):
-                if layer.param.HasField(field):
-                    batch = int(getattr(layer.param, field).batch_size)
-        if records and batch:
-            return max(1, math.ceil(records / (batch * max(iter_size, 1))))
+        return max(1, math.ceil(layer.num_records / (layer.batch_size * max(iter_size, 1))))
     return None
