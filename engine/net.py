@@ -90,6 +90,7 @@ class Net:
         self.bottom_need_backward: list[list[bool]] = []
         self.layer_need_backward: list[bool] = []
         self.loss_tops: list[tuple[Blob, float]] = []
+        self.layer_loss_tops: list[list[tuple[Blob, float]]] = []  # per layer, for forward
         self.input_blob_names: list[str] = []
         available: dict[str, Blob] = {}
         blob_need_backward: dict[str, bool] = {}
@@ -167,9 +168,9 @@ class Net:
                 )
             if not weights and layer.is_loss:
                 weights = [1.0] + [0.0] * (len(tops) - 1)
-            for blob, w in zip(tops, weights, strict=False):
-                if w:
-                    self.loss_tops.append((blob, float(w)))
+            weighted = [(blob, float(w)) for blob, w in zip(tops, weights, strict=False) if w]
+            self.loss_tops.extend(weighted)
+            self.layer_loss_tops.append(weighted)
 
             # Params: lr_mult != 0 means the layer must run backward for its weights.
             if len(lp.param) > len(layer.blobs):
@@ -315,7 +316,6 @@ class Net:
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
         """Run layers start..end inclusive (Caffe's ForwardFromTo); return their weighted loss."""
         end = len(self.layers) - 1 if end is None else end
-        loss_ids = {id(b): w for b, w in self.loss_tops}
         loss = 0.0
         for i in range(start, end + 1):
             layer, bottoms, tops = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
@@ -329,10 +329,8 @@ class Net:
                     f"{self._where()}layer '{layer.name}' (type {layer.type_name}) forward "
                     f"failed: {exc}"
                 ) from exc
-            for top in tops:
-                w = loss_ids.get(id(top))
-                if w is not None:
-                    loss += w * float(top.data.sum())
+            for top, w in self.layer_loss_tops[i]:
+                loss += w * float(top.data.sum())
         return loss
 
     def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
