@@ -81,9 +81,7 @@ def build_net(net_param: Any, phase: str, xp: ModuleType, seed: int | None) -> A
 
 def data_layers(net: Any) -> list[Any]:
     """Layers with a record cursor (the Data layer): the solver saves and rewinds their cursor."""
-    finder = getattr(net, "data_layers", None)
-    layers = finder() if callable(finder) else [l for l in net.layers if hasattr(l, "set_rank")]
-    return [layer for layer in layers if hasattr(layer, "cursor")]
+    return [layer for layer in net.data_layers() if hasattr(layer, "cursor")]
 
 
 def batches_per_epoch(net: Any, iter_size: int) -> int | None:

@@ -186,13 +186,7 @@ class Solver:
         """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype."""
         loss = f32(0.0)
         for _ in range(self.param.iter_size):
-            fb = getattr(self.net, "forward_backward", None)
-            if fb is not None:
-                value = fb()
-            else:
-                value = self.net.forward()
-                self.net.backward()
-            loss = f32(loss + f32(value))
+            loss = f32(loss + f32(self.net.forward_backward()))
         return f32(loss / f32(self.param.iter_size))
 
     def _reduce(self, loss: np.float32) -> np.float32:
