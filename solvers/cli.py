@@ -216,11 +216,7 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
             if args.snapshot:
                 log.info(f"Resuming from {args.snapshot}")
             elif args.weights:
-                for weights in args.weights.split(","):
-                    log.info(f"Finetuning from {weights}")
-                    solver.net.copy_from(weights)
-                    for net in solver.test_nets:
-                        net.copy_from(weights)
+                solver.load_weights(args.weights)
             log.info("Starting Optimization")
             solver.solve(args.snapshot or None)
         if master:

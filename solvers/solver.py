@@ -95,11 +95,8 @@ class Solver:
                     self.log.info(f"Creating test net (#{i}) specified by {where}")
                     test_nets.append(build_net(net_param, "TEST", self.xp, seed))
         self.test_nets = test_nets
-        for spec in p.weights:  # Caffe's solver `weights` (comma-separated): train and test nets
-            for weights in filter(None, spec.split(",")):
-                self.log.info(f"Finetuning from {weights}")
-                for net in [self.net, *self.test_nets]:
-                    net.copy_from(weights)
+        for spec in p.weights:  # Caffe's solver `weights` field, as the -weights flag
+            self.load_weights(spec)
         for layer in data_layers(self.net):
             layer.set_rank(self.comm.rank, self.comm.size)
         if self.comm.size > 1:
@@ -203,6 +200,14 @@ class Solver:
         if self.updater:
             self.net.flat_diff /= self.net.flat_diff.dtype.type(self.comm.size)
         return f32(buf[0] / self.comm.size)
+
+    def load_weights(self, spec: str) -> None:
+        """Caffe's CopyLayers for -weights: each comma-separated file into the train and test
+        nets (test-only layers with params get their weights too)."""
+        for weights in filter(None, spec.split(",")):
+            self.log.info(f"Finetuning from {weights}")
+            for net in [self.net, *self.test_nets]:
+                net.copy_from(weights)
 
     def _cursors(self) -> list[tuple[int, Any]]:
         """Each Data layer's record cursor and transform RNG state (crop/mirror draws)."""
