@@ -43,3 +43,21 @@ def make_rng(xp: ModuleType, seed: int | None) -> Any:
     if xp is np:
         return np.random.default_rng(seed)
     return xp.random.default_rng(seed)  # pragma: no cover - GPU only
+
+
+def as_strided(xp: ModuleType, array: Any, shape: tuple[int, ...], strides: tuple[int, ...]) -> Any:
+    """A strided view of `array` (read it, never write through it): NumPy's and CuPy's
+    as_strided differ in keywords (CuPy has no `writeable`), so layers call this one."""
+    if xp is np:
+        return np.lib.stride_tricks.as_strided(array, shape, strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(array, shape=shape, strides=strides)
+
+
+def rng_state(rng: Any) -> Any:
+    """A JSON-serializable state of a generator made by `make_rng` (restored by set_rng_state)."""
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: Any, state: Any) -> None:
+    """Put a generator made by `make_rng` back into a state taken by `rng_state`."""
+    rng.bit_generator.state = state

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.backend import as_strided
+
 NCHW_TO_CNHW, CNHW_TO_NCHW = (1, 0, 2, 3), (1, 0, 2, 3)
 NCHW_TO_CHWN, CHWN_TO_NCHW = (1, 2, 3, 0), (3, 0, 1, 2)
 
@@ -56,11 +58,8 @@ def columns_view(
     strides[a], strides[b] = img.strides[a] * sh, img.strides[b] * sw
     kshape = (geom[0], geom[1])
     kstrides = (img.strides[a] * dh, img.strides[b] * dw)
-    return xp.lib.stride_tricks.as_strided(
-        img,
-        (shape[0], *kshape, *shape[1:]),
-        (strides[0], *kstrides, *strides[1:]),
-        writeable=False,
+    return as_strided(
+        xp, img, (shape[0], *kshape, *shape[1:]), (strides[0], *kstrides, *strides[1:])
     )
 
 
