@@ -4,8 +4,8 @@ Weights (Net::ToHDF5 / CopyTrainedLayersFromHDF5): group "data" holds one group 
 datasets "0", "1", ... (only params a layer owns; shared ones are written by their owner), and an
 optional group "diff" laid out alike. Solver state (SnapshotSolverStateToHDF5): int datasets
 "iter" and "current_step", string "learned_net", group "history" with "0".."k-1". Our extensions
-beside them, which Caffe's reader ignores: "data_cursor", "data_rng_state" and "isgd_state" (the
-serialized IsgdState message as an opaque byte string).
+beside them, which Caffe's reader ignores: "data_cursor", "data_rng_state", "layer_rng_state",
+and "isgd_state" / "progress" (the serialized IsgdState / RunProgress messages as opaque bytes).
 """
 
 from __future__ import annotations
@@ -188,8 +188,9 @@ def write_solver_state(path: Any, state: Any) -> None:
             _write_string(f, "data_rng_state", state.data_rng_state)
         if state.HasField("layer_rng_state"):
             _write_string(f, "layer_rng_state", state.layer_rng_state)
-        if state.HasField("isgd_state"):
-            f.create_dataset("isgd_state", data=np.void(state.isgd_state.SerializeToString()))
+        for key in ("isgd_state", "progress"):
+            if state.HasField(key):
+                f.create_dataset(key, data=np.void(getattr(state, key).SerializeToString()))
 
 
 def read_solver_state(path: Any) -> Any:
@@ -217,10 +218,14 @@ def read_solver_state(path: Any) -> Any:
             state.data_rng_state = _read_string(f, "data_rng_state")
         if "layer_rng_state" in f:
             state.layer_rng_state = _read_string(f, "layer_rng_state")
-        if "isgd_state" in f:
-            raw = f["isgd_state"][()]
+        for key, kind in (("isgd_state", "an IsgdState"), ("progress", "a RunProgress")):
+            if key not in f:
+                continue
+            raw = f[key][()]
             try:
-                state.isgd_state.ParseFromString(raw.tobytes() if hasattr(raw, "tobytes") else raw)
+                getattr(state, key).ParseFromString(
+                    raw.tobytes() if hasattr(raw, "tobytes") else raw
+                )
             except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, re-raised named
-                raise PrototxtError(f"{name}: dataset 'isgd_state' is not an IsgdState") from exc
+                raise PrototxtError(f"{name}: dataset '{key}' is not {kind}") from exc
     return state

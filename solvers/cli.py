@@ -6,6 +6,8 @@ import argparse
 import io
 import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,6 +18,8 @@ from engine.errors import EngineError
 from solvers import mpi_train
 from solvers.comm import Comm, SerialComm
 from solvers.launch import rank_prefix
+from solvers.nets import data_layers
+from solvers.provenance import provenance
 from solvers.signals import SignalHandler, check_effect
 from solvers.train_log import TrainLog, fmt
 
@@ -123,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON-lines log of every iteration and test (default: <snapshot_prefix>_log.jsonl)",
     )
     flag(
+        "overwrite_log",
+        "overwrite-log",
+        action="store_true",
+        help="let a fresh run replace a JSON log that holds an earlier run (default: refuse)",
+    )
+    flag(
         "allreduce",
         action="store_true",
         help="under mpiexec: every rank updates after one Allreduce (default: the paper's "
@@ -167,7 +177,12 @@ def solver_mode_gpu(gpu: str, param: Any, log: TrainLog) -> str:
 
 
 def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
-    """`isgd train`: Caffe's train(), plus the JSON log and ISGD from the solver file."""
+    """`isgd train`: Caffe's train(), plus the JSON log and ISGD from the solver file.
+
+    The JSON log is opened only once every start-up check has passed (solver, nets, data,
+    weights, snapshot), so a failed start writes nothing; a fresh run never replaces a log
+    that holds an earlier run unless -overwrite_log is given, and a resume appends to it.
+    """
     from solvers.solver import Solver, default_json_log_path, load_solver_param  # noqa: PLC0415
 
     if not args.solver:
@@ -181,8 +196,14 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     param, path = load_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(_stages(args.stage))
+    where = f"-iterations {args.iterations}" if args.iterations is not None else "max_iter"
     if args.iterations is not None:
         param.max_iter = args.iterations
+    if param.max_iter < 0:
+        raise SystemExit(
+            f"isgd train: {args.solver}: {where} is {param.max_iter}: the number of iterations "
+            "must be >= 0"
+        )
     if args.snapshot or args.weights:
         del param.weights[:]  # as Caffe's train(): the flags replace the solver's `weights`
     if comm is None:
@@ -191,14 +212,14 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     json_path = (args.json_log or default_json_log_path(param, path)) if master else None
     log = TrainLog(
         stream=None if master else io.StringIO(),  # workers stay quiet; rank 0 logs
-        json_path=json_path,
-        append=bool(args.snapshot),
         progress=False if args.no_progress or not master else None,
     )
     try:
-        if json_path:
-            log.info(f"JSON log: {json_path}")
         mpi_train.check_inputs(comm, args.solver, args.weights, args.snapshot)
+        refusal = _log_refusal(json_path, bool(args.snapshot), args.overwrite_log)
+        refusal = comm.bcast_object(refusal if master else None)
+        if refusal:
+            raise SystemExit(refusal)
         mpi_train.announce(comm, log, args.allreduce)
         gpu = solver_mode_gpu(args.gpu, param, log)
         xp = mpi_train.array_module(gpu, comm, log)  # rank r: device r mod visible GPUs
@@ -215,16 +236,77 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
             solver.solver_path = path
             if args.snapshot:
                 log.info(f"Resuming from {args.snapshot}")
+                log.info(f"Restoring previous solver status from {args.snapshot}")
+                solver.restore(args.snapshot)
             elif args.weights:
                 solver.load_weights(args.weights)
+            if json_path:  # every start-up check has passed: only now touch the log
+                log.open_json(json_path, append=bool(args.snapshot))
+                log.info(f"JSON log: {json_path}")
+                log.event(_start_event(args, solver, comm, gpu))
+            if param.max_iter <= solver.iter:
+                log.warning(
+                    f"{where} = {param.max_iter}: no training iteration will run (the run is "
+                    f"at iteration {solver.iter}); as Caffe, only the snapshot and test after "
+                    "training happen"
+                )
             log.info("Starting Optimization")
-            solver.solve(args.snapshot or None)
+            solver.solve()
         if master:
-            log.write_summary(comm, args.allreduce)
+            log.write_summary(comm, args.allreduce, solver)
         log.info("Optimization Done.")
     finally:
         log.close()
     return 0
+
+
+def _log_refusal(json_path: str | None, resume: bool, overwrite: bool) -> str | None:
+    """Why a fresh run may not write `json_path` (it holds an earlier run), or None."""
+    if not json_path or resume or overwrite:
+        return None
+    log = Path(json_path)
+    if not log.is_file() or log.stat().st_size == 0:
+        return None
+    return (
+        f"isgd train: the JSON log {json_path} already holds a run; a new run never overwrites "
+        "it. Resume that run with -snapshot <its .solverstate>, write elsewhere with "
+        "-json_log FILE (or another snapshot_prefix), or pass -overwrite_log to replace it."
+    )
+
+
+def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) -> dict[str, Any]:
+    """The JSON log's first line for this start: what ran, from which files, where, resumed how."""
+    p = solver.param
+    layers = data_layers(solver.net)
+    cfg = solver.isgd
+    return {
+        "event": "start",
+        "iter": solver.iter,
+        "train_s": solver.train_seconds,
+        "grad_evals": solver.grad_evals,
+        "resumed_from": args.snapshot or None,
+        "solver": args.solver,
+        "net": solver.net.name,
+        "type": p.type,
+        "base_lr": float(p.base_lr),
+        "lr_policy": p.lr_policy,
+        "momentum": float(p.momentum),
+        "weight_decay": float(p.weight_decay),
+        "max_iter": int(p.max_iter),
+        "seed": solver.seed,
+        "batch_size": int(layers[0].batch_size) if layers else None,
+        "iter_size": int(p.iter_size),
+        "test_interval": int(p.test_interval),
+        "test_interval_seconds": float(p.test_interval_seconds),
+        "isgd": None if cfg is None else {**asdict(cfg), "queue_size": solver.queue_n},
+        "ranks": comm.size,
+        "mode": "serial"
+        if comm.size == 1
+        else ("allreduce" if args.allreduce else "master/worker"),
+        "device": f"gpu:{gpu}" if gpu else "cpu",
+        "weights": args.weights or None,
+        **provenance(),
+    }
 
 
 def _launcher_comm() -> Comm:

@@ -78,8 +78,9 @@ class TimingLog:
             "comm_fraction": self.t_comm / total if total > 0 else 0.0,
         }
 
-    def write_summary(self, comm: Comm, allreduce: bool) -> dict[str, Any]:
-        """One text line and one {"event": "timing"} JSON line (call on rank 0)."""
+    def write_summary(self, comm: Comm, allreduce: bool, solver: Any = None) -> dict[str, Any]:
+        """The final text lines and one {"event": "timing"} JSON line (call on rank 0): time
+        split, and with a solver its training clock, gradient evaluations and ISGD's work."""
         mode = "allreduce" if allreduce and comm.size > 1 else "master/worker"
         s = self.summary(comm.size, mode if comm.size > 1 else "serial")
         self._log.info(
@@ -87,5 +88,26 @@ class TimingLog:
             f"t_comp = {s['t_comp']:.4g} s, t_comm = {s['t_comm']:.4g} s, "
             f"t_comm/(t_comp+t_comm) = {s['comm_fraction']:.3f}, {s['iter_per_s']:.4g} iter/s"
         )
+        if solver is not None:
+            s.update(
+                iter=solver.iter,
+                train_s=solver.train_seconds,
+                grad_evals=solver.grad_evals,
+                alg2_triggers=solver.alg2_triggers,
+                alg2_inner_steps=solver.alg2_inner_steps,
+            )
+            self._log.info(
+                f"Training clock {solver.train_seconds:.4g} s (tests excluded) for "
+                f"{solver.iter} iterations, {solver.grad_evals} gradient evaluations"
+            )
+            if solver.isgd is not None:
+                extra = solver.grad_evals - solver.iter
+                share = extra / solver.grad_evals if solver.grad_evals else 0.0
+                rate = solver.alg2_triggers / solver.iter if solver.iter else 0.0
+                self._log.info(
+                    f"ISGD: Alg. 2 ran on {solver.alg2_triggers} of {solver.iter} iterations "
+                    f"({100 * rate:.2f} %), {solver.alg2_inner_steps} inner steps, {extra} "
+                    f"extra gradient evaluations ({100 * share:.2f} % of all)"
+                )
         self._log.event(s)
         return s

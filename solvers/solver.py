@@ -6,13 +6,14 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module, make_rng
+from engine.backend import get_array_module, make_rng, to_numpy
 from engine.errors import EngineError, PrototxtError
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
@@ -20,7 +21,7 @@ from solvers import lr_policy, snapshot
 from solvers.comm import Comm, SerialComm
 from solvers.isgd import IsgdConfig, LossQueue, is_under_trained, subproblem_step
 from solvers.nets import batches_per_epoch, build_net, data_layers, test_net_params, train_net_param
-from solvers.train_log import TrainLog
+from solvers.train_log import TrainLog, fmt
 from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
 
 f32 = np.float32
@@ -28,6 +29,28 @@ f32 = np.float32
 
 class NonFiniteLossError(EngineError):
     """Training produced a NaN or infinite loss; the last snapshot on disk is the last good one."""
+
+
+@dataclass
+class Alg2Result:
+    """What one run of Alg. 2 did: updates taken and the loss of each inner pass (in order)."""
+
+    steps: int
+    losses: list[float]
+    stop: int
+
+    def describe(self, limit: float) -> str:
+        """Caffe-style summary: steps taken, why it ended, the inner losses measured."""
+        if not self.losses:
+            return "0 inner steps (stop = 0)"
+        trail = " -> ".join(fmt(v) for v in self.losses)
+        if self.steps < len(self.losses):
+            end = f"loss {fmt(self.losses[-1])} <= limit {fmt(limit)} after {self.steps} step(s)"
+            if not math.isfinite(self.losses[-1]):
+                end = f"loss {self.losses[-1]} is not finite: stopped"
+        else:
+            end = f"stop = {self.stop} reached (last loss measured before the last step)"
+        return f"{self.steps} inner step(s), inner losses {trail}; {end}"
 
 
 def load_solver_param(source: Any) -> tuple[Any, str | None]:
@@ -67,8 +90,11 @@ class Solver:
         train_net: Any | None = None,
         test_nets: list[Any] | None = None,
         allreduce: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.param, self.solver_path = load_solver_param(source)
+        # The training clock's time source (tests pass a fake one to check resume continuity).
+        self.clock = clock if clock is not None else time.perf_counter
         self.comm = comm if comm is not None else SerialComm()
         self.xp = get_array_module(xp)
         self.log = log if log is not None else TrainLog(json_path=None)
@@ -85,6 +111,7 @@ class Solver:
             seed = int(p.random_seed)
         else:
             seed = self.comm.bcast_object(int(np.random.SeedSequence().entropy % 2**31))
+        self.seed = seed
         if train_net is None:
             train_net = build_net(train_net_param(p), "TRAIN", self.xp, seed)
         self.net = train_net
@@ -123,9 +150,15 @@ class Solver:
         self.rate = f32(0.0)
         self.smoothed_loss = f32(0.0)
         self._losses: list[np.float32] = []
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # the training clock: test time excluded; kept in snapshots
+        self.grad_evals = 0  # forward+backward passes over training batches (Alg. 2's included)
+        self.alg2_triggers = 0  # iterations on which Alg. 2 ran
+        self.alg2_inner_steps = 0  # Alg. 2 updates taken in all
         self._test_seconds = 0.0
         self._next_time_test = float(p.test_interval_seconds) if p.test_interval_seconds else 0.0
+        self._last_test_iter = -1
+        if self.isgd is not None and self.comm.is_master:
+            self._announce_isgd()
         self.last_snapshot: str | None = None
         self.mean_scores: list[list[float]] = [[] for _ in self.test_nets]
         self.log.info("Solver scaffolding done.")
@@ -179,8 +212,25 @@ class Solver:
         return LossQueue(n)
 
     # ------------------------------------------------------------------ one pass
+    def _announce_isgd(self) -> None:
+        """One log line at start saying ISGD is on, with its settings as resolved."""
+        cfg = self.isgd
+        assert cfg is not None and self.queue is not None
+        zeta = f"{cfg.zeta:g}" if cfg.zeta > 0 else "the current lr"
+        self.log.info(
+            f"ISGD on {self.param.type} (isgd_param): limit = mean + {cfg.control_limit:g} sigma "
+            f"of the last n = {self.queue_n} batch losses (one epoch); Alg. 2: epsilon = "
+            f"{cfg.epsilon:g}, stop = {cfg.stop}, zeta = {zeta}"
+            f"{' x lr_mult' if cfg.use_lr_mult else ''}; Alg. 2 waits one epoch (iter > "
+            f"{self.queue_n}); limit_includes_current = {str(cfg.limit_includes_current).lower()}, "
+            f"anchor_after_update = {str(cfg.anchor_after_update).lower()}"
+        )
+
     def _forward_backward(self) -> np.float32:
-        """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype."""
+        """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype.
+
+        One call is one gradient evaluation on the (global) batch, counted in `grad_evals`."""
+        self.grad_evals += 1
         loss = f32(0.0)
         for _ in range(self.param.iter_size):
             loss = f32(loss + f32(self.net.forward_backward()))
@@ -312,17 +362,20 @@ class Solver:
             q.push(float(loss))  # Alg. 1 lines 14/17: the window now ends at this batch
         return {"mean": mean, "std": std, "limit": limit, "under_trained": under}
 
-    def _subproblem(self, limit: float, rate: np.float32, anchor: Any, cursors: list[int]) -> int:
+    def _subproblem(
+        self, limit: float, rate: np.float32, anchor: Any, cursors: list[int]
+    ) -> Alg2Result:
         """Alg. 2 on the same batch: up to `stop` steps of Eq. 18 while the loss exceeds the limit.
 
         Each inner step re-runs the batch from its saved cursor (Alg. 2 line 4) and takes a step
         only while psi > limit (line 3's test, applied to the fresh loss so that a batch already
-        under the limit is never pushed back up toward it). Returns the number of steps taken.
+        under the limit is never pushed back up toward it).
         """
         cfg = self.isgd
         assert cfg is not None
         zeta = float(cfg.zeta) if cfg.zeta > 0 else float(rate)
         steps = 0
+        losses: list[float] = []
         after = self._cursors()
         try:
             for _ in range(cfg.stop):
@@ -331,6 +384,7 @@ class Solver:
                 self._set_cursors(cursors)
                 self.net.clear_param_diffs()
                 psi = self._reduce(self._forward_backward())  # Alg. 2 lines 4-6
+                losses.append(float(psi))
                 go = bool(math.isfinite(float(psi)) and float(psi) > limit)
                 if not self.comm.bcast_object(go if self.comm.is_master else None):
                     break
@@ -339,7 +393,7 @@ class Solver:
                 steps += 1
         finally:
             self._set_cursors(after)
-        return steps
+        return Alg2Result(steps=steps, losses=losses, stop=int(cfg.stop))
 
     def _subproblem_update(self, psi: float, limit: float, zeta: float, anchor: Any) -> None:
         """Alg. 2 line 7 per param: w -= zeta*lr_mult * ((psi - limit) grad + eps/n_w (w - w0))."""
@@ -378,6 +432,22 @@ class Solver:
             by_time = True
         return by_iter or by_time
 
+    def _train_outputs(self) -> np.ndarray:
+        """The train net's output values, each the global value under MPI (mean over ranks, as
+        the loss: every rank holds an equal slice of the batch). A collective when n > 1."""
+        values = [
+            to_numpy(self.net.blobs[name].data).astype(np.float64).reshape(-1)
+            for name in self.net.output_blob_names
+        ]
+        flat = np.concatenate(values) if values else np.zeros(0, np.float64)
+        if self.comm.size > 1:
+            if self.allreduce:
+                self.comm.allreduce_sum(flat)
+            else:
+                self.comm.reduce_sum(flat)
+            flat /= self.comm.size
+        return flat.astype(np.float32)
+
     def step(self, iters: int) -> None:
         """Caffe's Solver::Step: `iters` iterations of test, forward-backward, update, snapshot."""
         p = self.param
@@ -392,7 +462,7 @@ class Solver:
             self.net.clear_param_diffs()
             if master and self.test_nets and self._test_due():
                 self.test_all()
-            clock = time.perf_counter()  # the training clock excludes test time
+            clock = self.clock()  # the training clock excludes test time
             if self.comm.bcast_object(self.requested_early_exit if master else None):
                 self.requested_early_exit = True
                 break
@@ -402,6 +472,7 @@ class Solver:
                 self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
             cursors = self._cursors() if self.isgd is not None else []
             loss = self._reduce(self._forward_backward())  # Alg. 1 lines 10-12
+            outputs = self._train_outputs() if display else None
             decision: dict[str, Any] = {"stop": False, "alg2": False}
             record: dict[str, Any] = {}
             if master:
@@ -412,7 +483,7 @@ class Solver:
                     self.log.iteration(self.iter, per_s, lapse, p.display, self.smoothed_loss)
                     lap_start = time.perf_counter()
                     iterations_last = self.iter
-                    self._log_outputs(self.net, "Train")
+                    self._log_outputs(self.net, "Train", outputs)
             if self.updater:
                 if not math.isfinite(float(loss)):
                     decision["stop"] = True
@@ -431,8 +502,19 @@ class Solver:
             if decision["alg2"]:  # Alg. 1 lines 22-23
                 if self.updater and anchor is None:
                     anchor = self.net.flat_data.copy()
-                inner = self._subproblem(float(record.get("limit", 0.0)), rate, anchor, cursors)
-            spent = time.perf_counter() - clock
+                limit = float(record.get("limit", 0.0))
+                result = self._subproblem(limit, rate, anchor, cursors)
+                inner = result.steps
+                self.alg2_triggers += 1
+                self.alg2_inner_steps += inner
+                if master:
+                    self.log.info(
+                        f"Iteration {self.iter}, ISGD: loss = {fmt(loss)} > limit = "
+                        f"{fmt(limit)} (mean {fmt(record['mean'])} + "
+                        f"{self.isgd.control_limit:g} x std {fmt(record['std'])}); Alg. 2: "
+                        + result.describe(limit)
+                    )
+            spent = self.clock() - clock
             self.train_seconds += spent
             if master:
                 self.rate = rate
@@ -444,6 +526,7 @@ class Solver:
                         "event": "iter",
                         "iter": self.iter,
                         "train_s": self.train_seconds,
+                        "grad_evals": self.grad_evals,
                         "loss": _short(loss),
                         "smoothed_loss": _short(self.smoothed_loss),
                         "lr": _short(rate),
@@ -504,21 +587,25 @@ class Solver:
             loss = f32(self.net.forward_loss())
             self._update_smoothed_loss(loss, start_iter)
             self.log.info(f"Iteration {self.iter}, loss = {float(self.smoothed_loss):g}")
-        if master and self.test_nets and p.test_interval and self.iter % p.test_interval == 0:
+        # Caffe tests after the last iteration when test_interval divides it; a run testing on
+        # the training clock always gets a last test (its final accuracy).
+        final_test = (p.test_interval and self.iter % p.test_interval == 0) or (
+            p.test_interval_seconds > 0
+        )
+        if master and self.test_nets and final_test:
             self.test_all()
         if master:
             self.log.info("Optimization Done.")
         self.log.flush()
 
     # ------------------------------------------------------------------ testing
-    def _log_outputs(self, net: Any, kind: str) -> None:
+    def _log_outputs(self, net: Any, kind: str, values: np.ndarray) -> None:
+        """Caffe's "<kind> net output #k: name = v" lines for the flat output `values`."""
         weights = _loss_weights(net)
         index = 0
         for name in net.output_blob_names:
-            blob = net.blobs[name]
-            values = np.asarray(_host(blob.data), np.float32).reshape(-1)
-            for v in values:
-                self.log.output(kind, index, name, float(v), weights.get(name, 0.0))
+            for _ in range(int(net.blobs[name].count)):
+                self.log.output(kind, index, name, float(values[index]), weights.get(name, 0.0))
                 index += 1
 
     def test_all(self) -> None:
@@ -623,6 +710,12 @@ class Solver:
         layer_rngs = self._layer_rng_states()
         if layer_rngs:
             state.layer_rng_state = json.dumps(layer_rngs)
+        progress = state.progress
+        progress.train_seconds = self.train_seconds
+        progress.grad_evals = self.grad_evals
+        progress.next_test_seconds = self._next_time_test
+        progress.alg2_triggers = self.alg2_triggers
+        progress.alg2_inner_steps = self.alg2_inner_steps
         path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + ext)
         self.log.info(f"Snapshotting solver state to {kind} file {path}")
         snapshot.write_state(path, state)
@@ -634,6 +727,8 @@ class Solver:
         """Resume from a .solverstate (Caffe's or ours): weights, iter, current_step, history,
         and when present the ISGD queue and data cursor (absent: data restarts at record 0)."""
         state = snapshot.load_state(path)
+        if state.iter < 0:
+            raise PrototxtError(f"{path}: solver state has iter = {state.iter} (must be >= 0)")
         if state.HasField("learned_net") and state.learned_net:
             self.net.copy_from(snapshot.resolve_learned_net(state.learned_net, path))
         self.iter = int(state.iter)
@@ -651,6 +746,36 @@ class Solver:
         cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
         rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
         self._set_cursors([(cursor, rng_state)] * len(data_layers(self.net)))
+        if state.HasField("progress"):
+            progress = state.progress
+            self.train_seconds = float(progress.train_seconds)
+            self.grad_evals = int(progress.grad_evals)
+            self.alg2_triggers = int(progress.alg2_triggers)
+            self.alg2_inner_steps = int(progress.alg2_inner_steps)
+            if progress.HasField("next_test_seconds"):
+                self._next_time_test = float(progress.next_test_seconds)
+        afresh = self._what_starts_afresh(state)
+        if afresh and self.comm.is_master:
+            self.log.info(
+                f"{path} does not hold this project's full run state (written by Caffe, or "
+                f"cut short?): {'; '.join(afresh)}"
+            )
+
+    def _what_starts_afresh(self, state: Any) -> list[str]:
+        """What a resume from `state` cannot restore and therefore starts anew, in words."""
+        afresh = []
+        if data_layers(self.net) and not state.HasField("data_cursor"):
+            afresh.append("the data cursor starts at record 0")
+        if self.queue is not None and not state.HasField("isgd_state"):
+            what = "ISGD's loss queue" if self.isgd is not None else "the average-loss window"
+            afresh.append(f"{what} starts empty (one epoch to refill)")
+        if self._layer_rng_states() and not state.layer_rng_state:
+            afresh.append("layer random streams (Dropout ...) restart from the seed")
+        if not state.HasField("progress"):
+            afresh.append(
+                f"the training clock and grad_evals start at 0 (iteration {int(state.iter)})"
+            )
+        return afresh
 
 
 def _short(value: Any) -> float:

@@ -39,6 +39,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """True when `path` exists, is not empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 class TrainLog:
     """Caffe's text lines to a stream (stderr, as glog) and events to a JSON-lines file."""
 
@@ -52,14 +65,23 @@ class TrainLog:
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.source = source
-        self.json_path = Path(json_path) if json_path else None
+        self.json_path: Path | None = None
         self._json: IO[str] | None = None
-        if self.json_path is not None:
-            self.json_path.parent.mkdir(parents=True, exist_ok=True)
-            self._json = open(self.json_path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        if json_path:
+            self.open_json(json_path, append=append)
         isatty = getattr(self.stream, "isatty", lambda: False)
         self.progress_enabled = bool(isatty()) if progress is None else progress
         self._progress_shown = False
+
+    def open_json(self, path: str | Path, append: bool = False) -> None:
+        """Start writing events to `path` (a resume appends; a fresh run truncates). Callers
+        open it only once every start-up check has passed, so a failed start writes nothing."""
+        self.json_path = Path(path)
+        self.json_path.parent.mkdir(parents=True, exist_ok=True)
+        cut_short = append and _ends_mid_line(self.json_path)
+        self._json = open(self.json_path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        if cut_short:  # a crash cut the last line: start ours on a line of its own
+            self._json.write("\n")
 
     def info(self, message: str, level: str = "I") -> None:
         """One glog-formatted line."""

@@ -69,6 +69,7 @@ def test_train_writes_caffe_lines_json_log_and_snapshots(tiny: Tiny, capsys, mon
                 "-weights",
                 "snap/lenetish_iter_6.caffemodel",
                 "-no_progress",
+                "-overwrite_log",  # a fresh run on the same prefix: replace the log knowingly
             ]
         )
         == 0

@@ -166,7 +166,7 @@ def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
     monkeypatch.setattr(solver, "_forward_backward", fake_fb)
     layer.cursor = 12  # where the outer pass left the data
     before = solver.net.flat_data.copy()
-    steps = solver._subproblem(1.0, np.float32(0.1), before.copy(), [(8, None)])
+    steps = solver._subproblem(1.0, np.float32(0.1), before.copy(), [(8, None)]).steps
     assert steps == 2 and seen == [8, 8, 8]  # third pass: 0.5 <= limit, no step
     assert layer.cursor == 12
     # Two Eq. 18 steps, grad 1, zeta = lr 0.1 times lr_mult: (5 - 1), then (4 - 1) plus the pull.

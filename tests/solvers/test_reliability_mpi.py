@@ -1,0 +1,53 @@
+"""Issue 15 under mpiexec: the text log's train outputs are global values, and a start that the
+ranks refuse (batch not divisible by n) leaves the earlier run's files untouched."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.solvers.mpi_scripts.runner import have_mpi, run_mpi
+from tests.solvers.test_mpi_training import write_cli_run
+from tests.solvers.test_reliability import digest
+
+MPI_OK, MPI_WHY = have_mpi()
+pytestmark = [pytest.mark.mpi, pytest.mark.skipif(not MPI_OK, reason=MPI_WHY)]
+
+ITERATION = re.compile(r"\] Iteration (\d+) \(.*\), loss = ([-\d.e+]+)$")
+OUTPUT = re.compile(r"\]     Train net output #0: loss = ([-\d.e+]+)")
+
+
+def test_train_net_output_under_mpiexec_is_the_global_loss(tmp_path: Path) -> None:
+    """With average_loss 1 the `Iteration N ..., loss =` line is the reduced batch loss; each
+    `Train net output #0: loss` line under it must print the same global value, not rank 0's
+    slice of the batch."""
+    write_cli_run(tmp_path)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(solver.read_text().replace("display: 0", "display: 1"))
+    args = ["-m", "solvers", "train", "-solver", "solver.prototxt", "--no-progress"]
+    result = run_mpi(2, *args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.output[-4000:]
+    lines = result.output.splitlines()
+    pairs = []
+    for i, line in enumerate(lines):
+        m = ITERATION.search(line)
+        if m:
+            out = next(OUTPUT.search(x) for x in lines[i + 1 :] if OUTPUT.search(x))
+            pairs.append((float(m.group(2)), float(out.group(1))))
+    assert len(pairs) == 6
+    for smoothed, printed in pairs:
+        assert printed == pytest.approx(smoothed, rel=2e-5)
+
+
+def test_ranks_refusing_the_batch_split_change_no_earlier_file(tmp_path: Path) -> None:
+    """A 3-rank start on a global batch of 8 fails on every rank before any file is opened."""
+    write_cli_run(tmp_path)
+    args = ["-m", "solvers", "train", "-solver", "solver.prototxt", "--no-progress"]
+    assert run_mpi(2, *args, cwd=tmp_path, timeout=120).returncode == 0
+    before = digest([tmp_path / "snap"])
+    result = run_mpi(3, *args, "-overwrite_log", cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "batch_size 8 (the global batch) is not divisible by the 3 ranks" in result.output
+    assert digest([tmp_path / "snap"]) == before
