@@ -39,3 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EngineError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"\n{args.tool}: interrupted; the output being written was discarded (finished "
+            "outputs are kept; run the same command again to continue)",
+            file=sys.stderr,
+        )
+        return 130

@@ -41,6 +41,28 @@ class Progress:
         print(f"\r{self.label}: {done}{of} records ({rate:.0f}/s)", end=end, file=sys.stderr)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete `.<name>.partial-<pid>` folders beside `path` left by writers that are gone (a
+    conversion killed or interrupted); a live writer's folder is left alone."""
+    removed = []
+    for partial in path.parent.glob(f".{path.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
 class LmdbWriter:
     """Context manager writing key/value records into a new LMDB at `path`, atomically."""
 
@@ -66,6 +88,7 @@ class LmdbWriter:
         if self.path.exists() and not self.overwrite:
             raise DataError(f"{self.path}: already exists (delete it or pass --overwrite)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path)
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._env = lmdb.open(str(self._tmp), map_size=self.map_size, subdir=True, meminit=False)
         self._txn = self._env.begin(write=True)

@@ -13,11 +13,41 @@ from pathlib import Path
 from data_tools.controlled import make_controlled
 from data_tools.convert_cifar import convert_cifar
 from data_tools.convert_mnist import convert_mnist
+from data_tools.errors import DataError
 from data_tools.fcpr import DEFAULT_SEED
 from data_tools.image_mean import compute_mean, write_mean
+from data_tools.lmdb_io import LmdbReader
 from data_tools.sources import ENV_VAR, locate_cifar10, locate_mnist, raw_dir
+from engine.errors import EngineError
 
 DATASETS = ("mnist", "cifar10", "controlled")
+# Records in the original distributions (their files are md5-checked, so these never vary).
+KNOWN_RECORDS = {
+    "mnist_train_lmdb": 60000,
+    "mnist_test_lmdb": 10000,
+    "cifar10_train_lmdb": 50000,
+    "cifar10_test_lmdb": 10000,
+}
+
+
+def check_known_lmdb(path: Path) -> None:
+    """Refuse an existing LMDB of a known dataset whose record count is not the original's (a
+    conversion cut short by hand, or another database put in its place)."""
+    expected = KNOWN_RECORDS.get(path.name)
+    if expected is None or not path.is_dir():
+        return
+    try:
+        reader = LmdbReader(path)
+        held = len(reader)
+        reader.close()
+    except EngineError as exc:
+        raise DataError(f"{path}: unreadable ({exc}); delete it and run `make data`") from None
+    if held != expected:
+        raise DataError(
+            f"{path} holds {held} records, the original dataset has {expected}: it is not "
+            "this dataset's full conversion. Delete it (or pass --overwrite) and run `make "
+            "data` again."
+        )
 
 
 def prepare(
@@ -35,7 +65,11 @@ def prepare(
     written: list[Path] = []
 
     def todo(*paths: Path) -> bool:
-        return overwrite or not all(p.exists() for p in paths)
+        if overwrite:
+            return True
+        for p in paths:
+            check_known_lmdb(p)
+        return not all(p.exists() for p in paths)
 
     if "mnist" in only:
         d = root / "mnist"

@@ -88,13 +88,14 @@ def save_net_weights(net: Any, path: Any, write_diff: bool = False) -> None:
                     layer_diff.create_dataset(str(j), data=to_numpy(blob.diff))
 
 
-def load_net_weights(net: Any, path: Any) -> None:
+def load_net_weights(net: Any, path: Any) -> set[int]:
     """Net::CopyTrainedLayersFromHDF5: copy "data/<layer>/<j>" into same-named layers.
 
     Unknown layers are ignored; shapes must match exactly; a missing dataset is allowed only
-    for a param the net shares from another layer.
+    for a param the net shares from another layer. Returns the ids of the blobs written.
     """
     name = os.fspath(path)
+    written: set[int] = set()
     owned = {id(b) for b in net.learnable_params}
     by_name = net.layer_dict
     with open_h5(name, "r", what="weights") as f:
@@ -132,6 +133,8 @@ def load_net_weights(net: Any, path: Any) -> None:
                         "layer to learn it from scratch)"
                     )
                 dst.data[...] = net.xp.asarray(array, dtype=dst.data.dtype)
+                written.add(id(dst))
+    return written
 
 
 # ---------------------------------------------------------------- solver state

@@ -417,14 +417,16 @@ class Net:
         return [layer for layer in self.layers if hasattr(layer, "set_rank")]
 
     # ------------------------------------------------------------------ weights
-    def copy_from(self, path_or_param: Any) -> None:
+    def copy_from(self, path_or_param: Any) -> list[str]:
         """Copy weights from a .caffemodel (binary NetParameter) by layer name, as Caffe does;
-        a file name ending in ".h5" is read as Caffe's HDF5 weights (.caffemodel.h5)."""
+        a file name ending in ".h5" is read as Caffe's HDF5 weights (.caffemodel.h5).
+
+        Returns the names of the layers with params that the file gave no weights (they keep
+        their fillers' values: a truncated file, or weights of another net)."""
         from engine.hdf5_io import is_hdf5_path, load_net_weights  # noqa: PLC0415
 
         if is_hdf5_path(path_or_param):
-            load_net_weights(self, path_or_param)
-            return
+            return self._left_at_fillers(load_net_weights(self, path_or_param))
         from engine.proto_io import (  # noqa: PLC0415
             blob_proto_matches_shape,
             blob_proto_shape,
@@ -438,6 +440,7 @@ class Net:
         param = read_net_weights(path_or_param) if source != "<weights>" else path_or_param
         layers = list(param.layer) or list(param.layers)  # V1 caffemodels use `layers`
         by_name = self.layer_dict
+        written: set[int] = set()
         for src in layers:
             target = by_name.get(src.name)
             if target is None or not len(src.blobs):
@@ -460,6 +463,17 @@ class Net:
                 except ValueError as exc:
                     raise NetError(f"{source}: {exc}") from exc
                 dst.data[...] = self.xp.asarray(array, dtype=self.dtype)
+                written.add(id(dst))
+        return self._left_at_fillers(written)
+
+    def _left_at_fillers(self, written: set[int]) -> list[str]:
+        """Layers owning a param blob that no weights file wrote (shared copies not counted)."""
+        owned = {id(b) for b in self.learnable_params}
+        return [
+            layer.name
+            for layer in self.layers
+            if any(id(b) in owned and id(b) not in written for b in layer.blobs)
+        ]
 
     def share_weights_with(self, other: Net) -> None:
         """Same-named layers' param data become views of `other`'s (ShareTrainedLayersWith)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import io
 import sys
 import time
@@ -17,7 +18,7 @@ from engine.backend import get_array_module
 from engine.errors import EngineError
 from solvers import mpi_train
 from solvers.comm import Comm, SerialComm
-from solvers.launch import rank_prefix
+from solvers.launch import AgreedExit, StartupMismatchError, rank_prefix
 from solvers.nets import data_layers
 from solvers.provenance import provenance
 from solvers.signals import SignalHandler, check_effect
@@ -215,11 +216,14 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
         progress=False if args.no_progress or not master else None,
     )
     try:
-        mpi_train.check_inputs(comm, args.solver, args.weights, args.snapshot)
+        try:
+            mpi_train.check_inputs(comm, args.solver, args.weights, args.snapshot)
+        except StartupMismatchError as exc:
+            _refuse_together(comm, f"isgd train: {exc}")
         refusal = _log_refusal(json_path, bool(args.snapshot), args.overwrite_log)
         refusal = comm.bcast_object(refusal if master else None)
         if refusal:
-            raise SystemExit(refusal)
+            _refuse_together(comm, refusal)
         mpi_train.announce(comm, log, args.allreduce)
         gpu = solver_mode_gpu(args.gpu, param, log)
         xp = mpi_train.array_module(gpu, comm, log)  # rank r: device r mod visible GPUs
@@ -258,6 +262,19 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     finally:
         log.close()
     return 0
+
+
+def _refuse_together(comm: Comm, message: str) -> None:
+    """Stop every rank for a reason they all share: rank 0 prints it once, all exit with 1.
+
+    With one process this is a plain SystemExit carrying the message."""
+    if comm.size == 1:
+        raise SystemExit(message)
+    if comm.is_master:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    comm.barrier()
+    raise AgreedExit(1)
 
 
 def _log_refusal(json_path: str | None, resume: bool, overwrite: bool) -> str | None:
@@ -335,8 +352,14 @@ def test(args: argparse.Namespace) -> int:
     log = TrainLog(source="cli.py:0", progress=False)
     xp = _array_module(args.gpu, log)
     net = Net(args.model, phase="TEST", xp=xp, stages=_stages(args.stage), level=args.level)
+    from solvers.solver import weights_warning  # noqa: PLC0415
+
+    left: list[str] | None = None
     for weights in args.weights.split(","):
-        net.copy_from(weights)
+        missing = net.copy_from(weights)
+        left = missing if left is None else [name for name in left if name in missing]
+    if left:
+        log.warning(weights_warning(args.weights, left))
     log.info(f"Running for {iterations} iterations.")
     scores: np.ndarray | None = None
     names: list[str] = []
@@ -443,6 +466,28 @@ def device_query(args: argparse.Namespace) -> int:
 COMMANDS = {"train": train, "test": test, "time": time_, "device_query": device_query}
 
 
+def unknown_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """A message for the first flag that is not exactly one of ours, else None.
+
+    argparse matches prefixes of single-dash flags even with allow_abbrev=False (`-iter` would
+    silently mean `-iterations`); Caffe's gflags never does, so neither do we."""
+    known = set(parser._option_string_actions)
+    for token in argv:
+        if not token.startswith("-") or token in ("-", "--"):
+            continue
+        name = token.split("=", 1)[0]
+        try:
+            float(token)
+            continue  # a negative number is a value, not a flag
+        except ValueError:
+            pass
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return f"isgd: unknown flag {name}{hint}; `isgd --help` lists the flags"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `isgd` console script and `python -m solvers`."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -451,15 +496,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(data_main(argv[1:]) or 0)
     parser = build_parser()
+    unknown = unknown_flag(parser, argv)
+    if unknown:
+        sys.stderr.write(unknown + "\n")
+        return 1
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 1
     command = COMMANDS.get(args.command)
     if command is None:
-        sys.stderr.write(
-            f"isgd: unknown action: {args.command}\navailable actions: {', '.join(COMMANDS)}\n"
-        )
+        actions = ", ".join([*COMMANDS, "data"])
+        sys.stderr.write(f"isgd: unknown action: {args.command}\navailable actions: {actions}\n")
         return 1
     try:
         return command(args)

@@ -28,6 +28,11 @@ class StartupMismatchError(RuntimeError):
     """Ranks were started with different solver files, nets or data (refused before training)."""
 
 
+class AgreedExit(SystemExit):
+    """Every rank stops together for a reason all of them know (rank 0 has printed it): no
+    MPI_Abort is needed, so nothing races the message to the terminal."""
+
+
 def launcher_world_size(environ: Mapping[str, str] | None = None) -> int:
     """Number of ranks the launcher announced in the environment (1 when not launched by MPI)."""
     env = os.environ if environ is None else environ
@@ -318,6 +323,8 @@ def abort_on_error() -> Iterator[None]:
     """
     try:
         yield
+    except AgreedExit:
+        raise
     except SystemExit as exc:
         if exc.code in (None, 0) or _mpi_world() is None or _mpi_world().Get_size() == 1:
             raise

@@ -254,10 +254,16 @@ class Solver:
     def load_weights(self, spec: str) -> None:
         """Caffe's CopyLayers for -weights: each comma-separated file into the train and test
         nets (test-only layers with params get their weights too)."""
-        for weights in filter(None, spec.split(",")):
+        files = [w for w in spec.split(",") if w]
+        left: list[str] | None = None
+        for weights in files:
             self.log.info(f"Finetuning from {weights}")
-            for net in [self.net, *self.test_nets]:
+            for net in self.test_nets:
                 net.copy_from(weights)
+            missing = self.net.copy_from(weights)
+            left = missing if left is None else [name for name in left if name in missing]
+        if left and self.comm.is_master:
+            self.log.warning(weights_warning(", ".join(files), left))
 
     def _cursors(self) -> list[tuple[int, Any]]:
         """Each Data layer's record cursor and transform RNG state (crop/mirror draws)."""
@@ -487,13 +493,14 @@ class Solver:
             if self.updater:
                 if not math.isfinite(float(loss)):
                     decision["stop"] = True
+                    decision["last_snapshot"] = self.last_snapshot  # one message on all ranks
                 else:
                     stats = self._isgd_statistics(loss) if self.queue is not None else {}
                     record.update(stats)
                     decision["alg2"] = bool(stats.get("under_trained", False))
             decision = self.comm.bcast_object(decision if master else None)
             if decision["stop"]:
-                self._diverged(loss)
+                self._diverged(loss, decision.get("last_snapshot"))
             anchor = None
             if decision["alg2"] and self.updater and not self.isgd.anchor_after_update:
                 anchor = self.net.flat_data.copy()  # w_{t-1}: the weights psi was measured at
@@ -547,8 +554,8 @@ class Solver:
                 self.requested_early_exit = True
                 break
 
-    def _diverged(self, loss: np.float32) -> None:
-        last = self.last_snapshot or "none written in this run"
+    def _diverged(self, loss: np.float32, last_snapshot: str | None) -> None:
+        last = last_snapshot or "none written in this run"
         message = (
             f"Iteration {self.iter}: loss = {float(loss)} is not finite; training stopped. "
             f"The last good snapshot is: {last}"
@@ -574,7 +581,10 @@ class Solver:
             self.comm.bcast(self.net.flat_data)
         start_iter = self.iter
         try:
-            self.step(int(p.max_iter) - self.iter)
+            # A diverging run overflows long before its loss is NaN: the NaN stop below gives
+            # the one clear message instead of NumPy's overflow warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self.step(int(p.max_iter) - self.iter)
         finally:
             self.log.flush()
         if master and p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -776,6 +786,15 @@ class Solver:
                 f"the training clock and grad_evals start at 0 (iteration {int(state.iter)})"
             )
         return afresh
+
+
+def weights_warning(source: str, layers: list[str]) -> str:
+    """The one warning for weights files that leave some layers with params at their fillers."""
+    return (
+        f"{source} gives no weights to {len(layers)} layer(s) with params: "
+        f"{', '.join(layers)}; they keep their fillers' initial values (a truncated file, or "
+        "weights from a different net?)"
+    )
 
 
 def _short(value: Any) -> float:

@@ -13,7 +13,7 @@ import pytest
 from engine.proto import caffe_pb2
 from solvers.cli import main
 from solvers.run_log import RunLogError, read_run_log
-from solvers.solver import Solver
+from solvers.solver import NonFiniteLossError, Solver
 from solvers.train_log import TrainLog
 
 from .conftest import Tiny
@@ -269,3 +269,40 @@ def test_zero_iterations_warn_and_negative_are_refused(tiny: Tiny, monkeypatch, 
     assert main(["train", "-solver", negative.name]) == 1
     assert "max_iter is -2" in capsys.readouterr().err
     assert not (tiny.root / "snap" / "neg_log.jsonl").exists()
+
+
+def test_divergence_stops_with_one_message_and_no_numpy_warnings(
+    tiny: Tiny, quiet_log, recwarn
+) -> None:
+    """A run whose weights blow up overflows long before the loss is NaN; NumPy's overflow
+    warnings must not flood the terminal: the NaN stop's message is the one report."""
+    log, text, _ = quiet_log()
+    path = tiny.solver(max_iter=200, snapshot=1, base_lr=1e6, momentum=0.99, test_interval=0)
+    path.write_text(path.read_text().replace("test_iter: 2\n", ""))
+    with pytest.raises(NonFiniteLossError, match="is not finite; training stopped"):
+        Solver(str(path), log=log).solve()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert "The last good snapshot is: " in text.getvalue()
+
+
+def test_weights_that_skip_layers_warn_once_naming_them(
+    finished_run: dict, tiny: Tiny, capsys
+) -> None:
+    """A .caffemodel cut at a layer boundary loads as Caffe does (by name), and both `isgd train
+    -weights` and `isgd test` log one warning listing the layers left at their fillers."""
+    model = caffe_pb2.NetParameter()
+    model.ParseFromString((tiny.root / "snap" / "run_iter_6.caffemodel").read_bytes())
+    kept = [layer for layer in model.layer if layer.name != "ip2"]
+    del model.layer[:]
+    model.layer.extend(kept)
+    (tiny.root / "snap" / "cut.caffemodel").write_bytes(model.SerializeToString())
+    args = ["train", "-solver", finished_run["solver"], "-weights", "snap/cut.caffemodel"]
+    assert main([*args, "-json_log", "other.jsonl", "-iterations", "1"]) == 0
+    warnings = [x for x in capsys.readouterr().err.splitlines() if "gives no weights" in x]
+    assert len(warnings) == 1 and warnings[0].startswith("W")
+    assert "1 layer(s) with params: ip2;" in warnings[0]
+    args = ["test", "-model", str(tiny.net), "-weights", "snap/cut.caffemodel", "-iterations", "1"]
+    assert main(args) == 0
+    assert "gives no weights to 1 layer(s) with params: ip2;" in capsys.readouterr().err
+    assert main([*args[:3], "-weights", "snap/run_iter_6.caffemodel", *args[5:]]) == 0
+    assert "gives no weights" not in capsys.readouterr().err

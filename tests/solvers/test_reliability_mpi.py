@@ -51,3 +51,19 @@ def test_ranks_refusing_the_batch_split_change_no_earlier_file(tmp_path: Path) -
     assert result.returncode != 0
     assert "batch_size 8 (the global batch) is not divisible by the 3 ranks" in result.output
     assert digest([tmp_path / "snap"]) == before
+
+
+def test_every_rank_names_the_same_last_good_snapshot_when_training_diverges(
+    tmp_path: Path,
+) -> None:
+    write_cli_run(tmp_path, base_lr="1e6")
+    solver = tmp_path / "solver.prototxt"
+    text = solver.read_text().replace("snapshot: 3", "snapshot: 1").replace("max_iter: 6", "")
+    solver.write_text(text + "max_iter: 300\n")
+    args = ["-m", "solvers", "train", "-solver", "solver.prototxt", "--no-progress"]
+    result = run_mpi(2, *args, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    named = set(re.findall(r"The last good snapshot is: (\S+)", result.output))
+    assert len(named) == 1, result.output[-3000:]
+    assert "none written" not in result.output
+    assert "RuntimeWarning" not in result.output
