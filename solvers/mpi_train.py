@@ -95,6 +95,7 @@ class TimingLog:
                 grad_evals=solver.grad_evals,
                 alg2_triggers=solver.alg2_triggers,
                 alg2_inner_steps=solver.alg2_inner_steps,
+                completed=solver.completed,
             )
             self._log.info(
                 f"Training clock {solver.train_seconds:.4g} s (tests excluded) for "

@@ -38,8 +38,10 @@ class RunLog:
 
     @property
     def finished(self) -> bool:
-        """True when the run wrote its final summary after its last (re)start."""
-        return bool(self.events) and self.events[-1].get("event") == "timing"
+        """True when the run's last (re)start ended with a summary saying it completed its
+        budget (a run stopped early by a signal writes a summary too, marked incomplete)."""
+        last = self.events[-1] if self.events else {}
+        return last.get("event") == "timing" and bool(last.get("completed", True))
 
 
 def _parse(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:

@@ -464,7 +464,7 @@ class Solver:
         self.smoothed_loss = f32(0.0)
         lap_start = time.perf_counter()
         iterations_last = self.iter
-        while self.iter < stop_iter:
+        while self.iter < stop_iter and not self.budget_spent:
             self.net.clear_param_diffs()
             if master and self.test_nets and self._test_due():
                 self.test_all()
@@ -553,6 +553,18 @@ class Solver:
             if request == "stop":
                 self.requested_early_exit = True
                 break
+
+    @property
+    def budget_spent(self) -> bool:
+        """max_grad_evals reached (every rank counts the same passes, so all agree)."""
+        budget = int(self.param.max_grad_evals)
+        return bool(budget) and self.grad_evals >= budget
+
+    @property
+    def completed(self) -> bool:
+        """The run did what its solver asked: max_iter or max_grad_evals, no early stop."""
+        done = self.iter >= int(self.param.max_iter) or self.budget_spent
+        return done and not self.requested_early_exit
 
     def _diverged(self, loss: np.float32, last_snapshot: str | None) -> None:
         last = last_snapshot or "none written in this run"
