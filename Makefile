@@ -4,10 +4,20 @@ PY := $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo pytho
 ISGD_DATA_DIR ?= data/raw
 export ISGD_DATA_DIR
 
-.PHONY: setup test test-slow test-mpi lint bench proto data data-verify clean help
+.PHONY: setup test test-slow test-mpi lint bench proto data data-verify clean help \
+	reproduce-table1 table1 figures sweep-isgd results-readme
 DATA_SEED ?= 1
+PROFILE ?= default
+DATASETS ?=
+RUNS ?=
+EXPERIMENT_ARGS = --profile $(PROFILE) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(RUNS),--runs $(RUNS))
 
 help:
+	@echo "make reproduce-table1 [PROFILE=smoke|default|paper] [DATASETS=mnist,cifar10] [RUNS=N]"
+	@echo "                 train every SGD/ISGD pair of the profile, then write results/table1.*"
+	@echo "make table1      rebuild the Table 1 files from the runs' logs (no training)"
+	@echo "make figures     the paper's figures 1-3, 5-9 (runs what they need first)"
+	@echo "make sweep-isgd  the readings the paper leaves open, against SGD (results/sweep.*)"
 	@echo "make setup      create $(VENV) and install the project (numpy, protobuf, lmdb, mpi4py, mpich)"
 	@echo "make test       run the default test suite (< 10 min on 2 cores) and ruff"
 	@echo "make test-slow  run the long checks too (real-data training)"
@@ -47,6 +57,18 @@ data-verify:
 
 proto:
 	$(PY) -m grpc_tools.protoc -I engine/proto --python_out=engine/proto engine/proto/caffe.proto
+
+reproduce-table1:
+	$(PY) -m scripts.reproduce $(EXPERIMENT_ARGS)
+
+table1:
+	$(PY) -m scripts.table1 --profile $(PROFILE) $(if $(DATASETS),--datasets $(DATASETS))
+
+figures:
+	$(PY) -m scripts.figures $(EXPERIMENT_ARGS)
+
+sweep-isgd:
+	$(PY) -m scripts.sweep $(EXPERIMENT_ARGS)
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

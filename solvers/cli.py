@@ -209,6 +209,7 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
         del param.weights[:]  # as Caffe's train(): the flags replace the solver's `weights`
     if comm is None:
         comm = _launcher_comm()
+    wall_start = time.perf_counter()
     master = comm.is_master
     json_path = (args.json_log or default_json_log_path(param, path)) if master else None
     log = TrainLog(
@@ -257,7 +258,7 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
             log.info("Starting Optimization")
             solver.solve()
         if master:
-            log.write_summary(comm, args.allreduce, solver)
+            log.write_summary(comm, args.allreduce, solver, time.perf_counter() - wall_start)
         log.info("Optimization Done.")
     finally:
         log.close()

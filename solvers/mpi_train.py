@@ -78,7 +78,9 @@ class TimingLog:
             "comm_fraction": self.t_comm / total if total > 0 else 0.0,
         }
 
-    def write_summary(self, comm: Comm, allreduce: bool, solver: Any = None) -> dict[str, Any]:
+    def write_summary(
+        self, comm: Comm, allreduce: bool, solver: Any = None, wall_s: float | None = None
+    ) -> dict[str, Any]:
         """The final text lines and one {"event": "timing"} JSON line (call on rank 0): time
         split, and with a solver its training clock, gradient evaluations and ISGD's work."""
         mode = "allreduce" if allreduce and comm.size > 1 else "master/worker"
@@ -97,9 +99,12 @@ class TimingLog:
                 alg2_inner_steps=solver.alg2_inner_steps,
                 completed=solver.completed,
             )
+        if wall_s is not None:
+            s["wall_s"] = wall_s
+            wall = f", wall time of this start {wall_s:.4g} s" if wall_s is not None else ""
             self._log.info(
                 f"Training clock {solver.train_seconds:.4g} s (tests excluded) for "
-                f"{solver.iter} iterations, {solver.grad_evals} gradient evaluations"
+                f"{solver.iter} iterations, {solver.grad_evals} gradient evaluations{wall}"
             )
             if solver.isgd is not None:
                 extra = solver.grad_evals - solver.iter

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The checkout's commit (short hash, "+dirty" with uncommitted changes), or "unknown"."""
+    """The checkout's commit (short hash, "-dirty" with uncommitted changes), or "unknown"."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -36,7 +36,7 @@ def git_commit(root: Path = REPO_ROOT) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{head}+dirty" if status else head
+    return f"{head}-dirty" if status else head
 
 
 def machine() -> str:

@@ -26,6 +26,7 @@ class RunLog:
     events: list[dict[str, Any]]
     starts: list[dict[str, Any]]
     skipped_lines: list[int] = field(default_factory=list)
+    wall_s: float = 0.0  # wall time of every start of the run (superseded parts included)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         """The effective events of one kind ("iter", "test", "timing", ...), in order."""
@@ -93,8 +94,11 @@ def read_run_log(path: str | Path) -> RunLog:
     good, skipped = _parse(path)
     events: list[dict[str, Any]] = []
     starts: list[dict[str, Any]] = []
+    wall = 0.0
     for number, event in good:
         kind = event.get("event")
+        if kind == "timing":
+            wall += float(event.get("wall_s") or 0.0)
         if kind is None:
             raise RunLogError(f"{path}:{number}: JSON line without an 'event' key")
         if kind == "start":
@@ -110,4 +114,4 @@ def read_run_log(path: str | Path) -> RunLog:
                 starts = []
             starts.append(event)
         events.append(event)
-    return RunLog(path=path, events=events, starts=starts, skipped_lines=skipped)
+    return RunLog(path=path, events=events, starts=starts, skipped_lines=skipped, wall_s=wall)
