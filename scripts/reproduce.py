@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from data_tools.errors import DataError
 from data_tools.prepare import check_known_lmdb, prepare
@@ -32,8 +33,8 @@ IMAGENET_ENV = ("IMAGENET_TRAIN", "IMAGENET_VAL", "IMAGENET_MEAN")
 class Display:
     """One status line on a terminal (rewritten in place), else a line every 30 s."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.last_print = 0.0
         self.shown = False
@@ -154,6 +155,24 @@ def table1_spec(
     )
 
 
+def _status_line(
+    display: Display, eta: Eta, count: str, spec: RunSpec, pending: list[RunSpec], started: float
+) -> Callable[[Progress], None]:
+    """The progress callback of one run: position, last test, ETA of the whole profile."""
+
+    def show(p: Progress) -> None:
+        if p.grad_evals:
+            eta.learn(spec.dataset, time.monotonic() - started, p.grad_evals)
+        acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
+        display.status(
+            f"{count} {spec.label}: iter {p.iteration}, {p.grad_evals}/{spec.budget} grad evals, "
+            f"{p.train_s:.0f} s trained, last test {acc} | "
+            f"{eta.remaining(pending, spec, p.grad_evals)}"
+        )
+
+    return show
+
+
 def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> None:
     """Run every spec to its end, in order, with progress and an ETA."""
     eta = eta or Eta()
@@ -170,16 +189,7 @@ def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> N
         started = time.monotonic()
         pending = [s for s in specs[index:] if status(s)[0] != "done"]
 
-        def show(p: Progress, spec: RunSpec = spec, started: float = started) -> None:
-            if p.grad_evals:
-                eta.learn(spec.dataset, time.monotonic() - started, p.grad_evals)
-            acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
-            display.status(
-                f"[{done + 1}/{total}] {spec.label}: iter {p.iteration}, "
-                f"{p.grad_evals}/{spec.budget} grad evals, {p.train_s:.0f} s trained, "
-                f"last test {acc} | {eta.remaining(pending, spec, p.grad_evals)}"
-            )
-
+        show = _status_line(display, eta, f"[{done + 1}/{total}]", spec, pending, started)
         log = run(spec, display.say, show)
         done += 1
         eta.learn(spec.dataset, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))

@@ -119,7 +119,7 @@ def write_run_files(spec: RunSpec) -> tuple[Path, Path]:
             if spec.test_source:
                 layer.data_param.source = spec.test_source
             test_records = _records(layer.data_param.source)
-            layer.data_param.batch_size = test_batch(test_records)
+            layer.data_param.batch_size = full_test_batch(test_records)
     net_path = spec.folder / "net.prototxt"
     write_text_proto(net_path, net)
 
@@ -131,7 +131,7 @@ def write_run_files(spec: RunSpec) -> tuple[Path, Path]:
     solver.test_interval = 0
     del solver.test_iter[:]
     if spec.test:
-        solver.test_iter.append(test_records // test_batch(test_records))
+        solver.test_iter.append(test_records // full_test_batch(test_records))
         solver.test_interval_seconds = spec.test_interval_seconds or spec.plan.test_interval_seconds
         solver.test_initialization = True
     else:
@@ -163,7 +163,7 @@ def _records(source: str) -> int:
         reader.close()
 
 
-def test_batch(records: int) -> int:
+def full_test_batch(records: int) -> int:
     """The largest batch <= 100 dividing the test set, so test_iter batches cover it exactly."""
     return next(b for b in range(min(TEST_BATCH, records), 0, -1) if records % b == 0)
 

@@ -10,6 +10,7 @@ import argparse
 import csv
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,12 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def collect(profile: str, datasets: dict[str, Dataset]) -> tuple[list[RunRow], list[str]]:
+def collect(
+    profile: str, datasets: dict[str, Dataset], runs_dir: Path = RUNS_DIR
+) -> tuple[list[RunRow], list[str]]:
     """Rows of every finished Table 1 run of the profile, and notes on the unfinished ones."""
     rows, notes = [], []
-    base = RUNS_DIR / profile / "table1"
+    base = runs_dir / profile / "table1"
     for name, dataset in datasets.items():
         for folder in sorted((base / name).glob("*-seed*")):
             arm = folder.name.split("-seed")[0]
@@ -449,12 +452,18 @@ def markdown(
     return "\n".join(out) + "\n"
 
 
-def build(profile: str, datasets: list[str] | None = None, say=print) -> list[DatasetSummary]:
+def build(
+    profile: str,
+    datasets: list[str] | None = None,
+    say: Callable[[str], None] = print,
+    runs_dir: Path = RUNS_DIR,
+    out: Path | None = None,
+) -> list[DatasetSummary]:
     """Rebuild results[/profile]/table1_runs.csv, table1.csv and table1.md from the logs."""
     prof = load_profile(profile, datasets)
     ds = {name: plan.dataset for name, plan in prof.plans.items()}
-    rows, notes = collect(profile, ds)
-    out = results_dir(profile)
+    rows, notes = collect(profile, ds, runs_dir)
+    out = out or results_dir(profile)
     write_csv(out / "table1_runs.csv", RUN_COLUMNS, [asdict(r) for r in rows])
     summaries = [
         summarize_dataset(rows, d) for d in ds.values() if any(r.dataset == d.name for r in rows)

@@ -1,0 +1,143 @@
+"""Run folders of the experiment driver: generated files, bad input, half-written folders,
+resume after an interruption (on tiny generated MNIST-shaped data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+
+from engine.proto import caffe_pb2
+from engine.proto_io import read_solver_param
+from scripts import reproduce
+from scripts.profiles import Plan, ProfileError, load_profile
+from scripts.runs import RunSpec, full_test_batch, newest_snapshot, run, status, write_run_files
+from solvers.run_log import read_run_log
+
+
+def mnist_like(path: Path, records: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(records):
+            label = int(rng.integers(0, 10))
+            d = caffe_pb2.Datum(channels=1, height=28, width=28, label=label)
+            d.data = rng.integers(0, 256, 28 * 28, dtype=np.uint8).tobytes()
+            txn.put(f"{i:08d}".encode(), d.SerializeToString())
+    env.close()
+
+
+@pytest.fixture
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunSpec:
+    monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
+    mnist_like(tmp_path / "train_lmdb", 40, 1)
+    mnist_like(tmp_path / "test_lmdb", 30, 2)
+    dataset = load_profile("default", ["mnist"]).plans["mnist"].dataset
+    plan = Plan(
+        dataset,
+        batch_size=4,
+        budget_grad_evals=6,
+        test_interval_seconds=100.0,
+        snapshot_every=3,
+        display=1,
+    )
+    return RunSpec(
+        profile="t",
+        group="table1",
+        plan=plan,
+        arm="isgd",
+        seed=3,
+        train_source=str(tmp_path / "train_lmdb"),
+        test_source=str(tmp_path / "test_lmdb"),
+        isgd={"control_limit": 2.0},
+    )
+
+
+def test_profile_errors_name_the_profile_and_dataset() -> None:
+    with pytest.raises(
+        ProfileError, match=r"unknown profile 'fast' \(known: smoke, default, paper"
+    ):
+        load_profile("fast")
+    with pytest.raises(
+        ProfileError, match=r"unknown dataset\(s\) svhn \(known: mnist, cifar10, imagenet\)"
+    ):
+        load_profile("default", ["svhn"])
+    with pytest.raises(ProfileError, match="profile 'default' has no settings for imagenet"):
+        load_profile("default", ["imagenet"])
+    with pytest.raises(ProfileError, match="RUNS=0"):
+        load_profile("smoke", runs=0)
+    assert load_profile("paper").seeds == list(range(1, 11))
+
+
+def test_the_driver_reports_a_bad_profile_in_one_line(capsys) -> None:
+    assert reproduce.main(["--profile", "fast"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reproduce-table1: unknown profile 'fast'")
+
+
+def test_missing_data_offline_names_the_files_and_where_to_put_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("scripts.reproduce.ROOT", tmp_path)
+    monkeypatch.setenv("ISGD_DATA_DIR", str(tmp_path / "nowhere"))
+    profile = load_profile("smoke", ["mnist"])
+    with pytest.raises(
+        Exception, match=r"MNIST files not found under .*nowhere: missing train-images"
+    ):
+        reproduce.ensure_data(profile, lambda _: None)
+
+
+def test_generated_solver_and_net_carry_the_profile(spec: RunSpec) -> None:
+    net_path, solver_path = write_run_files(spec)
+    solver = read_solver_param(str(solver_path))
+    assert solver.random_seed == 3 and solver.max_grad_evals == 6
+    assert list(solver.test_iter) == [1] and solver.test_interval_seconds == 100.0
+    assert solver.test_interval == 0 and solver.snapshot == 3
+    assert solver.isgd_param.control_limit == 2.0 and solver.isgd_param.stop == 5
+    assert solver.snapshot_prefix.endswith("isgd-seed3/snap")
+    text = net_path.read_text()
+    assert "batch_size: 4" in text and "batch_size: 30" in text and "test_lmdb" in text
+    assert (
+        full_test_batch(10000) == 100 and full_test_batch(30) == 30 and full_test_batch(50001) == 21
+    )
+
+
+def test_a_run_resumes_after_an_interruption_and_is_then_skipped(spec: RunSpec) -> None:
+    messages: list[str] = []
+    log = run(spec, messages.append, lambda p: None)
+    assert log.finished and [e["iter"] for e in log.of("iter")] == list(range(6))
+    whole = [(e["iter"], e["loss"]) for e in log.of("iter")]
+    # Interrupt after iteration 4: the log keeps what was written, the last snapshot is gone.
+    lines = spec.log_path.read_text().splitlines()
+    cut = next(i for i, x in enumerate(lines) if json.loads(x).get("iter") == 4 and '"iter"' in x)
+    spec.log_path.write_text("\n".join(lines[: cut + 1]) + "\n")
+    for f in spec.folder.glob("snap_iter_6.*"):
+        f.unlink()
+    assert status(spec)[0] == "partial"
+    again = run(spec, messages.append, lambda p: None)
+    assert any("resuming from" in m and "snap_iter_3.solverstate" in m for m in messages)
+    assert [(e["iter"], e["loss"]) for e in again.of("iter")] == whole, "resume is exact"
+    size = spec.log_path.stat().st_size
+    run(spec, messages.append, lambda p: None)  # done: not redone
+    assert spec.log_path.stat().st_size == size
+
+
+def test_an_unreadable_newest_snapshot_falls_back_to_an_older_one(spec: RunSpec) -> None:
+    run(spec, lambda _: None, lambda p: None)
+    (spec.folder / "snap_iter_6.caffemodel").unlink()
+    said: list[str] = []
+    found = newest_snapshot(spec.folder, said.append)
+    assert found is not None and found.name == "snap_iter_3.solverstate"
+    assert len(said) == 1 and "snap_iter_6.solverstate: unreadable snapshot" in said[0]
+
+
+def test_a_started_run_without_snapshot_starts_again(spec: RunSpec) -> None:
+    spec.folder.mkdir(parents=True)
+    spec.log_path.write_text('{"event":"start","iter":0,"resumed_from":null}\n{"event":"iter","it')
+    said: list[str] = []
+    log = run(spec, said.append, lambda p: None)
+    assert any("starting it again" in m for m in said)
+    assert log.finished and len(read_run_log(spec.log_path).starts) == 1

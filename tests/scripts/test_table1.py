@@ -1,0 +1,157 @@
+"""Table 1 from synthetic run logs whose answers are worked out by hand: a dip below the target
+after reaching it, an accuracy equal to the target, a run that never stays above, a tie."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts.profiles import load_profile
+from scripts.table1 import build, collect, summarize_dataset
+from solvers.run_log import RunLogError
+
+# (seed, arm): [(train_s, grad_evals, accuracy)] of the tests
+TESTS = {
+    (1, "sgd"): [(2, 100, 0.98), (4, 200, 0.991), (6, 300, 0.989), (8, 400, 0.992)],
+    (1, "isgd"): [(2, 105, 0.985), (4, 210, 0.991), (6, 315, 0.993)],
+    (2, "sgd"): [(3, 150, 0.99), (6, 300, 0.995)],
+    (2, "isgd"): [(3, 150, 0.99), (6, 300, 0.989)],
+    (3, "sgd"): [(2, 100, 0.99), (4, 200, 0.991)],
+    (3, "isgd"): [(2, 101, 0.992), (4, 202, 0.993)],
+}
+
+
+def write_log(folder: Path, seed: int, arm: str, tests: list, finished: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    events = [
+        {
+            "event": "start",
+            "iter": 0,
+            "seed": seed,
+            "batch_size": 64,
+            "ranks": 1,
+            "device": "cpu",
+            "commit": "abc123",
+            "machine": "test box",
+            "resumed_from": None,
+        }
+    ]
+    evals = 0
+    for i, (train_s, grad_evals, accuracy) in enumerate(tests):
+        triggered = arm == "isgd" and i == 1
+        events.append(
+            {
+                "event": "iter",
+                "iter": i,
+                "train_s": train_s - 0.5,
+                "grad_evals": grad_evals,
+                "loss": 0.1,
+                "under_trained": triggered,
+                "subproblem_iters": 2 if triggered else 0,
+            }
+        )
+        events.append(
+            {
+                "event": "test",
+                "iter": i + 1,
+                "train_s": train_s,
+                "grad_evals": grad_evals,
+                "net": 0,
+                "outputs": {"accuracy": accuracy, "loss": 0.05},
+            }
+        )
+        evals = grad_evals
+    if finished:
+        events.append({"event": "timing", "completed": True, "wall_s": 10.0, "grad_evals": evals})
+    path = folder / "log.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    for (seed, arm), tests in TESTS.items():
+        write_log(tmp_path / "default" / "table1" / "mnist" / f"{arm}-seed{seed}", seed, arm, tests)
+    return tmp_path
+
+
+def test_rows_and_summary_match_the_hand_computation(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    [summary] = build("default", ["mnist"], say=lambda _: None, runs_dir=runs, out=out)
+    rows = {(int(r["seed"]), r["arm"]): r for r in csv.DictReader(open(out / "table1_runs.csv"))}
+    assert (
+        rows[(1, "sgd")]["time_to_target_s"] == "8" and rows[(1, "sgd")]["evals_to_target"] == "400"
+    )
+    assert (
+        rows[(1, "isgd")]["time_to_target_s"] == "4"
+        and rows[(1, "isgd")]["evals_to_target"] == "210"
+    )
+    assert rows[(2, "sgd")]["time_to_target_s"] == "3", "accuracy equal to the target counts"
+    assert (
+        rows[(2, "isgd")]["time_to_target_s"] == "" and rows[(2, "isgd")]["evals_to_target"] == ""
+    )
+    assert (
+        rows[(1, "isgd")]["alg2_triggers"] == "1" and rows[(1, "isgd")]["alg2_inner_steps"] == "2"
+    )
+    assert rows[(2, "sgd")]["top_acc"] == "0.995" and rows[(2, "isgd")]["final_acc"] == "0.989"
+    sgd, isgd = summary.arms["sgd"], summary.arms["isgd"]
+    assert (sgd.runs, sgd.reached, isgd.runs, isgd.reached) == (3, 3, 3, 2)
+    assert sgd.time_s.mean == pytest.approx(13 / 3) and isgd.time_s.mean == pytest.approx(3.0)
+    assert sgd.highest_top == 0.995 and isgd.highest_top == 0.993
+    assert sgd.average_top == pytest.approx((0.992 + 0.995 + 0.991) / 3)
+    # Pairs where both reached: seeds 1 (4 - 8 = -4 s) and 3 (2 - 2 = 0 s: a tie).
+    paired = summary.paired_s
+    assert paired.pairs == 2 and paired.difference.mean == pytest.approx(-2.0)
+    assert paired.difference.std == pytest.approx(8**0.5)
+    assert paired.t_p == pytest.approx(0.5)  # t = -1 with 1 df: p = 1 - 2 atan(1) / pi
+    assert paired.wilcoxon_p == pytest.approx(1.0)  # the tie is dropped: one difference left
+    assert summary.paired_evals.difference.mean == pytest.approx((-190 + 1) / 2)
+    table = list(csv.DictReader(open(out / "table1.csv")))[0]
+    assert float(table["normalized_time_isgd"]) == pytest.approx(3 / (13 / 3), rel=1e-5)
+    assert float(table["time_imp"]) == pytest.approx(1 - 9 / 13, rel=1e-5)
+    assert table["reached_isgd"] == "2" and table["pairs"] == "3"
+    md = (out / "table1.md").read_text()
+    assert "| mnist | isgd | 2/3 |" in md and "the interval includes zero" in md
+
+
+def test_every_row_agrees_with_a_recomputation_from_its_own_log(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build("default", ["mnist"], say=lambda _: None, runs_dir=runs, out=out)
+    for row in csv.DictReader(open(out / "table1_runs.csv")):
+        log = Path(row["log"])
+        events = [json.loads(x) for x in log.read_text().splitlines()]
+        accs = [e["outputs"]["accuracy"] for e in events if e["event"] == "test"]
+        assert float(row["top_acc"]) == max(accs) and float(row["final_acc"]) == accs[-1]
+
+
+def test_unfinished_runs_are_named_not_counted(runs: Path, tmp_path: Path) -> None:
+    write_log(
+        runs / "default" / "table1" / "mnist" / "sgd-seed4", 4, "sgd", [(1, 5, 0.5)], finished=False
+    )
+    profile = load_profile("default", ["mnist"])
+    rows, notes = collect("default", {"mnist": profile.plans["mnist"].dataset}, runs)
+    assert len(rows) == 6 and any("sgd-seed4: unfinished" in n for n in notes)
+
+
+def test_a_corrupt_log_is_named_and_nothing_is_written(runs: Path, tmp_path: Path) -> None:
+    log = runs / "default" / "table1" / "mnist" / "sgd-seed1" / "log.jsonl"
+    lines = log.read_text().splitlines()
+    lines.insert(2, "{not json")
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(RunLogError, match=r"sgd-seed1/log.jsonl:3: not a JSON event line"):
+        build("default", ["mnist"], say=lambda _: None, runs_dir=runs, out=out)
+    assert not out.exists()
+
+
+def test_summary_of_a_dataset_without_reached_pairs_has_no_interval(runs: Path) -> None:
+    profile = load_profile("default", ["mnist"])
+    dataset = profile.plans["mnist"].dataset
+    rows, _ = collect("default", {"mnist": dataset}, runs)
+    for r in rows:
+        r.time_to_target_s = None
+    s = summarize_dataset(rows, dataset)
+    assert s.paired_s.pairs == 0 and s.paired_s.t_p is None and s.arms["sgd"].time_s.mean is None
