@@ -47,13 +47,14 @@ class Plan:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named profile: how many pairs, how many ranks, and a Plan per dataset."""
+    """A named profile: how many pairs, how many ranks, a Plan per dataset, figure budgets."""
 
     name: str
     about: str
     runs: int
     ranks: int
     plans: dict[str, Plan]
+    figures: dict[str, Any]
 
     @property
     def seeds(self) -> list[int]:
@@ -139,4 +140,5 @@ def load_profile(
         runs=count,
         ranks=int(section.get("ranks", 1)),
         plans=plans,
+        figures=dict(section.get("figures", {})),
     )
