@@ -78,15 +78,18 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def copy_to_device(dst: Any, host: np.ndarray) -> None:
-    """Copy the host array `host` into the existing array `dst` (same shape): one host-to-device
-    transfer on CuPy (`dst.set`), a plain copy on NumPy."""
+    """Copy the host array `host` into the existing array `dst` (same size): one host-to-device
+    transfer on CuPy (`dst.set` when `dst` is contiguous), a plain copy on NumPy."""
     if isinstance(dst, np.ndarray):
         dst[...] = host
         return
     host = np.ascontiguousarray(host, dtype=dst.dtype)
     if tuple(host.shape) != tuple(dst.shape):
         host = host.reshape(dst.shape)
-    dst.set(host)
+    if dst.flags.c_contiguous:
+        dst.set(host)
+    else:  # a strided view: upload, then one device-side copy into place
+        dst[...] = module_of(dst).asarray(host)
 
 
 def pinned_empty(xp: ModuleType, shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:

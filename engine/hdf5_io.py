@@ -4,8 +4,8 @@ Weights (Net::ToHDF5 / CopyTrainedLayersFromHDF5): group "data" holds one group 
 datasets "0", "1", ... (only params a layer owns; shared ones are written by their owner), and an
 optional group "diff" laid out alike. Solver state (SnapshotSolverStateToHDF5): int datasets
 "iter" and "current_step", string "learned_net", group "history" with "0".."k-1". Our extensions
-beside them, which Caffe's reader ignores: "data_cursor", "data_rng_state" and "isgd_state" (the
-serialized IsgdState message as an opaque byte string).
+beside them, which Caffe's reader ignores: "data_cursor", "data_rng_state", "data_cursors",
+"layer_rng_state" and "isgd_state" (the serialized IsgdState message as an opaque byte string).
 """
 
 from __future__ import annotations
@@ -188,6 +188,8 @@ def write_solver_state(path: Any, state: Any) -> None:
             _write_string(f, "data_rng_state", state.data_rng_state)
         if state.HasField("layer_rng_state"):
             _write_string(f, "layer_rng_state", state.layer_rng_state)
+        if state.HasField("data_cursors"):
+            _write_string(f, "data_cursors", state.data_cursors)
         if state.HasField("isgd_state"):
             f.create_dataset("isgd_state", data=np.void(state.isgd_state.SerializeToString()))
 
@@ -217,6 +219,8 @@ def read_solver_state(path: Any) -> Any:
             state.data_rng_state = _read_string(f, "data_rng_state")
         if "layer_rng_state" in f:
             state.layer_rng_state = _read_string(f, "layer_rng_state")
+        if "data_cursors" in f:
+            state.data_cursors = _read_string(f, "data_cursors")
         if "isgd_state" in f:
             raw = f["isgd_state"][()]
             try:

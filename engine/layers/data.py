@@ -45,6 +45,7 @@ class DataLayer(Layer):
     exact_num_bottoms = 0
     min_tops = 1
     max_tops = 2
+    reads_dataset = True
 
     # --- setup ---------------------------------------------------------------------------
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:

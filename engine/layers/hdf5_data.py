@@ -30,6 +30,7 @@ class HDF5DataLayer(Layer):
 
     exact_num_bottoms = 0
     min_tops = 1
+    reads_dataset = True
 
     # --- setup ---------------------------------------------------------------------------
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
