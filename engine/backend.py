@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import EngineError
+
 CUPY_MISSING = (
     "the GPU (CuPy) backend was requested but CuPy is not installed: install the build for your "
     "CUDA version (pip install cupy-cuda12x, or pip install -e '.[gpu]'), or run without -gpu"
 )
 
 
-class BackendError(RuntimeError):
+class BackendError(EngineError):
     """The requested array module cannot be used here (CuPy missing, no such device)."""
 
 
@@ -109,10 +111,20 @@ def use_device(xp: ModuleType, device: int) -> None:
     """Make `device` current for this thread (CUDA's current device is per host thread)."""
     if is_numpy(xp):
         return
-    count = int(xp.cuda.runtime.getDeviceCount())
+    count = device_count(xp)
     if not 0 <= device < count:
         raise BackendError(f"GPU {device} does not exist ({count} visible)")
     xp.cuda.Device(device).use()
+
+
+def device_count(xp: ModuleType) -> int:
+    """Number of devices `xp` sees (0 on NumPy)."""
+    if is_numpy(xp):
+        return 0
+    try:
+        return int(xp.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - no driver, no device: none usable
+        return 0
 
 
 def current_device(xp: ModuleType) -> int | None:
