@@ -838,8 +838,18 @@ def matmul(a: Any, b: Any, /, out: Any = None, **kwargs: Any) -> ndarray:
     if kwargs:
         raise RuntimeError("Unknown kwargs {}".format(" ".join(kwargs)))
     o = _out_array(out)
-    r = np.matmul(_array(a), _array(b, "b"), out=o, dtype=dtype, casting=casting)
+    # NumPy's matmul of non-contiguous operands skips BLAS (slow loops); cuBLAS has no such cliff
+    x, y = (_contiguous(v) for v in (_array(a), _array(b, "b")))
+    r = np.matmul(x, y, out=o, dtype=dtype, casting=casting)
     return out if out is not None else _result(r)
+
+
+def _contiguous(v: np.ndarray) -> np.ndarray:
+    """`v`, copied if it is a strided view whose last two axes BLAS cannot take as they are."""
+    if v.ndim < 2 or v.flags.c_contiguous or v.flags.f_contiguous:
+        return v
+    inner = v.strides[-1] == v.itemsize or v.strides[-2] == v.itemsize
+    return v if inner else np.ascontiguousarray(v)
 
 
 def tensordot(a: Any, b: Any, axes: Any = 2) -> ndarray:
