@@ -37,8 +37,9 @@ def array_module(gpu: str | None, comm: Comm, log: Any) -> ModuleType:
     device = launch.select_device(gpu, launch.local_rank(comm), device_count(xp))
     assert device is not None
     use_device(xp, device)
-    if comm.size > 1:
-        log.info(f"Rank {comm.rank} of {comm.size} uses GPU {device}")
+    if comm.size > 1:  # a collective: every rank reports its device, rank 0 logs the map
+        devices = comm.allgather_object(device)
+        log.info(f"MPI: {comm.size} ranks use GPUs {devices} (by rank; -gpu {gpu})")
     else:
         log.info(f"Use GPU with device ID {device}")
     return xp

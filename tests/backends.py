@@ -7,6 +7,7 @@ copies (`host`), since the stand-in, like CuPy, refuses implicit conversion to N
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any
 
@@ -17,6 +18,10 @@ from engine.blob import Blob as EngineBlob
 from tests.cupy_standin import fakecupy
 
 BACKENDS: dict[str, ModuleType] = {"numpy": np, "standin": fakecupy}
+if os.environ.get("ISGD_TEST_REAL_CUPY") == "1":  # on a GPU machine: CuPy itself as a third
+    import cupy  # noqa: PLC0415
+
+    BACKENDS["cupy"] = cupy
 _current: list[ModuleType] = [np]
 
 

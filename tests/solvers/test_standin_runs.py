@@ -53,8 +53,11 @@ def _write_db(path: Path, n: int, shape: tuple[int, ...], seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("paper_nets"))
+
+
+def make_tree(root: Path) -> Path:
     """prototxt/ copies and data/ LMDBs (a few batches each) under one working directory."""
-    root = tmp_path_factory.mktemp("paper_nets")
     (root / "prototxt").mkdir()
     for solver, net, (train, test), shape in NETS.values():
         for name in (solver, net):
