@@ -947,6 +947,10 @@ def array_equal(a1: Any, a2: Any, equal_nan: bool = False) -> ndarray:
     return _wrap(np.asarray(np.array_equal(_array(a1), _array(a2, "a2"), equal_nan=equal_nan)))
 
 
+def shares_memory(a: Any, b: Any, max_work: Any = None) -> bool:
+    return bool(np.shares_memory(_array(a), _array(b, "b"), max_work=max_work))
+
+
 def isscalar(element: Any) -> bool:
     return bool(np.isscalar(element))
 
@@ -1188,6 +1192,7 @@ _FUNCTIONS = (
     "asnumpy get_array_module where nonzero clip take take_along_axis bincount argsort sort dot "
     "matmul tensordot einsum outer copyto concatenate stack transpose reshape broadcast_to "
     "moveaxis swapaxes expand_dims squeeze tile repeat flip pad allclose array_equal isscalar "
+    "shares_memory "
     "result_type can_cast"
 ).split()
 
