@@ -60,8 +60,8 @@ def module_of(array: Any) -> ModuleType:
     """The array module an array belongs to (NumPy for host arrays and scalars)."""
     if isinstance(array, (np.ndarray, np.generic)):
         return np
-    name = type(array).__module__
-    module = sys.modules.get(name) or sys.modules.get(name.split(".")[0])
+    name = type(array).__module__  # "cupy" for cupy.ndarray; the package, not a submodule
+    module = sys.modules.get(name.split(".")[0]) or sys.modules.get(name)
     if module is None or not hasattr(module, "ndarray"):
         raise TypeError(f"cannot tell the array module of a {type(array).__name__}")
     return module
@@ -74,7 +74,7 @@ def to_numpy(array: Any) -> np.ndarray:
     if isinstance(array, np.ndarray):
         return array
     get = getattr(array, "get", None)
-    if get is not None and not isinstance(array, (dict, list, tuple)):
+    if get is not None and not isinstance(array, dict):  # a dict's get is no device copy
         return get()
     return np.asarray(array)
 
