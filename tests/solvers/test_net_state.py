@@ -143,3 +143,22 @@ def test_resume_with_two_data_layers_restores_each_cursor(tiny: Tiny, quiet_log,
     resumed.solve(str(state_path))
     assert resumed.net.data_cursors() == straight.net.data_cursors()
     np.testing.assert_array_equal(to_numpy(resumed.net.flat_data), to_numpy(straight.net.flat_data))
+
+
+def test_a_cpu_snapshot_resumes_on_the_gpu_and_says_dropout_restarts(tiny: Tiny, quiet_log) -> None:
+    from tests.cupy_standin import fakecupy
+
+    with_aux_and_dropout(tiny)
+
+    def solver_file(name: str, max_iter: int) -> str:
+        path = tiny.solver(name=name, max_iter=max_iter, test_interval=0)
+        path.write_text(path.read_text().replace("test_iter: 2\n", ""))
+        return str(path)
+
+    log, _, _ = quiet_log("cpu")
+    Solver(solver_file("cpu", 3), log=log).solve()
+    log, text, _ = quiet_log("gpu")
+    gpu = Solver(solver_file("gpu", 5), log=log, xp=fakecupy)
+    gpu.restore(str(tiny.root / "snap" / "cpu_iter_3.solverstate"))
+    assert "random streams of layers drop1 from the other backend" in text.getvalue()
+    assert gpu.iter == 3 and [c["cursor"] for c in gpu.net.data_cursors()] == [12, 1]
