@@ -4,8 +4,8 @@ PY := $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo pytho
 ISGD_DATA_DIR ?= data/raw
 export ISGD_DATA_DIR
 
-.PHONY: setup test test-slow test-mpi lint bench proto data data-verify clean help \
-	reproduce-table1 table1 figures sweep-isgd results-readme
+.PHONY: setup test test-slow test-mpi test-gpu gpu-check lint bench bench-gpu proto data \
+	data-verify clean help reproduce-table1 table1 figures sweep-isgd
 DATA_SEED ?= 1
 PROFILE ?= default
 DATASETS ?=
@@ -23,6 +23,9 @@ help:
 	@echo "make test-slow  run the long checks too (real-data training)"
 	@echo "make bench      time LeNet, CIFAR-10 quick and AlexNet (scripts/bench.py)"
 	@echo "make test-mpi   only the MPI tests (mpiexec -n 2 and -n 4; oversubscribed is fine)"
+	@echo "make test-gpu   the gpu tests (need CuPy and a CUDA device: pip install -e '.[gpu]')"
+	@echo "make bench-gpu  time the benchmark nets on the GPU (scripts/gpu_bench.py)"
+	@echo "make gpu-check  gpu tests + CuPy under the backend tests + GPU timing (scripts/gpu_check.sh)"
 	@echo "make data       MNIST / CIFAR-10 originals in ISGD_DATA_DIR -> LMDBs (FCPR order) under data/"
 	@echo "make data-verify  md5-check the originals in ISGD_DATA_DIR"
 	@echo "make proto      regenerate engine/proto/caffe_pb2.py from engine/proto/caffe.proto"
@@ -41,6 +44,15 @@ test-slow:
 
 test-mpi:
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m mpi tests/solvers/test_mpi_comm.py tests/solvers/test_mpi_training.py
+
+test-gpu:
+	$(PY) -m pytest -q -rs -m gpu tests/gpu
+
+bench-gpu:
+	$(PY) scripts/gpu_bench.py
+
+gpu-check:
+	PY=$(PY) scripts/gpu_check.sh
 
 lint:
 	$(PY) -m ruff check .

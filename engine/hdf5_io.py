@@ -4,8 +4,9 @@ Weights (Net::ToHDF5 / CopyTrainedLayersFromHDF5): group "data" holds one group 
 datasets "0", "1", ... (only params a layer owns; shared ones are written by their owner), and an
 optional group "diff" laid out alike. Solver state (SnapshotSolverStateToHDF5): int datasets
 "iter" and "current_step", string "learned_net", group "history" with "0".."k-1". Our extensions
-beside them, which Caffe's reader ignores: "data_cursor", "data_rng_state", "layer_rng_state",
-and "isgd_state" / "progress" (the serialized IsgdState / RunProgress messages as opaque bytes).
+beside them, which Caffe's reader ignores: "data_cursor", "data_rng_state", "data_cursors",
+"layer_rng_state", and "isgd_state" / "progress" (the serialized IsgdState / RunProgress messages
+as opaque bytes).
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ def write_solver_state(path: Any, state: Any) -> None:
             _write_string(f, "data_rng_state", state.data_rng_state)
         if state.HasField("layer_rng_state"):
             _write_string(f, "layer_rng_state", state.layer_rng_state)
+        if state.HasField("data_cursors"):
+            _write_string(f, "data_cursors", state.data_cursors)
         for key in ("isgd_state", "progress"):
             if state.HasField(key):
                 f.create_dataset(key, data=np.void(getattr(state, key).SerializeToString()))
@@ -221,6 +224,8 @@ def read_solver_state(path: Any) -> Any:
             state.data_rng_state = _read_string(f, "data_rng_state")
         if "layer_rng_state" in f:
             state.layer_rng_state = _read_string(f, "layer_rng_state")
+        if "data_cursors" in f:
+            state.data_cursors = _read_string(f, "data_cursors")
         for key, kind in (("isgd_state", "an IsgdState"), ("progress", "a RunProgress")):
             if key not in f:
                 continue

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from engine.backend import make_rng
+from engine.backend import is_numpy, make_rng
 from engine.blob import Blob
 from engine.errors import NetError, UnknownLayerTypeError
 
@@ -79,6 +79,13 @@ class Layer:
     min_tops: ClassVar[int | None] = None
     max_tops: ClassVar[int | None] = None
     is_loss: ClassVar[bool] = False  # loss layers weight top 0 by 1 unless loss_weight says else
+    # Layers reading a dataset (Data, HDF5Data) have `cursor`, `rng_state` and `set_rank`; the Net
+    # saves and rewinds them apart from the other layers' random streams.
+    reads_dataset: ClassVar[bool] = False
+    # Layers drawing per-sample noise on the device in forward (Dropout): under data parallelism
+    # each rank gets its own stream (Net.set_rank), or every rank would drop the same units of its
+    # slice; a resumed run is exact only if this stream is restored (Net.set_rng_state).
+    device_noise: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -94,7 +101,8 @@ class Layer:
         self.xp = xp
         self.dtype = np.dtype(dtype)
         self.rng: np.random.Generator = np.random.default_rng(seed)  # host: fillers
-        self.xp_rng = self.rng if xp is np else make_rng(xp, seed)  # device: dropout, crops
+        # device draws (Dropout masks); on NumPy the same generator as the host's
+        self.xp_rng = self.rng if is_numpy(xp) else make_rng(xp, seed)
         self.blobs: list[Blob] = []
 
     # --- lifecycle -------------------------------------------------------------------------

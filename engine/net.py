@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module, to_numpy
+from engine.backend import get_array_module, make_rng, rng_state, set_rng_state, to_numpy
 from engine.blob import Blob
 from engine.errors import EngineError, NetError
 from engine.layer import TEST, TRAIN, Layer, layer_class
@@ -412,9 +412,85 @@ class Net:
     def layer_dict(self) -> OrderedDict[str, Layer]:
         return OrderedDict(zip(self.layer_names, self.layers, strict=True))
 
+    # ------------------------------------------------------------------ what the solver keeps
     def data_layers(self) -> list[Layer]:
-        """Layers reading a dataset (they expose cursor / set_rank for the solver)."""
-        return [layer for layer in self.layers if hasattr(layer, "set_rank")]
+        """Layers reading a dataset (Data, HDF5Data): record cursor, transform RNG, rank slice."""
+        return [layer for layer in self.layers if layer.reads_dataset]
+
+    def data_cursors(self) -> list[dict[str, Any]]:
+        """Where each data layer's next batch starts, with the state of its transform RNG, in net
+        order and JSON-ready: [{"layer": name, "cursor": int, "rng_state": dict or None}]."""
+        return [
+            {"layer": layer.name, "cursor": int(layer.cursor), "rng_state": layer.rng_state}
+            for layer in self.data_layers()
+        ]
+
+    def set_data_cursors(self, cursors: Sequence[dict[str, Any]]) -> None:
+        """Put every data layer back where data_cursors() found it (each its own entry; an entry
+        without "layer" fits any layer, as a Caffe snapshot's single cursor does)."""
+        layers = self.data_layers()
+        if len(cursors) != len(layers):
+            raise NetError(
+                f"{self._where()}{len(cursors)} saved data cursors for {len(layers)} data layers"
+            )
+        for layer, saved in zip(layers, cursors, strict=True):
+            name = saved.get("layer")
+            if name is not None and name != layer.name:
+                raise NetError(
+                    f"{self._where()}saved data cursor of layer '{name}' does not fit data layer "
+                    f"'{layer.name}' (a different net?)"
+                )
+            if int(layer.cursor) != int(saved["cursor"]):
+                layer.cursor = int(saved["cursor"])
+            if saved.get("rng_state") is not None:
+                layer.rng_state = saved["rng_state"]
+
+    def rng_state(self) -> dict[str, Any]:
+        """The random streams of every layer but the data layers (Dropout masks, DummyData
+        refills), JSON-ready: {"<index>:<name>": stream, "<index>:<name>:host": host stream when
+        the layer has one apart (on a GPU the device stream and the host fillers' differ)}."""
+        states: dict[str, Any] = {}
+        for index, layer in enumerate(self.layers):
+            if layer.reads_dataset:
+                continue
+            key = f"{index}:{layer.name}"
+            states[key] = rng_state(layer.xp_rng)
+            if layer.rng is not layer.xp_rng:
+                states[f"{key}:host"] = rng_state(layer.rng)
+        return states
+
+    def set_rng_state(self, states: dict[str, Any]) -> list[str]:
+        """Restore the streams of rng_state(). Returns the noise layers (Dropout) whose device
+        stream could not be restored because the other backend (NumPy vs CuPy) saved it: those
+        continue from their seed, so such a resumed run is not bit-exact."""
+        skipped: list[str] = []
+        for index, layer in enumerate(self.layers):
+            key = f"{index}:{layer.name}"
+            saved = [s for s in (states.get(key), states.get(f"{key}:host")) if s is not None]
+            device = next((s for s in saved if s.get("kind") == "DeviceRNG"), None)
+            host = next((s for s in saved if s.get("kind") != "DeviceRNG"), None)
+            if host is not None:
+                set_rng_state(layer.rng, host)  # on NumPy this is the layer's one stream
+            if layer.xp_rng is not layer.rng:  # a device stream apart (CuPy)
+                if device is not None:
+                    set_rng_state(layer.xp_rng, device)
+                elif saved and layer.device_noise:  # saved by a NumPy run
+                    skipped.append(layer.name)
+            elif device is not None and layer.device_noise:  # saved by a CuPy run
+                skipped.append(layer.name)
+        return skipped
+
+    def set_rank(self, rank: int, size: int) -> None:
+        """Make this net rank `rank` of `size` data-parallel ranks: every data layer serves the
+        rank's slice of each global batch, and layers drawing per-sample noise (Dropout) get a
+        stream of their own per rank (size > 1), so masks do not repeat across ranks."""
+        for layer in self.data_layers():
+            layer.set_rank(rank, size)
+        if size > 1:
+            for index, layer in enumerate(self.layers):
+                if layer.device_noise:
+                    stream = np.random.SeedSequence([self.seed, index, rank])
+                    layer.xp_rng = make_rng(self.xp, int(stream.generate_state(1)[0]))
 
     # ------------------------------------------------------------------ weights
     def copy_from(self, path_or_param: Any) -> list[str]:

@@ -9,17 +9,15 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module
+from engine.backend import synchronize, to_numpy
 from engine.errors import EngineError
 from solvers import mpi_train
 from solvers.comm import Comm, SerialComm
 from solvers.launch import AgreedExit, StartupMismatchError, rank_prefix
-from solvers.nets import data_layers
 from solvers.provenance import provenance
 from solvers.signals import SignalHandler, check_effect
 from solvers.train_log import TrainLog, fmt
@@ -87,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "gpu",
         default="",
         metavar="N|all",
-        help="optional; run in GPU mode (CuPy) on the given device ID ('all' = device 0: one "
-        "process drives one device; use mpirun for several)",
+        help="optional; run on GPUs with CuPy (train, test and time alike): 'all' puts rank r on "
+        "device r mod (visible GPUs), a list '0,2' puts rank r on list[r mod len], one id puts "
+        "every rank on it; a single process is rank 0 (use mpiexec for several GPUs)",
     )
     flag(
         "iterations",
@@ -150,18 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stages(value: str) -> list[str]:
     return [s for s in value.split(",") if s] if value else []
-
-
-def _array_module(gpu: str, log: TrainLog) -> ModuleType:
-    """NumPy for CPU; CuPy on the requested device for -gpu N / -gpu all."""
-    if not gpu:
-        log.info("Use CPU.")
-        return np
-    device = 0 if gpu == "all" else int(gpu.split(",")[0])
-    xp = get_array_module("cupy")
-    xp.cuda.Device(device).use()
-    log.info(f"Using GPUs {device}")
-    return xp
 
 
 def solver_mode_gpu(gpu: str, param: Any, log: TrainLog) -> str:
@@ -295,7 +282,7 @@ def _log_refusal(json_path: str | None, resume: bool, overwrite: bool) -> str | 
 def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) -> dict[str, Any]:
     """The JSON log's first line for this start: what ran, from which files, where, resumed how."""
     p = solver.param
-    layers = data_layers(solver.net)
+    layers = solver.net.data_layers()
     cfg = solver.isgd
     return {
         "event": "start",
@@ -351,7 +338,7 @@ def test(args: argparse.Namespace) -> int:
         raise SystemExit("isgd test: need model weights to score (-weights FILE)")
     iterations = 50 if args.iterations is None else args.iterations
     log = TrainLog(source="cli.py:0", progress=False)
-    xp = _array_module(args.gpu, log)
+    xp = mpi_train.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase="TEST", xp=xp, stages=_stages(args.stage), level=args.level)
     from solvers.solver import weights_warning  # noqa: PLC0415
 
@@ -369,9 +356,7 @@ def test(args: argparse.Namespace) -> int:
         loss = np.float32(loss + np.float32(net.forward_loss()))
         values, names = [], []
         for name in net.output_blob_names:
-            data = net.blobs[name].data
-            host = data.get() if hasattr(data, "get") else np.asarray(data)
-            flat = np.asarray(host, np.float32).reshape(-1)
+            flat = np.asarray(to_numpy(net.blobs[name].data), np.float32).reshape(-1)
             values.append(flat)
             for v in flat:
                 names.append(name)
@@ -400,9 +385,12 @@ def time_(args: argparse.Namespace) -> int:
     if phase not in ("TRAIN", "TEST"):
         raise SystemExit('isgd time: phase must be "TRAIN" or "TEST"')
     log = TrainLog(source="cli.py:0", progress=False)
-    xp = _array_module(args.gpu, log)
+    xp = mpi_train.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase=phase, xp=xp, stages=_stages(args.stage), level=args.level)
-    sync = (lambda: xp.cuda.Device().synchronize()) if xp is not np else (lambda: None)
+
+    def sync() -> None:  # device work must end before the clock stops
+        synchronize(xp)
+
     log.info("Performing Forward")
     log.info(f"Initial loss: {fmt(net.forward_loss())}")
     log.info("Performing Backward")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backend import device_count, get_array_module, use_device
 from solvers import launch
 from solvers.comm import Comm
 
@@ -23,18 +24,24 @@ def check_inputs(comm: Comm, solver: str, weights: str | None, snapshot: str | N
 
 
 def array_module(gpu: str | None, comm: Comm, log: Any) -> ModuleType:
-    """NumPy, or CuPy on this rank's device: r mod (visible GPUs) for -gpu all, list[r mod len]."""
-    device = launch.select_device(
-        gpu, launch.local_rank(comm), launch.visible_gpu_count() if gpu else 0
-    )
-    if device is None:
+    """The array module of `isgd train`, `test` and `time` (one meaning of -gpu for all three).
+
+    No -gpu: NumPy. Otherwise CuPy on this rank's device, made current for this thread: node rank
+    r takes device r mod (visible GPUs) for "all", list[r mod len] for a list of ids, the id
+    itself for one id; a single process is rank 0. Without CuPy: a clear error saying so.
+    """
+    if launch.parse_gpu_flag(gpu) is None:
         log.info("Use CPU.")
         return np
-    from engine.backend import get_array_module  # noqa: PLC0415
-
-    xp = get_array_module("cupy")
-    xp.cuda.Device(device).use()
-    log.info(f"Rank {comm.rank} of {comm.size} uses GPU {device}")
+    xp = get_array_module("cupy")  # BackendError: CuPy is not installed
+    device = launch.select_device(gpu, launch.local_rank(comm), device_count(xp))
+    assert device is not None
+    use_device(xp, device)
+    if comm.size > 1:  # a collective: every rank reports its device, rank 0 logs the map
+        devices = comm.allgather_object(device)
+        log.info(f"MPI: {comm.size} ranks use GPUs {devices} (by rank; -gpu {gpu})")
+    else:
+        log.info(f"Use GPU with device ID {device}")
     return xp
 
 

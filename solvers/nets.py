@@ -79,13 +79,8 @@ def build_net(net_param: Any, phase: str, xp: ModuleType, seed: int | None) -> A
     return Net(net_param, phase=phase, xp=xp, seed=seed)
 
 
-def data_layers(net: Any) -> list[Any]:
-    """Layers with a record cursor (the Data layer): the solver saves and rewinds their cursor."""
-    return [layer for layer in net.data_layers() if hasattr(layer, "cursor")]
-
-
 def batches_per_epoch(net: Any, iter_size: int) -> int | None:
     """ceil(records / (batch_size * iter_size)) from the train net's first data layer, if any."""
-    for layer in data_layers(net):
+    for layer in net.data_layers():
         return max(1, math.ceil(layer.num_records / (layer.batch_size * max(iter_size, 1))))
     return None

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from engine import hdf5_io
-from engine.backend import to_numpy
+from engine.backend import copy_to_device, to_numpy
 from engine.errors import PrototxtError
 from engine.hdf5_io import is_hdf5_path
 from engine.proto_io import (
@@ -76,15 +76,7 @@ def history_from_state(state: Any, history: list[Any], where: str) -> None:
                 f"{where}: history blob {i} holds {array.size} values, the net's param {i} has "
                 f"{h.size}"
             )
-        xp = type(h).__module__.split(".")[0]
-        values = np.ascontiguousarray(array.reshape(h.shape), dtype=h.dtype)
-        h[...] = values if xp == "numpy" else _to_device(h, values)
-
-
-def _to_device(like: Any, values: np.ndarray) -> Any:
-    import cupy  # noqa: PLC0415 - only reached for CuPy buffers
-
-    return cupy.asarray(values)
+        copy_to_device(h, np.ascontiguousarray(array.reshape(h.shape), dtype=h.dtype))
 
 
 def load_state(path: str) -> Any:

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module, make_rng, to_numpy
+from engine.backend import get_array_module, to_numpy
 from engine.errors import EngineError, PrototxtError
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
 from solvers import lr_policy, snapshot
 from solvers.comm import Comm, SerialComm
 from solvers.isgd import IsgdConfig, LossQueue, is_under_trained, subproblem_step
-from solvers.nets import batches_per_epoch, build_net, data_layers, test_net_params, train_net_param
+from solvers.nets import batches_per_epoch, build_net, test_net_params, train_net_param
 from solvers.train_log import TrainLog, fmt
 from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
 
@@ -124,14 +124,8 @@ class Solver:
         self.test_nets = test_nets
         for spec in p.weights:  # Caffe's solver `weights` field, as the -weights flag
             self.load_weights(spec)
-        for layer in data_layers(self.net):
-            layer.set_rank(self.comm.rank, self.comm.size)
-        if self.comm.size > 1:
-            # Each rank drops out units of different samples: masks must not repeat across ranks.
-            for index, layer in enumerate(self.net.layers):
-                if layer.type_name == "Dropout":
-                    stream = np.random.SeedSequence([seed, index, self.comm.rank])
-                    layer.xp_rng = make_rng(self.xp, int(stream.generate_state(1)[0]))
+        # This rank's slice of every global batch, and its own Dropout stream.
+        self.net.set_rank(self.comm.rank, self.comm.size)
 
         self.rule = make_rule(p)
         self.iter = 0
@@ -265,41 +259,12 @@ class Solver:
         if left and self.comm.is_master:
             self.log.warning(weights_warning(", ".join(files), left))
 
-    def _cursors(self) -> list[tuple[int, Any]]:
-        """Each Data layer's record cursor and transform RNG state (crop/mirror draws)."""
-        return [
-            (int(layer.cursor), getattr(layer, "rng_state", None))
-            for layer in data_layers(self.net)
-        ]
+    def _cursors(self) -> list[dict[str, Any]]:
+        """Every data layer's record cursor and transform RNG state (Alg. 2 reruns a batch)."""
+        return self.net.data_cursors()
 
-    def _layer_rng_states(self) -> dict[str, Any]:
-        """Host RNG states of the train net's layers (Dropout, DummyData...), for exact resume.
-
-        Data layers are left out (their cursor and RNG state are saved apart, prefetch-aware);
-        device generators (CuPy) have no portable state and are left out too."""
-        states = {}
-        for index, layer in enumerate(self.net.layers):
-            if hasattr(layer, "rng_state") or not hasattr(layer.xp_rng, "bit_generator"):
-                continue
-            states[f"{index}:{layer.name}"] = layer.xp_rng.bit_generator.state
-            if layer.rng is not layer.xp_rng:
-                states[f"{index}:{layer.name}:host"] = layer.rng.bit_generator.state
-        return states
-
-    def _set_layer_rng_states(self, states: dict[str, Any]) -> None:
-        for index, layer in enumerate(self.net.layers):
-            key = f"{index}:{layer.name}"
-            if key in states and hasattr(layer.xp_rng, "bit_generator"):
-                layer.xp_rng.bit_generator.state = states[key]
-            if f"{key}:host" in states:
-                layer.rng.bit_generator.state = states[f"{key}:host"]
-
-    def _set_cursors(self, cursors: list[tuple[int, Any]]) -> None:
-        for layer, (cursor, rng_state) in zip(data_layers(self.net), cursors, strict=True):
-            if int(layer.cursor) != cursor:
-                layer.cursor = cursor
-            if rng_state is not None and hasattr(layer, "rng_state"):
-                layer.rng_state = rng_state
+    def _set_cursors(self, cursors: list[dict[str, Any]]) -> None:
+        self.net.set_data_cursors(cursors)
 
     def _update_smoothed_loss(self, loss: np.float32, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last `average_loss` losses, in Dtype."""
@@ -369,7 +334,7 @@ class Solver:
         return {"mean": mean, "std": std, "limit": limit, "under_trained": under}
 
     def _subproblem(
-        self, limit: float, rate: np.float32, anchor: Any, cursors: list[int]
+        self, limit: float, rate: np.float32, anchor: Any, cursors: list[dict[str, Any]]
     ) -> Alg2Result:
         """Alg. 2 on the same batch: up to `stop` steps of Eq. 18 while the loss exceeds the limit.
 
@@ -664,7 +629,7 @@ class Solver:
             values = []
             names = []
             for name in net.output_blob_names:
-                flat = np.asarray(_host(net.blobs[name].data), np.float32).reshape(-1)
+                flat = np.asarray(to_numpy(net.blobs[name].data), np.float32).reshape(-1)
                 values.append(flat)
                 names.extend([name] * flat.size)
             batch = np.concatenate(values) if values else np.zeros(0, np.float32)
@@ -724,12 +689,13 @@ class Solver:
         snapshot.history_to_state(state, ordered)
         if self.queue is not None:
             self.queue.to_proto(state.isgd_state)
-        cursors = self._cursors()
-        if cursors:
-            state.data_cursor = cursors[0][0]
-            if cursors[0][1] is not None:
-                state.data_rng_state = json.dumps(cursors[0][1])
-        layer_rngs = self._layer_rng_states()
+        cursors = self.net.data_cursors()
+        if cursors:  # the first also in Caffe-era fields, which older readers know
+            state.data_cursor = cursors[0]["cursor"]
+            if cursors[0]["rng_state"] is not None:
+                state.data_rng_state = json.dumps(cursors[0]["rng_state"])
+            state.data_cursors = json.dumps(cursors)
+        layer_rngs = self.net.rng_state()
         if layer_rngs:
             state.layer_rng_state = json.dumps(layer_rngs)
         progress = state.progress
@@ -764,10 +730,19 @@ class Solver:
         if self.queue is not None and state.HasField("isgd_state"):
             self.queue.from_proto(state.isgd_state)
         if state.layer_rng_state:
-            self._set_layer_rng_states(json.loads(state.layer_rng_state))
-        cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
-        rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
-        self._set_cursors([(cursor, rng_state)] * len(data_layers(self.net)))
+            skipped = self.net.set_rng_state(json.loads(state.layer_rng_state))
+            if skipped and self.comm.is_master:
+                self.log.info(
+                    f"Snapshot {path} holds the random streams of layers {', '.join(skipped)} "
+                    "from the other backend (CPU vs GPU): they restart from their seeds"
+                )
+        if state.data_cursors:
+            self.net.set_data_cursors(json.loads(state.data_cursors))
+        else:  # Caffe's or an older snapshot: one cursor for all (none: from the first record)
+            cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
+            rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
+            saved = {"cursor": cursor, "rng_state": rng_state}
+            self.net.set_data_cursors([saved] * len(self.net.data_layers()))
         if state.HasField("progress"):
             progress = state.progress
             self.train_seconds = float(progress.train_seconds)
@@ -786,12 +761,12 @@ class Solver:
     def _what_starts_afresh(self, state: Any) -> list[str]:
         """What a resume from `state` cannot restore and therefore starts anew, in words."""
         afresh = []
-        if data_layers(self.net) and not state.HasField("data_cursor"):
+        if self.net.data_layers() and not state.HasField("data_cursor"):
             afresh.append("the data cursor starts at record 0")
         if self.queue is not None and not state.HasField("isgd_state"):
             what = "ISGD's loss queue" if self.isgd is not None else "the average-loss window"
             afresh.append(f"{what} starts empty (one epoch to refill)")
-        if self._layer_rng_states() and not state.layer_rng_state:
+        if self.net.rng_state() and not state.layer_rng_state:
             afresh.append("layer random streams (Dropout ...) restart from the seed")
         if not state.HasField("progress"):
             afresh.append(
@@ -812,11 +787,6 @@ def weights_warning(source: str, layers: list[str]) -> str:
 def _short(value: Any) -> float:
     """A float32 as the shortest decimal that reads back to it (0.1, not 0.10000000149)."""
     return float(str(np.float32(value)))
-
-
-def _host(array: Any) -> np.ndarray:
-    get = getattr(array, "get", None)
-    return get() if get is not None else np.asarray(array)
 
 
 def _loss_weights(net: Any) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 The objective is sum_t <top_t.data, R_t> for fixed random R_t; its analytic gradient comes from
 setting top diffs to R_t and calling backward. Every bottom element and param element is perturbed.
+Works for a layer of any array module (NumPy or the CuPy stand-in): values cross to the host only
+through engine.backend.to_numpy, and elements are read with float() (a CuPy element is a view).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from engine.backend import to_numpy
 from engine.blob import Blob
 from engine.layer import Layer
 
@@ -19,7 +22,7 @@ def _objective(layer: Layer, bottoms, tops, weights, prepare) -> float:
         prepare()
     layer.reshape(bottoms, tops)
     layer.forward(bottoms, tops)
-    return float(sum(np.sum(t.data * w) for t, w in zip(tops, weights, strict=True)))
+    return sum(float(layer.xp.sum(t.data * w)) for t, w in zip(tops, weights, strict=True))
 
 
 def check_layer_gradient(
@@ -41,11 +44,12 @@ def check_layer_gradient(
     mask of bottom elements to skip because they sit at a non-differentiable point (ReLU at 0).
     """
     rng = np.random.default_rng(seed)
+    xp = layer.xp
     layer.setup(bottoms, tops)
     if prepare is not None:
         prepare()
     layer.forward(bottoms, tops)
-    weights = [rng.standard_normal(t.shape) for t in tops]
+    weights = [xp.asarray(rng.standard_normal(t.shape)) for t in tops]
     check_bottoms = list(range(len(bottoms))) if check_bottoms is None else list(check_bottoms)
 
     for p in layer.blobs:
@@ -59,7 +63,7 @@ def check_layer_gradient(
 
     targets: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
     for i in check_bottoms:
-        skip = kink(bottoms[i].data) if kink is not None else None
+        skip = kink(to_numpy(bottoms[i].data)) if kink is not None else None
         targets.append((f"bottom {i}", bottoms[i].data, analytic_bottom[i], skip))
     for j, p in enumerate(layer.blobs if check_params else []):
         targets.append((f"param {j}", p.data, analytic_param[j], None))
@@ -68,14 +72,14 @@ def check_layer_gradient(
         flat = array.reshape(-1)
         numeric = np.zeros(flat.size)
         for k in range(flat.size):
-            orig = flat[k]
+            orig = float(flat[k])
             flat[k] = orig + step
             plus = _objective(layer, bottoms, tops, weights, prepare)
             flat[k] = orig - step
             minus = _objective(layer, bottoms, tops, weights, prepare)
             flat[k] = orig
             numeric[k] = (plus - minus) / (2 * step)
-        got = analytic.reshape(-1)
+        got = to_numpy(analytic).reshape(-1)
         if skip is not None:
             keep = ~skip.reshape(-1)
             got, numeric = got[keep], numeric[keep]

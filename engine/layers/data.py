@@ -4,7 +4,9 @@ Batch k of the cycle holds records (k * B + i) mod N, i < B (B = data_param.batc
 batch): reading wraps to the first record at the end, as Caffe's cursor does. With set_rank(r, n)
 the layer serves rank r's contiguous slice of every global batch, and the random transform draws
 are made for the whole global batch, so the slices of n ranks concatenate to the n = 1 batch.
-The next batch is read and transformed in a background thread into the other of two host buffers.
+The next batch is read and transformed in a background thread into the other of two host buffers
+(pinned when the net runs on a GPU); forward copies it into the tops once per batch, in the
+calling thread, so no device work ever runs in the prefetch thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backend import copy_to_device, pinned_empty
 from engine.blob import Blob
 from engine.data_transformer import DataTransformer, TransformDraw
 from engine.errors import EngineError
@@ -45,6 +48,7 @@ class DataLayer(Layer):
     exact_num_bottoms = 0
     min_tops = 1
     max_tops = 2
+    reads_dataset = True
 
     # --- setup ---------------------------------------------------------------------------
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
@@ -97,8 +101,8 @@ class DataLayer(Layer):
 
     def _alloc_buffers(self) -> None:
         b = self.local_batch_size
-        self._bufs = [np.empty((b, *self.out_shape), self.dtype) for _ in range(2)]
-        self._label_bufs = [np.empty(b, self.dtype) for _ in range(2)]
+        self._bufs = [pinned_empty(self.xp, (b, *self.out_shape), self.dtype) for _ in range(2)]
+        self._label_bufs = [pinned_empty(self.xp, b, self.dtype) for _ in range(2)]
 
     # --- public cycle state ----------------------------------------------------------------
     @property
@@ -173,9 +177,9 @@ class DataLayer(Layer):
 
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         images, labels = self._take()
-        tops[0].data[...] = self.xp.asarray(images)
+        copy_to_device(tops[0].data, images)
         if len(tops) > 1:
-            tops[1].data[...] = self.xp.asarray(labels)
+            copy_to_device(tops[1].data, labels)
 
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from engine.backend import scatter_add
 from engine.blob import Blob
 from engine.layer import Layer, register_layer
 
@@ -57,6 +58,6 @@ class EmbedLayer(Layer):
         if propagate_down[0]:
             raise self.error("cannot backpropagate to the indices (bottom 0)")
         dy = tops[0].diff.reshape(-1, self.num_output)
-        self.xp.add.at(self.weight.diff, self._index, dy)
+        scatter_add(self.xp, self.weight.diff, self._index, dy)
         if self.bias is not None:
             self.bias.diff += dy.sum(axis=0)

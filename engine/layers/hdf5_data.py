@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backend import copy_to_device, pinned_empty
 from engine.blob import Blob
 from engine.errors import EngineError
 from engine.hdf5_io import open_h5, read_array
@@ -30,6 +31,7 @@ class HDF5DataLayer(Layer):
 
     exact_num_bottoms = 0
     min_tops = 1
+    reads_dataset = True
 
     # --- setup ---------------------------------------------------------------------------
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
@@ -100,7 +102,7 @@ class HDF5DataLayer(Layer):
 
     def _alloc_buffers(self) -> None:
         b = self.local_batch_size
-        self._bufs = [np.empty((b, *s), self.dtype) for s in self.row_shapes]
+        self._bufs = [pinned_empty(self.xp, (b, *s), self.dtype) for s in self.row_shapes]
 
     # --- the cycle -------------------------------------------------------------------------
     def _start_epoch(self) -> None:
@@ -213,7 +215,7 @@ class HDF5DataLayer(Layer):
             if self._row == len(self._arrays[0]):  # Caffe moves to the next file at once
                 self._advance_file()
         for top, buf in zip(tops, self._bufs, strict=True):
-            top.data[...] = self.xp.asarray(buf)
+            copy_to_device(top.data, buf)  # one host-to-device copy per top and batch
 
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]

@@ -113,6 +113,8 @@ class TanHLayer(NeuronLayer):
 class DropoutLayer(NeuronLayer):
     """TRAIN: y = x * mask / (1 - ratio), mask ~ Bernoulli(1 - ratio); TEST: y = x (scale_train)."""
 
+    device_noise = True
+
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         p = self.param.dropout_param
         self.ratio = float(p.dropout_ratio)

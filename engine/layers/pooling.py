@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backend import host_threads_allowed
 from engine.blob import Blob
 from engine.conv_gemm import WORKERS
 from engine.layer import Layer, register_layer
@@ -129,7 +130,8 @@ class PoolingLayer(Layer):
         wb = max((ow - 1) * self.sw + self.kw, w + self.pw)
         buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow)}
         # Two batch halves in two threads when there is enough work to pay for the hand-off.
-        buf["parts"] = min(WORKERS, n) if n * c * oh * ow >= _MIN_PARALLEL else 1
+        threaded = host_threads_allowed(xp) and n * c * oh * ow >= _MIN_PARALLEL
+        buf["parts"] = min(WORKERS, n) if threaded else 1
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)

@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.data_transformer import DataTransformer, TransformDraw
 from engine.fillers import fill
 from engine.layer import TEST, TRAIN, layer_class
 from engine.net import Net
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
+
+# Every reference check runs under NumPy and under the strict CuPy stand-in (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("xp")
 
 F64 = np.float64
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -33,13 +37,13 @@ def f32(value: float) -> float:
 # --------------------------------------------------------------------------------- helpers
 def make(text: str, phase: str = TRAIN, seed: int = 0):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return layer_class(param.type, param.name)(param, phase, np, F64, seed)
+    return layer_class(param.type, param.name)(param, phase, backend(), F64, seed)
 
 
 def blob(values) -> Blob:
     values = np.asarray(values, dtype=F64)
     b = Blob(values.shape, dtype=F64)
-    b.data[...] = values
+    b.data[...] = dev(values)
     return b
 
 
@@ -53,7 +57,7 @@ def run(layer, bottoms, ntops: int = 1):
 
 def backprop(layer, bottoms, tops, top_diffs, propagate=None):
     for t, d in zip(tops, top_diffs, strict=True):
-        t.diff[...] = d
+        t.diff[...] = dev(d)
     for p in layer.blobs:
         p.diff[...] = 0
     propagate = [True] * len(bottoms) if propagate is None else propagate
@@ -161,18 +165,18 @@ def test_convolution_matches_caffe_im2col_loops(shape, num_output, geom, k, s, p
     )
     x = rng.standard_normal(shape)
     (top,) = run(layer, [bottom := blob(x)])
-    w, b = layer.blobs[0].data.copy(), layer.blobs[1].data.copy()
+    w, b = host(layer.blobs[0].data).copy(), host(layer.blobs[1].data).copy()
     assert w.shape == (num_output, shape[1] // group, *k)
     want = ref_conv_forward(x, w, b, k, s, p, d, group)
     assert top.shape == want.shape
-    np.testing.assert_allclose(top.data, want, rtol=1e-12, atol=1e-12)
+    assert_allclose(top.data, want, rtol=1e-12, atol=1e-12)
 
     dy = rng.standard_normal(want.shape)
     backprop(layer, [bottom], [top], [dy])
     dx, dw, db = ref_conv_backward(x, w, dy, k, s, p, d, group)
-    np.testing.assert_allclose(bottom.diff, dx, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(layer.blobs[0].diff, dw, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(layer.blobs[1].diff, db, rtol=1e-12, atol=1e-12)
+    assert_allclose(bottom.diff, dx, rtol=1e-12, atol=1e-12)
+    assert_allclose(layer.blobs[0].diff, dw, rtol=1e-12, atol=1e-12)
+    assert_allclose(layer.blobs[1].diff, db, rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------- pooling (pooling_layer.cpp)
@@ -257,11 +261,11 @@ def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p):
     assert tops[0].shape == want.shape
     dy = rng.standard_normal(want.shape)
     _, _, dx = ref_pool(x, method, k, s, p, dy)
-    np.testing.assert_allclose(tops[0].data, want, rtol=1e-13, atol=1e-13)
+    assert_allclose(tops[0].data, want, rtol=1e-13, atol=1e-13)
     if method == "MAX":
-        np.testing.assert_array_equal(tops[1].data, mask)
+        assert_array_equal(tops[1].data, mask)
     backprop(layer, [bottom], tops[:1], [dy])
-    np.testing.assert_allclose(bottom.diff, dx, rtol=1e-13, atol=1e-13)
+    assert_allclose(bottom.diff, dx, rtol=1e-13, atol=1e-13)
 
 
 def test_max_pooling_ties_keep_the_first_maximum_in_scan_order():
@@ -273,9 +277,9 @@ def test_max_pooling_ties_keep_the_first_maximum_in_scan_order():
     want, mask, _ = ref_pool(x, "MAX", (3, 3), (2, 2), (0, 0))
     dy = rng.standard_normal(want.shape)
     _, _, dx = ref_pool(x, "MAX", (3, 3), (2, 2), (0, 0), dy)
-    np.testing.assert_array_equal(mask_top.data, mask)
+    assert_array_equal(mask_top.data, mask)
     backprop(layer, [bottom], [top], [dy])
-    np.testing.assert_allclose(bottom.diff, dx, rtol=1e-13, atol=1e-13)
+    assert_allclose(bottom.diff, dx, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
@@ -285,7 +289,7 @@ def test_global_pooling_uses_the_whole_plane(method):
     (top,) = run(layer, [blob(x)])
     want, _, _ = ref_pool(x, method, (5, 7), (1, 1), (0, 0))
     assert top.shape == (2, 3, 1, 1)
-    np.testing.assert_allclose(top.data, want, rtol=1e-13)
+    assert_allclose(top.data, want, rtol=1e-13)
 
 
 # ----------------------------------------------------------------------- LRN (lrn_layer.cpp)
@@ -318,7 +322,7 @@ def test_lrn_matches_caffe_both_regions(region, size, k):
     )
     (top,) = run(layer, [bottom := blob(x)])
     alpha = f32(alpha)
-    np.testing.assert_allclose(top.data, ref_lrn(x, size, alpha, beta, k, region), rtol=1e-12)
+    assert_allclose(top.data, ref_lrn(x, size, alpha, beta, k, region), rtol=1e-12)
     # gradient against central differences of the reference (not of our own forward)
     r = rng.standard_normal(x.shape)
     backprop(layer, [bottom], [top], [r])
@@ -330,7 +334,7 @@ def test_lrn_matches_caffe_both_regions(region, size, k):
         fp = np.sum(ref_lrn(xp_, size, alpha, beta, k, region) * r)
         fm = np.sum(ref_lrn(xm, size, alpha, beta, k, region) * r)
         num[idx] = (fp - fm) / (2 * eps)
-    np.testing.assert_allclose(bottom.diff, num, rtol=1e-5, atol=1e-8)
+    assert_allclose(bottom.diff, num, rtol=1e-5, atol=1e-8)
 
 
 # ------------------------------------------------------------- InnerProduct axis / transpose
@@ -348,19 +352,19 @@ def test_inner_product_axis_and_transpose(axis, transpose):
     (top,) = run(layer, [bottom := blob(x)])
     a = axis % len(shape)
     m, kk = math.prod(shape[:a]), math.prod(shape[a:])
-    w, b = layer.blobs[0].data, layer.blobs[1].data
+    w, b = host(layer.blobs[0].data), host(layer.blobs[1].data)
     assert w.shape == ((kk, 6) if transpose else (6, kk))
     wnk = w.T if transpose else w
     want = x.reshape(m, kk) @ wnk.T + b
     assert top.shape == (*shape[:a], 6)
-    np.testing.assert_allclose(top.data.reshape(m, 6), want, rtol=1e-12)
+    assert_allclose(top.data.reshape(m, 6), want, rtol=1e-12)
     dy = rng.standard_normal(top.shape)
     backprop(layer, [bottom], [top], [dy])
     dy2 = dy.reshape(m, 6)
     dwnk = dy2.T @ x.reshape(m, kk)
-    np.testing.assert_allclose(layer.blobs[0].diff, dwnk.T if transpose else dwnk, rtol=1e-12)
-    np.testing.assert_allclose(layer.blobs[1].diff, dy2.sum(0), rtol=1e-12)
-    np.testing.assert_allclose(bottom.diff.reshape(m, kk), dy2 @ wnk, rtol=1e-12)
+    assert_allclose(layer.blobs[0].diff, dwnk.T if transpose else dwnk, rtol=1e-12)
+    assert_allclose(layer.blobs[1].diff, dy2.sum(0), rtol=1e-12)
+    assert_allclose(bottom.diff.reshape(m, kk), dy2 @ wnk, rtol=1e-12)
 
 
 # ----------------------------------------------------- SoftmaxWithLoss (softmax_loss_layer.cpp)
@@ -404,7 +408,7 @@ def test_softmax_with_loss_normalization_and_ignore_label(mode, ignore):
     loss, grad = ref_softmax_loss(x, labels, 1, ignore, want_mode, 0.7)
     assert float(top.data) == pytest.approx(loss, rel=1e-12)
     backprop(layer, [scores, Blob(labels.shape, dtype=F64)], [top], [0.7], [True, False])
-    np.testing.assert_allclose(scores.diff, grad, rtol=1e-12, atol=1e-15)
+    assert_allclose(scores.diff, grad, rtol=1e-12, atol=1e-15)
 
 
 def test_softmax_with_loss_along_axis_2():
@@ -455,7 +459,7 @@ def test_accuracy_all_scores_equal_top5_hits_the_five_highest_classes():
     layer = make('name: "a" type: "Accuracy" accuracy_param { top_k: 5 }')
     top, per_class = run(layer, [blob(np.zeros((10, 10))), blob(labels)], 2)
     assert float(top.data) == 0.5
-    np.testing.assert_array_equal(per_class.data, [0] * 5 + [1] * 5)
+    assert_array_equal(per_class.data, [0] * 5 + [1] * 5)
 
 
 # ------------------------------------------------------------ Eltwise / Concat / Slice / Flatten
@@ -468,25 +472,25 @@ def test_eltwise_sum_coeffs_prod_and_max_tie_rule():
         make('name: "e" type: "Eltwise" eltwise_param { coeff: 2 coeff: -1 coeff: 0.5 }'),
         [blob(a), blob(b), blob(c)],
     )
-    np.testing.assert_allclose(top.data, 2 * a - b + 0.5 * c)
+    assert_allclose(top.data, 2 * a - b + 0.5 * c)
     (top,) = run(
         make('name: "e" type: "Eltwise" eltwise_param { operation: PROD }'),
         [blob(a), blob(b), blob(c)],
     )
-    np.testing.assert_allclose(top.data, a * b * c)
+    assert_allclose(top.data, a * b * c)
     # Caffe rejects coeff only for PROD; MAX accepts and ignores it
     layer = make(
         'name: "e" type: "Eltwise" eltwise_param { operation: MAX coeff: 5 coeff: 1 coeff: 1 }'
     )
     bottoms = [blob(a), blob(b), blob(c)]
     (top,) = run(layer, bottoms)
-    np.testing.assert_allclose(top.data, np.maximum(np.maximum(a, b), c))
+    assert_allclose(top.data, np.maximum(np.maximum(a, b), c))
     backprop(layer, bottoms, [top], [np.array([[10.0, 20.0, 30.0, 40.0]])])
     # column 0: all equal -> bottom 1; column 1: a=2 > b=1, c=2 not strictly greater -> bottom 0;
     # column 2: b=4 > a, c=4 ties -> bottom 1; column 3: c wins strictly.
-    np.testing.assert_array_equal(bottoms[0].diff, [[0, 20, 0, 0]])
-    np.testing.assert_array_equal(bottoms[1].diff, [[10, 0, 30, 0]])
-    np.testing.assert_array_equal(bottoms[2].diff, [[0, 0, 0, 40]])
+    assert_array_equal(bottoms[0].diff, [[0, 20, 0, 0]])
+    assert_array_equal(bottoms[1].diff, [[10, 0, 30, 0]])
+    assert_array_equal(bottoms[2].diff, [[0, 0, 0, 40]])
 
 
 def test_concat_and_slice_along_axis_2():
@@ -495,11 +499,11 @@ def test_concat_and_slice_along_axis_2():
     (top,) = run(
         make('name: "c" type: "Concat" concat_param { axis: 2 }'), [blob(p) for p in parts]
     )
-    np.testing.assert_array_equal(top.data, np.concatenate(parts, axis=2))
+    assert_array_equal(top.data, np.concatenate(parts, axis=2))
     layer = make('name: "s" type: "Slice" slice_param { axis: -2 slice_point: 1 slice_point: 4 }')
-    tops = run(layer, [blob(top.data)], 3)
+    tops = run(layer, [blob(host(top.data))], 3)
     for t, p in zip(tops, parts, strict=True):
-        np.testing.assert_array_equal(t.data, p)
+        assert_array_equal(t.data, p)
 
 
 def test_flatten_and_reshape_shapes():
@@ -511,7 +515,7 @@ def test_flatten_and_reshape_shapes():
     text = 'name: "r" type: "Reshape" reshape_param { shape { dim: 0 dim: -1 dim: 5 } }'
     (top,) = run(make(text), [blob(x)])
     assert top.shape == (2, 12, 5)
-    np.testing.assert_array_equal(top.data.reshape(-1), x.reshape(-1))
+    assert_array_equal(top.data.reshape(-1), x.reshape(-1))
 
 
 # ------------------------------------------------------------------------ Dropout / DummyData
@@ -519,11 +523,11 @@ def test_dropout_scales_kept_units_in_train_and_is_identity_in_test():
     x = np.random.default_rng(0).standard_normal((50, 40)) + 5
     text = 'name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.3 }'
     (top,) = run(make(text, TRAIN, seed=3), [blob(x)])
-    kept = top.data != 0
-    np.testing.assert_allclose(top.data[kept], x[kept] / (1 - f32(0.3)), rtol=1e-14)
+    kept = host(top.data) != 0
+    assert_allclose(host(top.data)[kept], x[kept] / (1 - f32(0.3)), rtol=1e-14)
     assert abs(kept.mean() - 0.7) < 0.03
     (top,) = run(make(text, TEST), [blob(x)])
-    np.testing.assert_array_equal(top.data, x)
+    assert_array_equal(top.data, x)
 
 
 def test_dummy_data_constant_is_not_refilled_random_is():
@@ -536,10 +540,10 @@ def test_dummy_data_constant_is_not_refilled_random_is():
     layer.setup([], tops)
     tops[0].data[0] = -1.0  # a constant top is never rewritten after setup
     layer.forward([], tops)
-    first = tops[1].data.copy()
+    first = host(tops[1].data).copy()
     layer.forward([], tops)
-    np.testing.assert_array_equal(tops[0].data, [-1, 3, 3, 3])
-    assert not np.array_equal(first, tops[1].data)
+    assert_array_equal(tops[0].data, [-1, 3, 3, 3])
+    assert not np.array_equal(first, host(tops[1].data))
 
 
 # ------------------------------------------------------------------------------- BatchNorm
@@ -555,13 +559,13 @@ def test_batch_norm_default_use_global_stats_follows_the_phase(phase, global_sta
     tops = run(layer, [blob(x1)])
     assert layer.use_global_stats is global_stats
     if global_stats:
-        layer.blobs[0].data[...] = [1.0, 2.0, 3.0]
-        layer.blobs[1].data[...] = [4.0, 8.0, 12.0]
+        layer.blobs[0].data[...] = dev([1.0, 2.0, 3.0])
+        layer.blobs[1].data[...] = dev([4.0, 8.0, 12.0])
         layer.blobs[2].data[...] = 2.0
         layer.forward([blob(x2)], tops)
         mean = np.array([0.5, 1.0, 1.5]).reshape(1, 3, 1, 1)
         var = np.array([2.0, 4.0, 6.0]).reshape(1, 3, 1, 1)
-        np.testing.assert_allclose(tops[0].data, (x2 - mean) / np.sqrt(var + 1e-5), rtol=1e-12)
+        assert_allclose(tops[0].data, (x2 - mean) / np.sqrt(var + 1e-5), rtol=1e-12)
         return
     layer.forward([blob(x2)], tops)
     m = 4 * 2 * 2
@@ -571,11 +575,11 @@ def test_batch_norm_default_use_global_stats_follows_the_phase(phase, global_sta
 
     (m1, v1), (m2, v2) = stats(x1), stats(x2)
     maf = f32(0.9)
-    np.testing.assert_allclose(layer.blobs[2].data, [maf * 1 + 1], rtol=1e-12)
-    np.testing.assert_allclose(layer.blobs[0].data, maf * m1 + m2, rtol=1e-12)
-    np.testing.assert_allclose(layer.blobs[1].data, (maf * v1 + v2) * m / (m - 1), rtol=1e-12)
+    assert_allclose(layer.blobs[2].data, [maf * 1 + 1], rtol=1e-12)
+    assert_allclose(layer.blobs[0].data, maf * m1 + m2, rtol=1e-12)
+    assert_allclose(layer.blobs[1].data, (maf * v1 + v2) * m / (m - 1), rtol=1e-12)
     want = (x2 - m2.reshape(1, 3, 1, 1)) / np.sqrt(v2.reshape(1, 3, 1, 1) + 1e-5)
-    np.testing.assert_allclose(tops[0].data, want, rtol=1e-12)
+    assert_allclose(tops[0].data, want, rtol=1e-12)
 
 
 # ----------------------------------------------------------------- DataTransformer / fillers
@@ -608,7 +612,7 @@ def test_data_transformer_mean_file_crop_mirror_scale_order(tmp_path):
                     src = (c, draw.h_off[n] + h, draw.w_off[n] + w)
                     col = 3 - w if draw.mirror[n] else w
                     want[n, c, h, col] = (float(imgs[n][src]) - float(mean[src])) * 0.5
-    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert_allclose(out, want, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -660,7 +664,7 @@ def test_net_split_names_loss_weight_on_split_top_0_and_gradient(phase):
     the input a gradient (TRAIN only: Caffe's Accuracy, in the TEST net, has no backward)."""
     param = text_format.Parse(NET, caffe_pb2.NetParameter())
     param.force_backward = phase == TRAIN
-    net = Net(param, phase, dtype=F64, seed=1)
+    net = Net(param, phase, xp=backend(), dtype=F64, seed=1)
     readers = 2 if phase == TEST else 1
     assert "ip_ip_0_split" in net.layer_names
     split = net.layers[net.layer_names.index("ip_ip_0_split")]
@@ -676,11 +680,11 @@ def test_net_split_names_loss_weight_on_split_top_0_and_gradient(phase):
         assert "acc" not in net.layer_names and "label_data_1_split" not in net.layer_names
     rng = np.random.default_rng(2)
     x, lab = rng.standard_normal((4, 3)), rng.integers(0, 5, 4).astype(F64)
-    net.blobs["data"].data[...] = x
-    net.blobs["label"].data[...] = lab
+    net.blobs["data"].data[...] = dev(x)
+    net.blobs["label"].data[...] = dev(lab)
     loss = net.forward_loss()
-    w = net.params["ip"][0].data
-    ip = x @ w.T + net.params["ip"][1].data
+    w = host(net.params["ip"][0].data)
+    ip = x @ w.T + host(net.params["ip"][1].data)
     sm_loss, sm_grad = ref_softmax_loss(ip, lab, 1, None, "VALID", 1.0)
     assert loss == pytest.approx(0.5 * ip.sum() + sm_loss, rel=1e-12)
     if phase == TEST:
@@ -688,5 +692,5 @@ def test_net_split_names_loss_weight_on_split_top_0_and_gradient(phase):
     net.clear_param_diffs()
     net.backward()
     dip = sm_grad + 0.5
-    np.testing.assert_allclose(net.params["ip"][0].diff, dip.T @ x, rtol=1e-12)
-    np.testing.assert_allclose(net.blobs["data"].diff, dip @ w, rtol=1e-12)  # force_backward
+    assert_allclose(net.params["ip"][0].diff, dip.T @ x, rtol=1e-12)
+    assert_allclose(net.blobs["data"].diff, dip @ w, rtol=1e-12)  # force_backward

@@ -42,7 +42,13 @@ def bodies(text: str) -> list[str]:
 def caffe_state(ours: Path, out: Path) -> Path:
     """Our .solverstate reduced to the fields Caffe writes (iter, learned_net, history, step)."""
     state = caffe_pb2.SolverState.FromString(ours.read_bytes())
-    for name in ("isgd_state", "data_cursor", "data_rng_state"):
+    for name in (
+        "isgd_state",
+        "data_cursor",
+        "data_rng_state",
+        "data_cursors",
+        "layer_rng_state",
+    ):
         state.ClearField(name)
     out.write_bytes(state.SerializeToString())
     return out

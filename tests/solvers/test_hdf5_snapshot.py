@@ -8,7 +8,6 @@ import pytest
 
 from engine.proto import caffe_pb2
 from engine.proto_io import blob_proto_to_array
-from solvers.nets import data_layers
 from solvers.solver import Solver
 
 from .conftest import Tiny
@@ -85,7 +84,7 @@ def test_binary_and_hdf5_states_restore_the_same_solver(tiny: Tiny, quiet_log) -
     assert a.iter == b.iter == 5
     np.testing.assert_array_equal(a.net.flat_data, b.net.flat_data)
     np.testing.assert_array_equal(a.history_flat[0], b.history_flat[0])
-    assert data_layers(b.net)[0].cursor == 0  # a Caffe state has no cursor: data restarts
+    assert b.net.data_layers()[0].cursor == 0  # a Caffe state has no cursor: data restarts
 
 
 HDF5_NET = """
@@ -129,4 +128,4 @@ def test_resume_restores_a_shuffling_hdf5_data_layer_position(
     run("f", max_iter=5)
     resumed = run("r", resume=tiny.root / "snap" / "f_iter_5.solverstate.h5", max_iter=11)
     np.testing.assert_array_equal(resumed.net.flat_data, straight.net.flat_data)
-    assert data_layers(resumed.net)[0].cursor == data_layers(straight.net)[0].cursor
+    assert resumed.net.data_layers()[0].cursor == straight.net.data_layers()[0].cursor

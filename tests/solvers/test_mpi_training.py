@@ -76,12 +76,20 @@ def problem(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return {"kind": request.param, "root": root, "solver": solver, "state": state, "k": k}
 
 
-def run_ranks(problem: dict, n: int, mode: str, iters: int, resume: Path | None = None) -> Path:
-    out = problem["root"] / f"{mode}_n{n}_{iters}"
+def run_ranks(
+    problem: dict,
+    n: int,
+    mode: str,
+    iters: int,
+    resume: Path | None = None,
+    backend: str = "numpy",
+) -> Path:
+    out = problem["root"] / f"{mode}_n{n}_{iters}_{backend}"
     args = [str(problem["solver"]), str(out), mode, str(iters)]
     if resume is not None:
         args.append(str(resume))
-    result = run_mpi(n, "train_tiny.py", *args, timeout=120)
+    env = {"ISGD_TEST_BACKEND": backend}
+    result = run_mpi(n, "train_tiny.py", *args, timeout=120, env=env)
     assert result.returncode == 0, result.output[-4000:]
     hashes = json.loads((out / "hashes.json").read_text())
     if mode == "allreduce":  # every rank applied the same update: weights agree bit for bit
@@ -125,6 +133,18 @@ def test_fifty_iterations_track_the_single_process_run(problem: dict, n: int, mo
     assert all("t_comp" in e and "t_comm" in e for e in events), "Eq. 21 timing missing"
     if n > 1:  # one rank needs no collective (the serial Comm): its t_comm is 0
         assert sum(e["t_comm"] for e in events) > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ranks_on_two_devices_track_the_cpu_run(problem: dict, mode: str) -> None:
+    """mpiexec -n 2 with -gpu all on the strict CuPy stand-in: rank r on device r, collectives
+    staged through pinned host memory, and the losses of the one-process NumPy run."""
+    serial = [e["loss"] for e in losses(problem["root"] / "serial")][:10]
+    out = run_ranks(problem, 2, mode, 10, backend="standin")
+    assert json.loads((out / "devices.json").read_text()) == [0, 1]
+    ours = [e["loss"] for e in losses(out)]
+    np.testing.assert_allclose(ours[:5], serial[:5], rtol=1e-5, atol=0)
+    assert np.mean(ours) == pytest.approx(np.mean(serial), rel=0.01)
 
 
 def write_cli_run(folder: Path, name: str = "solver.prototxt", base_lr: str = "0.1") -> None:

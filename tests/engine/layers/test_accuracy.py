@@ -7,21 +7,24 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layers.accuracy import AccuracyLayer, ArgMaxLayer
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev
+from tests.backends import current as backend
 
 
 def make_layer(cls, type_name: str, extra: str = ""):
     text = f'name: "acc" type: "{type_name}" {extra}'
-    return cls(text_format.Parse(text, caffe_pb2.LayerParameter()), dtype=np.float64, seed=0)
+    return cls(
+        text_format.Parse(text, caffe_pb2.LayerParameter()), xp=backend(), dtype=np.float64, seed=0
+    )
 
 
 def blob(values) -> Blob:
     values = np.asarray(values, dtype=np.float64)
     b = Blob(values.shape, dtype=np.float64)
-    b.data[...] = values
+    b.data[...] = dev(values)
     return b
 
 
@@ -83,14 +86,14 @@ def test_per_class_accuracy_second_top():
     _, _, (top, per_class) = accuracy(x, y, ntops=2)
     assert float(top.data) == pytest.approx(4 / 5)
     assert per_class.shape == (3,)
-    np.testing.assert_allclose(per_class.data, [1.0, 2 / 3, 0.0])  # class 2 absent -> 0
+    assert_allclose(per_class.data, [1.0, 2 / 3, 0.0])  # class 2 absent -> 0
 
 
 def test_per_class_accuracy_excludes_ignored_labels():
     x = [[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]
     _, _, (top, per_class) = accuracy(x, [0, 0, 1], "accuracy_param { ignore_label: 1 }", 2)
     assert float(top.data) == 0.5
-    np.testing.assert_allclose(per_class.data, [0.5, 0.0])
+    assert_allclose(per_class.data, [0.5, 0.0])
 
 
 def test_axis_2_counts_every_spatial_position():
@@ -140,8 +143,8 @@ def test_argmax_flattens_each_sample_and_puts_higher_index_first_on_ties():
     x = np.array([[[1.0, 3.0], [3.0, 0.0]], [[0.5, 0.2], [0.1, 0.9]]])
     top = argmax(x, "top_k: 2 out_max_val: true")
     assert top.shape == (2, 2, 2)
-    np.testing.assert_array_equal(top.data[:, 0], [[2, 1], [3, 0]])
-    np.testing.assert_array_equal(top.data[:, 1], [[3, 3], [0.9, 0.5]])
+    assert_array_equal(top.data[:, 0], [[2, 1], [3, 0]])
+    assert_array_equal(top.data[:, 1], [[3, 3], [0.9, 0.5]])
 
 
 def test_argmax_along_axis():
@@ -149,9 +152,9 @@ def test_argmax_along_axis():
     x = rng.standard_normal((2, 5, 3))
     top = argmax(x, "axis: 1")
     assert top.shape == (2, 1, 3)
-    np.testing.assert_array_equal(top.data[:, 0], np.argmax(x, axis=1))
+    assert_array_equal(top.data[:, 0], np.argmax(x, axis=1))
     vals = argmax(x, "axis: 1 top_k: 2 out_max_val: true")
-    np.testing.assert_allclose(vals.data, -np.sort(-x, axis=1)[:, :2])
+    assert_allclose(vals.data, -np.sort(-x, axis=1)[:, :2])
 
 
 def test_argmax_4d_bottom_gives_4d_top():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.blob import Blob
 from engine.errors import NetError
+from tests.backends import Blob, assert_array_equal, dev
 from tests.engine.layers._build import make_layer, random_blob
 from tests.gradcheck import check_layer_gradient
 
@@ -18,20 +18,20 @@ def test_forward_and_gradient():
     layer.setup([x], [top])
     layer.forward([x], [top])
     want = [min(max(v, -1.0), 0.5) for v in x.data.reshape(-1)]
-    np.testing.assert_array_equal(top.data.reshape(-1), want)
+    assert_array_equal(top.data.reshape(-1), want)
     near = lambda a: (np.abs(a + 1) < 1e-4) | (np.abs(a - 0.5) < 1e-4)  # noqa: E731
     check_layer_gradient(layer, [x], [top], kink=near)
 
 
 def test_in_place_gradient_uses_the_input_and_bounds_are_inclusive():
     x = Blob((4,), dtype=np.float64)
-    x.data[...] = [-2.0, -1.0, 0.5, 3.0]
+    x.data[...] = dev([-2.0, -1.0, 0.5, 3.0])
     layer = make_layer("Clip", "clip_param { min: -1 max: 0.5 }")
     layer.setup([x], [x])
     layer.forward([x], [x])
     x.diff[...] = 1.0
     layer.backward([x], [True], [x])
-    np.testing.assert_array_equal(x.diff, [0.0, 1.0, 1.0, 0.0])
+    assert_array_equal(x.diff, [0.0, 1.0, 1.0, 0.0])
 
 
 def test_errors_name_the_layer():

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from engine.blob import Blob
 from engine.errors import NetError
+from tests.backends import Blob, dev, host
 from tests.engine.layers._build import make_layer, random_blob
 from tests.gradcheck import check_layer_gradient
 
@@ -34,13 +34,13 @@ def test_forward_matches_reference_and_gradient(legacy):
         random_blob((6, 3, 1, 1), seed=2, scale=0.6),
     )
     y = Blob((6, 1, 1, 1), dtype=np.float64)
-    y.data.ravel()[:] = [1, 0, 0, 1, 0, 0]
+    y.data[...] = dev(np.array([1, 0, 0, 1, 0, 0.0]).reshape(y.shape))
     top = Blob(dtype=np.float64)
     body = f"contrastive_loss_param {{ margin: 1.5 legacy_version: {str(legacy).lower()} }}"
     layer = make_layer("ContrastiveLoss", body)
     layer.setup([a, b, y], [top])
     layer.forward([a, b, y], [top])
-    want = _reference(a.data, b.data, y.data, 1.5, legacy)
+    want = _reference(host(a.data), host(b.data), host(y.data), 1.5, legacy)
     assert float(top.data) == pytest.approx(want, rel=1e-12)
     # Caffe's non-legacy gradient divides by d + 1e-4, so it is only close to the exact one
     rtol = 1e-5 if legacy else 2e-3

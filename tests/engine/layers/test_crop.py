@@ -6,22 +6,23 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
 def _layer(crop: str = "", name: str = "crop"):
     text = f'name: "{name}" type: "Crop" crop_param {{ {crop} }}'
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return layer_class("Crop")(param, dtype=np.float64)
+    return layer_class("Crop")(param, xp=backend(), dtype=np.float64)
 
 
 def _run(crop, s0, s1):
     a, b, top = Blob(s0, dtype=np.float64), Blob(s1, dtype=np.float64), Blob(dtype=np.float64)
-    a.data[...] = np.arange(a.count).reshape(s0)
+    a.data[...] = dev(np.arange(a.count).reshape(s0))
     layer = _layer(crop)
     layer.setup([a, b], [top])
     layer.forward([a, b], [top])
@@ -48,12 +49,12 @@ def test_forward_matches_loop_reference(crop, s0, s1, axis, offsets):
     a, top = _run(crop, s0, s1)
     want_shape = tuple(s0[i] if i < axis else s1[i] for i in range(len(s0)))
     assert top.shape == want_shape
-    np.testing.assert_array_equal(top.data, _loop_crop(a.data, want_shape, offsets))
+    assert_array_equal(top.data, _loop_crop(a.data, want_shape, offsets))
 
 
 def test_gradient_finite_difference_and_zero_for_reference_bottom():
     a, b = Blob((2, 2, 5, 4), dtype=np.float64), Blob((1, 1, 3, 2), dtype=np.float64)
-    a.data[...] = np.random.default_rng(0).standard_normal(a.shape)
+    a.data[...] = dev(np.random.default_rng(0).standard_normal(a.shape))
     layer = _layer("offset: 1 offset: 2")
     check_layer_gradient(layer, [a, b], [Blob(dtype=np.float64)], check_bottoms=[0])
     b.diff[...] = 7.0
@@ -62,7 +63,7 @@ def test_gradient_finite_difference_and_zero_for_reference_bottom():
     layer.forward([a, b], [top])
     top.diff[...] = 1.0
     layer.backward([top], [True, True], [a, b])
-    assert np.all(b.diff == 0)
+    assert np.all(host(b.diff) == 0)
     assert a.diff.sum() == top.count
 
 

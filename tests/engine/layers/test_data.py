@@ -11,11 +11,12 @@ from google.protobuf import text_format
 from data_tools.datum import serialize_records
 from data_tools.image_mean import write_mean
 from data_tools.lmdb_io import LmdbWriter
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.layers.data import DataLayer
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_array_equal, host
+from tests.backends import current as backend
 
 
 def make_db(path, images, labels=None, key="{:08d}"):
@@ -28,8 +29,8 @@ def make_db(path, images, labels=None, key="{:08d}"):
 
 def make_layer(text, phase="TRAIN", seed=0, dtype=np.float32, tops=2):
     param = text_format.Parse(f'name: "d" type: "Data" {text}', caffe_pb2.LayerParameter())
-    layer = DataLayer(param, phase, np, dtype, seed)
-    top = [Blob((), np, dtype) for _ in range(tops)]
+    layer = DataLayer(param, phase, backend(), dtype, seed)
+    top = [Blob((), backend(), dtype) for _ in range(tops)]
     layer.setup([], top)
     return layer, top
 
@@ -37,7 +38,7 @@ def make_layer(text, phase="TRAIN", seed=0, dtype=np.float32, tops=2):
 def step(layer, top):
     layer.reshape([], top)
     layer.forward([], top)
-    return [t.data.copy() for t in top]
+    return [host(t.data).copy() for t in top]
 
 
 def caffe_transform(x, h_off, w_off, mirror, crop, scale, mean=None, mean_values=None):
@@ -79,8 +80,8 @@ def test_mean_file_then_scale_exact(tmp_path, images):
     assert data.shape == (4, 3, 7, 6) and label.shape == (4,)
     for i in range(4):
         want = caffe_transform(images[i], 0, 0, False, 0, 0.00390625, mean=mean)
-        np.testing.assert_array_equal(data[i], want)
-    np.testing.assert_array_equal(label, [0, 1, 2, 3])
+        assert_array_equal(data[i], want)
+    assert_array_equal(label, [0, 1, 2, 3])
 
 
 @pytest.mark.parametrize("values", [[10.5], [10.0, 20.0, 30.0]])
@@ -95,7 +96,7 @@ def test_mean_value_one_or_per_channel(tmp_path, images, values):
         want = caffe_transform(
             images[i], 0, 0, False, 0, 2.0, mean_values=values * (3 // len(values))
         )
-        np.testing.assert_array_equal(data[i], want)
+        assert_array_equal(data[i], want)
 
 
 def test_test_phase_centre_crop_floors(tmp_path, images):
@@ -111,7 +112,7 @@ def test_test_phase_centre_crop_floors(tmp_path, images):
     data, _ = step(layer, top)
     assert data.shape == (5, 3, 4, 4)
     for i in range(5):
-        np.testing.assert_array_equal(data[i], caffe_transform(images[i], 1, 1, False, 4, 1, mean))
+        assert_array_equal(data[i], caffe_transform(images[i], 1, 1, False, 4, 1, mean))
 
 
 def _match_offsets(x, out, crop, mean, scale=1.0):
@@ -167,7 +168,7 @@ def test_fixed_cycle_wraps_and_batch_index(tmp_path, images):
     seen = []
     for k in range(11):
         _, label = step(layer, top)
-        np.testing.assert_array_equal(label, (4 * k + np.arange(4)) % 10)
+        assert_array_equal(label, (4 * k + np.arange(4)) % 10)
         seen.append(layer.batch_index)
     assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0]
     assert layer.cursor == 4
@@ -191,8 +192,8 @@ def test_cursor_restore_discards_prefetch_and_matches_no_prefetch(tmp_path, imag
         if k == 5:
             fast.cursor = slow.cursor = saved
         a, b = step(fast, ftop), step(slow, stop)
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[1], b[1])
+        assert_array_equal(a[0], b[0])
+        assert_array_equal(a[1], b[1])
     fast.close()
     with pytest.raises(NetError, match="cursor 12 out of range for 12 records"):
         slow.cursor = 12
@@ -214,8 +215,8 @@ def test_resume_from_cursor_and_rng_state(tmp_path, images):
     resumed.cursor, resumed.rng_state = saved
     for want in expected:
         got = step(resumed, rtop)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
+        assert_array_equal(got[0], want[0])
+        assert_array_equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -235,8 +236,8 @@ def test_rank_slices_concatenate_to_global_batch(tmp_path, images, world):
         data, label = step(whole, wtop)
         got = [step(layer, top) for layer, top in parts]
         assert got[0][0].shape[0] == 8 // world
-        np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), data)
-        np.testing.assert_array_equal(np.concatenate([g[1] for g in got]), label)
+        assert_array_equal(np.concatenate([g[0] for g in got]), data)
+        assert_array_equal(np.concatenate([g[1] for g in got]), label)
         assert {layer.batch_index for layer, _ in parts} == {whole.batch_index}
 
 
@@ -259,15 +260,15 @@ def test_reads_an_lmdb_written_as_caffe_does(tmp_path):
         f'data_param {{ source: "{tmp_path}/caffe_lmdb" batch_size: 5 backend: LMDB }}', "TEST"
     )
     data, label = step(layer, top)
-    np.testing.assert_array_equal(data, x.astype(np.float32))
-    np.testing.assert_array_equal(label, 9 - np.arange(5))
+    assert_array_equal(data, x.astype(np.float32))
+    assert_array_equal(label, 9 - np.arange(5))
 
 
 def test_deprecated_data_param_transform_fields(tmp_path, images):
     src = make_db(tmp_path / "db", images)
     layer, top = make_layer(f'data_param {{ source: "{src}" batch_size: 2 scale: 0.5 }}')
     data, _ = step(layer, top)
-    np.testing.assert_array_equal(data, images[:2].astype(np.float32) * np.float32(0.5))
+    assert_array_equal(data, images[:2].astype(np.float32) * np.float32(0.5))
 
 
 def test_single_top_and_float64(tmp_path, images):
@@ -338,7 +339,7 @@ def test_in_a_net(tmp_path, images):
     net = Net(str(tmp_path / "n.prototxt"), "TRAIN", seed=1)
     out = net.forward()
     assert np.isfinite(net.loss) and out["loss"].shape == ()
-    np.testing.assert_array_equal(net.blobs["label"].data, [0, 1, 2, 0])
-    np.testing.assert_array_equal(net.blobs["data"].data, images[:4] * np.float32(0.00390625))
+    assert_array_equal(net.blobs["label"].data, [0, 1, 2, 0])
+    assert_array_equal(net.blobs["data"].data, images[:4] * np.float32(0.00390625))
     net.forward()
-    np.testing.assert_array_equal(net.blobs["label"].data, [1, 2, 0, 1])
+    assert_array_equal(net.blobs["label"].data, [1, 2, 0, 1])

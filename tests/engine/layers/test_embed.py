@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.blob import Blob
 from engine.errors import NetError
+from tests.backends import Blob, assert_array_equal, dev
 from tests.engine.layers._build import make_layer
 from tests.gradcheck import check_layer_gradient
 
@@ -20,7 +20,7 @@ _BODY = (
 @pytest.mark.parametrize("bias", [True, False])
 def test_forward_lookup_and_param_gradients(bias):
     idx = Blob((2, 3), dtype=np.float64)
-    idx.data[...] = [[0, 4, 2], [2, 2, 1]]  # repeats: gradients must add up
+    idx.data[...] = dev([[0, 4, 2], [2, 2, 1]])  # repeats: gradients must add up
     top = Blob(dtype=np.float64)
     layer = make_layer("Embed", _BODY % str(bias).lower())
     layer.setup([idx], [top])
@@ -30,7 +30,7 @@ def test_forward_lookup_and_param_gradients(bias):
     for i in range(2):
         for j in range(3):
             want = w[int(idx.data[i, j])] + (layer.blobs[1].data if bias else 0)
-            np.testing.assert_array_equal(top.data[i, j], want)
+            assert_array_equal(top.data[i, j], want)
     check_layer_gradient(layer, [idx], [top], check_bottoms=[])
     assert not layer.allow_force_backward(0)
 
@@ -40,7 +40,7 @@ def test_bad_indices_and_backward_to_indices_raise_naming_the_layer():
     idx, top = Blob((1,), dtype=np.float64), Blob(dtype=np.float64)
     layer.setup([idx], [top])
     for bad in (5.0, -1.0, 1.5):
-        idx.data[...] = bad
+        idx.data[...] = dev(bad)
         with pytest.raises(NetError, match="'emb'.*input_dim"):
             layer.forward([idx], [top])
     idx.data[...] = 1

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layers.hdf5_data import HDF5DataLayer
 from engine.net import Net
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_array_equal, host
+from tests.backends import current as backend
 
 EXAMPLES = Path(__file__).resolve().parents[4] / "shared" / "caffe-examples" / "examples"
 
@@ -44,8 +45,8 @@ def make_layer(source, batch, shuffle=False, seed=0, tops=("data", "label"), ext
         f" {extra}"
     )
     param = text_format.Parse(text.replace("'", '"'), caffe_pb2.LayerParameter())
-    layer = HDF5DataLayer(param, "TRAIN", np, np.float32, seed)
-    top = [Blob((), np, np.float32) for _ in tops]
+    layer = HDF5DataLayer(param, "TRAIN", backend(), np.float32, seed)
+    top = [Blob((), backend(), np.float32) for _ in tops]
     layer.setup([], top)
     return layer, top
 
@@ -53,7 +54,7 @@ def make_layer(source, batch, shuffle=False, seed=0, tops=("data", "label"), ext
 def step(layer, top):
     layer.reshape([], top)
     layer.forward([], top)
-    return [t.data.copy() for t in top]
+    return [host(t.data).copy() for t in top]
 
 
 def test_batches_run_through_the_files_in_list_order_and_wrap(tmp_path) -> None:
@@ -64,10 +65,10 @@ def test_batches_run_through_the_files_in_list_order_and_wrap(tmp_path) -> None:
     assert top[0].shape == (5, 2) and top[1].shape == (5,)
     total = 12
     served = np.concatenate([step(layer, top)[1] for _ in range(7)])
-    np.testing.assert_array_equal(served, np.arange(35) % total)
+    assert_array_equal(served, np.arange(35) % total)
     data = step(layer, top)[0]
     assert data.dtype == np.float32
-    np.testing.assert_array_equal(data[:, 1] - data[:, 0], 0.5)
+    assert_array_equal(data[:, 1] - data[:, 0], 0.5)
     assert layer.num_records == total and layer.cursor == (8 * 5) % total
 
 
@@ -85,9 +86,7 @@ def test_shuffle_permutes_files_and_rows_each_pass_reproducibly(tmp_path) -> Non
         assert (np.diff(which) != 0).sum() == len(rows) - 1  # each file is one contiguous run
     assert any(not np.array_equal(passes[0], p) for p in passes[1:])
     again, top2 = make_layer(listing, batch=6, shuffle=True, seed=11)
-    np.testing.assert_array_equal(
-        np.concatenate([step(again, top2)[1] for _ in range(2)]), passes[0]
-    )
+    assert_array_equal(np.concatenate([step(again, top2)[1] for _ in range(2)]), passes[0])
 
 
 def test_single_file_reshuffles_rows_at_every_wrap(tmp_path) -> None:
@@ -112,7 +111,7 @@ def test_rank_slices_concatenate_to_the_one_rank_batch(tmp_path, shuffle) -> Non
         parts = [step(layer, t) for layer, t in ranks]
         assert parts[0][0].shape == (2, 2)
         for k in range(2):
-            np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), want[k])
+            assert_array_equal(np.concatenate([p[k] for p in parts]), want[k])
     with pytest.raises(NetError, match="not divisible by the 4 ranks"):
         whole.set_rank(0, 4)
 
@@ -133,7 +132,7 @@ def test_cursor_and_rng_state_restore_the_sequence(tmp_path, shuffle) -> None:
         b.rng_state = state
     assert b.cursor == cursor
     for _ in range(6):
-        np.testing.assert_array_equal(step(a, ta)[1], step(b, tb)[1])
+        assert_array_equal(step(a, ta)[1], step(b, tb)[1])
     with pytest.raises(NetError, match="cursor 12 out of range for 12 rows"):
         b.cursor = 12
 
@@ -152,7 +151,7 @@ def test_rewinding_replays_a_batch_that_wraps_into_the_next_pass(tmp_path) -> No
     for _ in range(2):
         layer.cursor = saved[0]
         layer.rng_state = saved[1]
-        np.testing.assert_array_equal(step(layer, top)[1], first)
+        assert_array_equal(step(layer, top)[1], first)
 
 
 def test_integer_and_multi_axis_datasets_and_any_top_names(tmp_path) -> None:
@@ -164,7 +163,7 @@ def test_integer_and_multi_axis_datasets_and_any_top_names(tmp_path) -> None:
     layer, top = make_layer(tmp_path / "l.txt", batch=3, tops=("img", "y"))
     img, y = step(layer, top)
     assert img.shape == (3, 2, 3, 3) and y.shape == (3, 2)
-    np.testing.assert_array_equal(img, np.arange(54).reshape(3, 2, 3, 3))
+    assert_array_equal(img, np.arange(54).reshape(3, 2, 3, 3))
 
 
 def test_bad_sources_and_files_are_named(tmp_path, monkeypatch) -> None:
@@ -215,12 +214,12 @@ def test_hdf5_output_writes_4d_rows_that_hdf5_data_reads_back(tmp_path) -> None:
     net.forward(x=x + 100, y=np.array([3, 4, 5]))
     with h5py.File(out, "r") as f:
         assert f["data"].shape == (6, 4, 1, 1) and f["label"].shape == (6, 1, 1, 1)
-        np.testing.assert_array_equal(f["data"][3:, :, 0, 0], x + 100)
+        assert_array_equal(f["data"][3:, :, 0, 0], x + 100)
     (tmp_path / "out.txt").write_text(str(out))
     layer, top = make_layer(tmp_path / "out.txt", batch=6)
     data, label = step(layer, top)
-    np.testing.assert_array_equal(label.reshape(-1), np.arange(6))
-    np.testing.assert_array_equal(data.reshape(6, 4)[:3], x)
+    assert_array_equal(label.reshape(-1), np.arange(6))
+    assert_array_equal(data.reshape(6, 4)[:3], x)
 
 
 def _example_copy(name: str, tmp_path: Path) -> Path:

@@ -8,16 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.proto_io import write_blob_array
+from tests.backends import Blob, assert_allclose, dev, host
 from tests.engine.layers._build import make_layer, random_blob
 from tests.gradcheck import check_layer_gradient
 
 
 def _labels(shape, classes, seed=3):
     b = Blob(shape, dtype=np.float64)
-    b.data[...] = np.random.default_rng(seed).integers(0, classes, shape)
+    b.data[...] = dev(np.random.default_rng(seed).integers(0, classes, shape))
     return b
 
 
@@ -38,12 +38,12 @@ def _reference(x, labels, h):
 def test_forward_matches_reference_with_matrix_bottom_and_gradient():
     x, lab = random_blob((3, 4, 2)), _labels((3, 1, 2), 4)
     h = Blob((1, 1, 4, 4), dtype=np.float64)
-    h.data[...] = np.random.default_rng(9).uniform(0, 1, (1, 1, 4, 4))
+    h.data[...] = dev(np.random.default_rng(9).uniform(0, 1, (1, 1, 4, 4)))
     top = Blob(dtype=np.float64)
     layer = make_layer("InfogainLoss")
     layer.setup([x, lab, h], [top])
     layer.forward([x, lab, h], [top])
-    want = _reference(x.data, lab.data, h.data.reshape(4, 4))
+    want = _reference(host(x.data), host(lab.data), host(h.data).reshape(4, 4))
     assert float(top.data) == pytest.approx(want, rel=1e-12)
     check_layer_gradient(layer, [x, lab, h], [top], check_bottoms=[0])
 
@@ -65,7 +65,7 @@ def test_identity_source_equals_softmax_with_loss(tmp_path):
         layer.backward([top], [True, False], [x, lab])
         tops.append((float(top.data), x.diff.copy()))
     assert tops[0][0] == pytest.approx(tops[1][0], rel=1e-12)
-    np.testing.assert_allclose(tops[0][1], tops[1][1], rtol=1e-10, atol=1e-15)
+    assert_allclose(tops[0][1], tops[1][1], rtol=1e-10, atol=1e-15)
 
 
 def test_errors_name_the_layer(tmp_path):

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -18,13 +19,13 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 def make_layer(type_name: str, extra: str = "", dtype=np.float64):
     text = f'name: "loss" type: "{type_name}" {extra}'
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return layer_class(type_name)(param, dtype=dtype, seed=0)
+    return layer_class(type_name)(param, xp=backend(), dtype=dtype, seed=0)
 
 
 def blob(values, dtype=np.float64) -> Blob:
     values = np.asarray(values, dtype=dtype)
     b = Blob(values.shape, dtype=dtype)
-    b.data[...] = values
+    b.data[...] = dev(values)
     return b
 
 
@@ -44,9 +45,9 @@ def forward(layer, bottoms, ntops=1):
 
 
 def backward(layer, bottoms, tops, loss_weight, propagate=None):
-    tops[0].diff[...] = loss_weight
+    tops[0].diff[...] = dev(loss_weight)
     layer.backward(tops, propagate or [True] + [False] * (len(bottoms) - 1), bottoms)
-    return bottoms[0].diff
+    return host(bottoms[0].diff)
 
 
 def log_softmax(x, axis=1):
@@ -61,15 +62,15 @@ def test_softmax_loss_forward_is_mean_negative_log_probability():
     x, y = scores((5, 4)), blob([0, 3, 1, 1, 2])
     (top,) = forward(make_layer("SoftmaxWithLoss"), [x, y])
     assert top.shape == ()
-    want = -np.mean(log_softmax(x.data)[np.arange(5), [0, 3, 1, 1, 2]])
+    want = -np.mean(log_softmax(host(x.data))[np.arange(5), [0, 3, 1, 1, 2]])
     assert float(top.data) == pytest.approx(want, rel=1e-13)
 
 
 def test_softmax_loss_spatial_labels_on_axis_1_average_over_all_positions():
     x, y = scores((2, 3, 2, 2)), labels((2, 1, 2, 2), 3)
     (top,) = forward(make_layer("SoftmaxWithLoss"), [x, y])
-    lp = log_softmax(x.data)
-    lab = y.data.astype(int)[:, 0]
+    lp = log_softmax(host(x.data))
+    lab = host(y.data).astype(int)[:, 0]
     n, h, w = np.meshgrid(range(2), range(2), range(2), indexing="ij")
     want = -lp[n, lab, h, w].sum() / 8  # VALID without ignore_label = N*H*W
     assert float(top.data) == pytest.approx(want, rel=1e-13)
@@ -103,7 +104,7 @@ def test_softmax_loss_normalization_modes_with_ignore_label(loss_param, divisor)
     )
     layer = make_layer("SoftmaxWithLoss", extra)
     (top,) = forward(layer, [x, blob(lab)])
-    lp = log_softmax(x.data)
+    lp = log_softmax(host(x.data))
     total = -sum(lp[i, lab[i, j], j] for i in range(3) for j in range(2) if lab[i, j] >= 0)
     norm = {"valid": 4, "full": 6, "batch": 3, "none": 1}
     assert float(top.data) == pytest.approx(total / norm[divisor], rel=1e-13)
@@ -118,7 +119,7 @@ def test_softmax_loss_normalization_modes_with_ignore_label(loss_param, divisor)
                 want[i, :, j] = 0
             else:
                 want[i, lab[i, j], j] -= 1
-    np.testing.assert_allclose(dx, want * 2.5 / norm[divisor], rtol=1e-13, atol=1e-15)
+    assert_allclose(dx, want * 2.5 / norm[divisor], rtol=1e-13, atol=1e-15)
 
 
 def test_softmax_loss_normalizer_is_at_least_one_when_all_labels_ignored():
@@ -126,7 +127,7 @@ def test_softmax_loss_normalizer_is_at_least_one_when_all_labels_ignored():
     layer = make_layer("SoftmaxWithLoss", "loss_param { ignore_label: 7 }")
     (top,) = forward(layer, [x, blob([7, 7])])
     assert float(top.data) == 0.0
-    np.testing.assert_array_equal(backward(layer, [x, blob([7, 7])], [top], 1.0), 0.0)
+    assert_array_equal(backward(layer, [x, blob([7, 7])], [top], 1.0), 0.0)
 
 
 def test_softmax_loss_clamps_probability_at_flt_min():
@@ -138,7 +139,7 @@ def test_softmax_loss_clamps_probability_at_flt_min():
 def test_softmax_loss_second_top_holds_probabilities():
     x, y = scores((2, 5, 3)), labels((2, 3), 5)
     tops = forward(make_layer("SoftmaxWithLoss"), [x, y], ntops=2)
-    np.testing.assert_allclose(tops[1].data, np.exp(log_softmax(x.data)), rtol=1e-13)
+    assert_allclose(tops[1].data, np.exp(log_softmax(host(x.data))), rtol=1e-13)
 
 
 @pytest.mark.parametrize(
@@ -188,12 +189,12 @@ def test_softmax_loss_cannot_backpropagate_to_labels():
 
 def test_softmax_loss_float32_matches_float64():
     x64, y = scores((4, 6)), labels((4,), 6)
-    x32 = blob(x64.data, dtype=np.float32)
+    x32 = blob(host(x64.data), dtype=np.float32)
     (want,) = forward(make_layer("SoftmaxWithLoss"), [x64, y])
     layer = make_layer("SoftmaxWithLoss", dtype=np.float32)
     top = Blob(dtype=np.float32)
-    layer.setup([x32, blob(y.data, np.float32)], [top])
-    layer.forward([x32, blob(y.data, np.float32)], [top])
+    layer.setup([x32, blob(host(y.data), np.float32)], [top])
+    layer.forward([x32, blob(host(y.data), np.float32)], [top])
     assert top.data.dtype == np.float32
     assert float(top.data) == pytest.approx(float(want.data), rel=1e-6)
 
@@ -204,7 +205,7 @@ def test_softmax_loss_float32_matches_float64():
 def test_euclidean_loss_is_half_sum_of_squares_over_num():
     a, b = scores((3, 2, 2)), scores((3, 4), seed=9)  # same count(1), different shapes
     (top,) = forward(make_layer("EuclideanLoss"), [a, b])
-    want = np.sum((a.data.reshape(3, 4) - b.data) ** 2) / 3 / 2
+    want = np.sum((host(a.data).reshape(3, 4) - host(b.data)) ** 2) / 3 / 2
     assert float(top.data) == pytest.approx(want, rel=1e-13)
 
 
@@ -214,8 +215,8 @@ def test_euclidean_loss_gradients_both_bottoms_scaled_by_loss_weight():
     (top,) = forward(layer, [a, b])
     assert layer.allow_force_backward(1)
     backward(layer, [a, b], [top], 0.5, propagate=[True, True])
-    np.testing.assert_allclose(a.diff, 0.5 * (a.data - b.data) / 3, rtol=1e-13)
-    np.testing.assert_allclose(b.diff, -0.5 * (a.data - b.data) / 3, rtol=1e-13)
+    assert_allclose(a.diff, 0.5 * (a.data - b.data) / 3, rtol=1e-13)
+    assert_allclose(b.diff, -0.5 * (a.data - b.data) / 3, rtol=1e-13)
 
 
 def test_euclidean_loss_gradient_check():
@@ -242,7 +243,9 @@ def test_sigmoid_ce_default_normalization_is_batch_size_in_caffe_1():
     x = scores((4, 3))
     t = blob(np.random.default_rng(3).random((4, 3)))
     (top,) = forward(make_layer("SigmoidCrossEntropyLoss"), [x, t])
-    assert float(top.data) == pytest.approx(naive_sigmoid_ce(x.data, t.data).sum() / 4, rel=1e-12)
+    assert float(top.data) == pytest.approx(
+        naive_sigmoid_ce(host(x.data), host(t.data)).sum() / 4, rel=1e-12
+    )
 
 
 def test_sigmoid_ce_is_stable_for_large_inputs():
@@ -267,11 +270,11 @@ def test_sigmoid_ce_ignore_label_and_normalization(loss_param, norm):
     layer = make_layer("SigmoidCrossEntropyLoss", f"loss_param {{ {loss_param} }}")
     (top,) = forward(layer, [x, blob(t)])
     keep = t != -1
-    want = naive_sigmoid_ce(x.data, t)[keep].sum() / norm
+    want = naive_sigmoid_ce(host(x.data), t)[keep].sum() / norm
     assert float(top.data) == pytest.approx(want, rel=1e-12)
     dx = backward(layer, [x, blob(t)], [top], 3.0)
-    s = 1 / (1 + np.exp(-x.data))
-    np.testing.assert_allclose(dx, np.where(keep, s - t, 0) * 3.0 / norm, rtol=1e-12)
+    s = 1 / (1 + np.exp(-host(x.data)))
+    assert_allclose(dx, np.where(keep, s - t, 0) * 3.0 / norm, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -313,7 +316,7 @@ def hinge_margins(x, lab):
 def test_hinge_loss_forward(norm, power):
     x, lab = scores((5, 3)), np.array([0, 2, 1, 1, 0])
     (top,) = forward(make_layer("HingeLoss", norm), [x, blob(lab)])
-    want = np.sum(hinge_margins(x.data, lab) ** power) / 5
+    want = np.sum(hinge_margins(host(x.data), lab) ** power) / 5
     assert float(top.data) == pytest.approx(want, rel=1e-13)
 
 

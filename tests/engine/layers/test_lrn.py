@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layers.lrn import LRNLayer
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
@@ -17,12 +18,12 @@ def make_layer(lrn: str, dtype=np.float64) -> LRNLayer:
     param = text_format.Parse(
         f'name: "norm" type: "LRN" lrn_param {{ {lrn} }}', caffe_pb2.LayerParameter()
     )
-    return LRNLayer(param, dtype=dtype, seed=0)
+    return LRNLayer(param, xp=backend(), dtype=dtype, seed=0)
 
 
 def blobs(shape, dtype=np.float64, seed: int = 1) -> tuple[Blob, Blob]:
     bottom = Blob(shape, dtype=dtype)
-    bottom.data[...] = np.random.default_rng(seed).standard_normal(shape)
+    bottom.data[...] = dev(np.random.default_rng(seed).standard_normal(shape))
     return bottom, Blob(dtype=dtype)
 
 
@@ -56,7 +57,7 @@ def f32(value: float) -> float:
 def run(layer, bottom, top):
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    return top.data
+    return host(top.data)
 
 
 @pytest.mark.parametrize(
@@ -66,8 +67,8 @@ def run(layer, bottom, top):
 def test_across_channels_forward_matches_caffe_formula(n, alpha, beta, k):
     bottom, top = blobs((2, 20, 3, 2))
     layer = make_layer(f"local_size: {n} alpha: {alpha} beta: {beta} k: {k}")
-    want = reference_across(bottom.data, n, f32(alpha), f32(beta), f32(k))
-    np.testing.assert_allclose(run(layer, bottom, top), want, rtol=1e-12, atol=1e-14)
+    want = reference_across(host(bottom.data), n, f32(alpha), f32(beta), f32(k))
+    assert_allclose(run(layer, bottom, top), want, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("n, alpha, beta", [(3, 1.0, 0.75), (5, 4.0, 0.6), (17, 20.0, 0.9)])
@@ -75,14 +76,14 @@ def test_within_channel_forward_matches_caffe_pooling_composition(n, alpha, beta
     bottom, top = blobs((2, 3, 6, 5))
     region = "norm_region: WITHIN_CHANNEL"
     layer = make_layer(f"local_size: {n} alpha: {alpha} beta: {beta} k: 7 {region}")
-    want = reference_within(bottom.data, n, f32(alpha), f32(beta))  # k is unused
-    np.testing.assert_allclose(run(layer, bottom, top), want, rtol=1e-12, atol=1e-14)
+    want = reference_within(host(bottom.data), n, f32(alpha), f32(beta))  # k is unused
+    assert_allclose(run(layer, bottom, top), want, rtol=1e-12, atol=1e-14)
 
 
 def test_defaults_are_caffes_local_size_5_alpha_1_beta_075_k_1():
     bottom, top = blobs((1, 7, 2, 2))
-    want = reference_across(bottom.data, 5, 1.0, 0.75, 1.0)
-    np.testing.assert_allclose(run(make_layer(""), bottom, top), want, rtol=1e-12)
+    want = reference_across(host(bottom.data), 5, 1.0, 0.75, 1.0)
+    assert_allclose(run(make_layer(""), bottom, top), want, rtol=1e-12)
 
 
 def test_float32_forward_close_to_float64():
@@ -91,7 +92,7 @@ def test_float32_forward_close_to_float64():
     want = run(make_layer("local_size: 5 alpha: 0.5"), b64, t64)
     got = run(make_layer("local_size: 5 alpha: 0.5", dtype=np.float32), b32, t32)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -127,14 +128,14 @@ def test_repeated_forward_backward_reuses_buffers_and_is_deterministic():
     first = run(layer, bottom, top).copy()
     top.diff[...] = 1.0
     layer.backward([top], [True], [bottom])
-    grad = bottom.diff.copy()
+    grad = host(bottom.diff).copy()
     scale_buffer = layer.scale
     layer.reshape([bottom], [top])
     layer.forward([bottom], [top])
     layer.backward([top], [True], [bottom])
     assert layer.scale is scale_buffer
-    np.testing.assert_array_equal(top.data, first)
-    np.testing.assert_array_equal(bottom.diff, grad)
+    assert_array_equal(top.data, first)
+    assert_array_equal(bottom.diff, grad)
 
 
 def test_even_local_size_is_rejected_naming_the_layer():

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.blob import Blob
+from tests.backends import Blob, assert_allclose, dev, host
 from tests.engine.layers._build import make_layer, random_blob
 from tests.gradcheck import check_layer_gradient
 
@@ -40,7 +40,7 @@ def test_forward_matches_reference_and_gradient(normalize, across):
     layer = make_layer("MVN", body)
     layer.setup([x], [top])
     layer.forward([x], [top])
-    np.testing.assert_allclose(top.data, _reference(x.data, normalize, across, 0.25), rtol=1e-12)
+    assert_allclose(top.data, _reference(host(x.data), normalize, across, 0.25), rtol=1e-12)
     if normalize:  # Caffe's gradient is exact for eps = 0; check with a negligible eps
         layer = make_layer("MVN", body.replace("eps: 0.25", "eps: 1e-12"))
     check_layer_gradient(layer, [x], [Blob(dtype=np.float64)])
@@ -52,14 +52,14 @@ def test_in_place_gives_the_same_values_and_gradient():
     results = []
     for in_place in (False, True):
         b = Blob(x.shape, dtype=np.float64)
-        b.data[...] = x.data
+        b.data[...] = dev(host(x.data))
         t = b if in_place else Blob(dtype=np.float64)
         layer = make_layer("MVN")
         layer.setup([b], [t])
         layer.forward([b], [t])
-        y = t.data.copy()
-        t.diff[...] = dy
+        y = host(t.data).copy()
+        t.diff[...] = dev(dy)
         layer.backward([t], [True], [b])
-        results.append((y, b.diff.copy()))
-    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
-    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+        results.append((y, host(b.diff).copy()))
+    assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    assert_allclose(results[0][1], results[1][1], rtol=1e-12)

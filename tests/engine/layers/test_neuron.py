@@ -6,26 +6,28 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
+from engine.backend import make_rng
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
 def make(text: str, phase: str = "TRAIN", dtype=np.float64, seed: int = 0):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return layer_class(param.type, param.name)(param, phase, np, dtype, seed)
+    return layer_class(param.type, param.name)(param, phase, backend(), dtype, seed)
 
 
 def blob(values: np.ndarray) -> Blob:
-    b = Blob(values.shape, np, values.dtype)
-    b.data[...] = values
+    b = Blob(values.shape, backend(), values.dtype)
+    b.data[...] = dev(values)
     return b
 
 
 def empty() -> Blob:
-    return Blob((), np, np.float64)
+    return Blob((), backend(), np.float64)
 
 
 def rand(shape, seed=1, low=-1.0, high=1.0) -> np.ndarray:
@@ -45,7 +47,7 @@ def test_relu_leaky_forward_and_v1_name():
     bottom, top = blob(x), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    np.testing.assert_allclose(top.data, [[-0.2, -0.05, 0.0, 3.0]])
+    assert_allclose(top.data, [[-0.2, -0.05, 0.0, 3.0]])
     assert layer_class("RELU").type_name == "ReLU"
 
 
@@ -56,7 +58,7 @@ def test_sigmoid_tanh_forward():
         bottom, top = blob(x), empty()
         layer.setup([bottom], [top])
         layer.forward([bottom], [top])
-        np.testing.assert_allclose(top.data, ref, rtol=1e-12)
+        assert_allclose(top.data, ref, rtol=1e-12)
 
 
 def test_other_neurons_forward():
@@ -75,7 +77,7 @@ def test_other_neurons_forward():
         bottom, top = blob(x.reshape(1, 4)), empty()
         layer.setup([bottom], [top])
         layer.forward([bottom], [top])
-        np.testing.assert_allclose(top.data.ravel(), ref, rtol=1e-12, err_msg=text)
+        assert_allclose(top.data.ravel(), ref, rtol=1e-12, err_msg=text)
 
 
 def test_dropout_train_scales_kept_units_and_preserves_expectation():
@@ -85,7 +87,7 @@ def test_dropout_train_scales_kept_units_and_preserves_expectation():
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
     kept = top.data != 0
-    np.testing.assert_allclose(top.data[kept], 1 / 0.7)
+    assert_allclose(top.data[kept], 1 / 0.7)
     assert abs(kept.mean() - 0.7) < 0.01
     assert abs(top.data.mean() - 1.0) < 0.01
 
@@ -96,10 +98,10 @@ def test_dropout_test_phase_is_identity_and_passes_gradient():
     bottom, top = blob(x), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    np.testing.assert_array_equal(top.data, x)
+    assert_array_equal(top.data, x)
     top.diff[...] = 2.0
     layer.backward([top], [True], [bottom])
-    np.testing.assert_array_equal(bottom.diff, np.full((3, 4), 2.0))
+    assert_array_equal(bottom.diff, np.full((3, 4), 2.0))
 
 
 def test_dropout_bad_ratio_names_layer():
@@ -139,11 +141,12 @@ def test_dropout_gradient_with_fixed_mask():
     layer = make('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.4 }')
 
     def same_mask():
-        layer.xp_rng = np.random.default_rng(11)
+        layer.xp_rng = make_rng(layer.xp, 11)
 
     bottom, top = blob(rand((3, 5))), empty()
     check_layer_gradient(layer, [bottom], [top], prepare=same_mask)
-    assert (layer.mask == 0).any() and (layer.mask != 0).any()
+    mask = host(layer.mask)
+    assert (mask == 0).any() and (mask != 0).any()
 
 
 # --- in place: same Blob as bottom and top -----------------------------------------------------
@@ -160,7 +163,7 @@ def run_once(layer, x, dy, in_place, prepare=None):
     y = tops[0].data.copy()
     for p in layer.blobs:
         p.diff[...] = 0
-    tops[0].diff[...] = dy
+    tops[0].diff[...] = dev(dy)
     layer.backward(tops, [True], bottoms)
     return y, bottoms[0].diff.copy(), [p.diff.copy() for p in layer.blobs]
 
@@ -187,21 +190,21 @@ def test_in_place_matches_separate_blobs(text):
     x, dy = rand((2, 3, 4), seed=3), rand((2, 3, 4), seed=4)
 
     def reseed(layer):
-        layer.xp_rng = np.random.default_rng(2)
+        layer.xp_rng = make_rng(layer.xp, 2)
 
     ref = run_once(make('name: "n" ' + text), x, dy, False, reseed)
     got = run_once(make('name: "n" ' + text), x, dy, True, reseed)
-    np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
-    np.testing.assert_allclose(got[1], ref[1], rtol=1e-12)
+    assert_allclose(got[0], ref[0], rtol=1e-12)
+    assert_allclose(got[1], ref[1], rtol=1e-12)
     for a, b in zip(got[2], ref[2], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
+        assert_allclose(a, b, rtol=1e-12)
 
 
 def test_float32_relu_keeps_dtype():
     layer = make('name: "r" type: "ReLU"', dtype=np.float32)
-    bottom, top = Blob((2, 2), np, np.float32), Blob((), np, np.float32)
-    bottom.data[...] = [[-1, 2], [3, -4]]
+    bottom, top = Blob((2, 2), backend(), np.float32), Blob((), backend(), np.float32)
+    bottom.data[...] = dev([[-1, 2], [3, -4]])
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
     assert top.data.dtype == np.float32
-    np.testing.assert_array_equal(top.data, [[0, 2], [3, 0]])
+    assert_array_equal(top.data, [[0, 2], [3, 0]])

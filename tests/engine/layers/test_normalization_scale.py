@@ -6,26 +6,27 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
 def make(text: str, phase: str = "TRAIN", seed: int = 0):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return layer_class(param.type, param.name)(param, phase, np, np.float64, seed)
+    return layer_class(param.type, param.name)(param, phase, backend(), np.float64, seed)
 
 
 def blob(values: np.ndarray) -> Blob:
-    b = Blob(values.shape, np, np.float64)
-    b.data[...] = values
+    b = Blob(values.shape, backend(), np.float64)
+    b.data[...] = dev(values)
     return b
 
 
 def empty() -> Blob:
-    return Blob((), np, np.float64)
+    return Blob((), backend(), np.float64)
 
 
 def rand(shape, seed=1, loc=0.0, scale=1.0) -> np.ndarray:
@@ -45,7 +46,7 @@ def test_batchnorm_train_normalises_with_biased_batch_variance():
     layer.forward([bottom], [top])
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
     var = x.var(axis=(0, 2, 3), keepdims=True)
-    np.testing.assert_allclose(top.data, (x - mean) / np.sqrt(var + 0.01), rtol=1e-10)
+    assert_allclose(top.data, (x - mean) / np.sqrt(var + 0.01), rtol=1e-10)
     assert [b.shape for b in layer.blobs] == [(3,), (3,), (1,)]
 
 
@@ -57,14 +58,14 @@ def test_batchnorm_running_sums_follow_caffe():
     bottom, top = blob(x1), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    bottom.data[...] = x2
+    bottom.data[...] = dev(x2)
     layer.forward([bottom], [top])
     m = 4 * 2 * 2
     mean = [x.mean(axis=(0, 2, 3)) for x in (x1, x2)]
     var = [x.var(axis=(0, 2, 3)) * m / (m - 1) for x in (x1, x2)]
-    np.testing.assert_allclose(layer.blobs[2].data, [maf * 1 + 1])
-    np.testing.assert_allclose(layer.blobs[0].data, maf * mean[0] + mean[1], rtol=1e-12)
-    np.testing.assert_allclose(layer.blobs[1].data, maf * var[0] + var[1], rtol=1e-12)
+    assert_allclose(layer.blobs[2].data, [maf * 1 + 1])
+    assert_allclose(layer.blobs[0].data, maf * mean[0] + mean[1], rtol=1e-12)
+    assert_allclose(layer.blobs[1].data, maf * var[0] + var[1], rtol=1e-12)
 
 
 def test_batchnorm_global_stats_divides_sums_by_scale_factor():
@@ -72,17 +73,17 @@ def test_batchnorm_global_stats_divides_sums_by_scale_factor():
     layer = make(BN + " batch_norm_param { use_global_stats: true }")
     bottom, top = blob(x), empty()
     layer.setup([bottom], [top])
-    layer.blobs[0].data[...] = [1.0, 2.0, -4.0]
-    layer.blobs[1].data[...] = [2.0, 0.5, 8.0]
+    layer.blobs[0].data[...] = dev([1.0, 2.0, -4.0])
+    layer.blobs[1].data[...] = dev([2.0, 0.5, 8.0])
     layer.blobs[2].data[...] = 2.0
     layer.forward([bottom], [top])
     mean = np.array([0.5, 1.0, -2.0])[None, :, None]
     var = np.array([1.0, 0.25, 4.0])[None, :, None]
-    np.testing.assert_allclose(top.data, (x - mean) / np.sqrt(var + EPS), rtol=1e-12)
-    before = [b.data.copy() for b in layer.blobs]
+    assert_allclose(top.data, (x - mean) / np.sqrt(var + EPS), rtol=1e-12)
+    before = [host(b.data).copy() for b in layer.blobs]
     layer.forward([bottom], [top])
     for b, ref in zip(layer.blobs, before, strict=True):
-        np.testing.assert_array_equal(b.data, ref)  # global stats are never updated
+        assert_array_equal(b.data, ref)  # global stats are never updated
 
 
 def test_batchnorm_zero_scale_factor_means_zero_statistics():
@@ -91,7 +92,7 @@ def test_batchnorm_zero_scale_factor_means_zero_statistics():
     bottom, top = blob(x), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    np.testing.assert_allclose(top.data, x / np.sqrt(EPS), rtol=1e-12)
+    assert_allclose(top.data, x / np.sqrt(EPS), rtol=1e-12)
 
 
 def test_batchnorm_forces_lr_mult_zero_and_rejects_learned_stats():
@@ -117,8 +118,8 @@ def test_batchnorm_global_stats_gradient():
     layer = make(BN + " batch_norm_param { use_global_stats: true }")
     bottom, top = blob(rand((3, 2, 3))), empty()
     layer.setup([bottom], [top])
-    layer.blobs[0].data[...] = [0.3, -1.0]
-    layer.blobs[1].data[...] = [1.5, 0.2]
+    layer.blobs[0].data[...] = dev([0.3, -1.0])
+    layer.blobs[1].data[...] = dev([1.5, 0.2])
     layer.blobs[2].data[...] = 0.8
     check_layer_gradient(layer, [bottom], [top], check_params=False)
 
@@ -130,18 +131,18 @@ def test_batchnorm_in_place_backward_survives_overwritten_top():
     bottom, top = blob(x), empty()
     ref_layer.setup([bottom], [top])
     ref_layer.forward([bottom], [top])
-    top.diff[...] = dy
+    top.diff[...] = dev(dy)
     ref_layer.backward([top], [True], [bottom])
 
     layer = make(BN)
     shared = blob(x)
     layer.setup([shared], [shared])
     layer.forward([shared], [shared])
-    np.testing.assert_allclose(shared.data, top.data, rtol=1e-12)
+    assert_allclose(shared.data, top.data, rtol=1e-12)
     shared.data[...] = 123.0  # what an in-place Scale would do
-    shared.diff[...] = dy
+    shared.diff[...] = dev(dy)
     layer.backward([shared], [True], [shared])
-    np.testing.assert_allclose(shared.diff, bottom.diff, rtol=1e-12)
+    assert_allclose(shared.diff, bottom.diff, rtol=1e-12)
 
 
 # --- Scale -----------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def test_scale_defaults_to_identity_with_per_channel_blob():
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
     assert [b.shape for b in layer.blobs] == [(3,)]
-    np.testing.assert_array_equal(top.data, x)
+    assert_array_equal(top.data, x)
 
 
 def test_scale_forward_with_bias_matches_broadcast():
@@ -164,9 +165,9 @@ def test_scale_forward_with_bias_matches_broadcast():
     bottom, top = blob(x), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    s, b = layer.blobs[0].data, layer.blobs[1].data
+    s, b = host(layer.blobs[0].data), host(layer.blobs[1].data)
     assert np.all((s >= 1) & (s <= 2)) and np.all(b == 0.5)
-    np.testing.assert_allclose(top.data, x * s[None, :, None] + 0.5, rtol=1e-12)
+    assert_allclose(top.data, x * s[None, :, None] + 0.5, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -212,13 +213,13 @@ def test_scale_in_place_matches_separate_blobs():
         top = bottom if in_place else empty()
         layer.setup([bottom], [top])
         layer.forward([bottom], [top])
-        y = top.data.copy()
-        top.diff[...] = dy
+        y = host(top.data).copy()
+        top.diff[...] = dev(dy)
         layer.blobs[0].diff[...] = 0
         layer.backward([top], [True], [bottom])
-        results.append((y, bottom.diff.copy(), layer.blobs[0].diff.copy()))
+        results.append((y, host(bottom.diff).copy(), layer.blobs[0].diff.copy()))
     for got, ref in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(got, ref, rtol=1e-12)
+        assert_allclose(got, ref, rtol=1e-12)
 
 
 def test_scale_accumulates_param_diff():
@@ -229,7 +230,7 @@ def test_scale_accumulates_param_diff():
     top.diff[...] = 1.0
     layer.blobs[0].diff[...] = 10.0
     layer.backward([top], [False], [bottom])
-    np.testing.assert_allclose(layer.blobs[0].diff, 10.0 + bottom.data.sum(axis=0))
+    assert_allclose(layer.blobs[0].diff, 10.0 + bottom.data.sum(axis=0))
 
 
 def test_scale_shape_mismatch_names_layer():
@@ -245,7 +246,7 @@ def test_bias_forward_and_gradients():
     bottom, top = blob(x), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    np.testing.assert_allclose(top.data, x + 2)
+    assert_allclose(top.data, x + 2)
     layer = make('name: "b" type: "Bias" bias_param { filler { type: "gaussian" std: 1 } }')
     check_layer_gradient(layer, [blob(x)], [empty()])
     layer = make('name: "b" type: "Bias" bias_param { axis: 1 num_axes: 2 }')

@@ -6,21 +6,24 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layers.softmax import SoftmaxLayer
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
 def make_layer(softmax: str = "", dtype=np.float64) -> SoftmaxLayer:
     text = f'name: "prob" type: "Softmax" softmax_param {{ {softmax} }}'
-    return SoftmaxLayer(text_format.Parse(text, caffe_pb2.LayerParameter()), dtype=dtype)
+    return SoftmaxLayer(
+        text_format.Parse(text, caffe_pb2.LayerParameter()), xp=backend(), dtype=dtype
+    )
 
 
 def blobs(shape, dtype=np.float64, seed: int = 1, scale: float = 1.0) -> tuple[Blob, Blob]:
     bottom = Blob(shape, dtype=dtype)
-    bottom.data[...] = scale * np.random.default_rng(seed).standard_normal(shape)
+    bottom.data[...] = dev(scale * np.random.default_rng(seed).standard_normal(shape))
     return bottom, Blob(dtype=dtype)
 
 
@@ -37,8 +40,8 @@ def test_forward_matches_exp_over_sum(axis_text, axis):
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
     assert top.shape == bottom.shape
-    np.testing.assert_allclose(top.data, reference(bottom.data, axis), rtol=1e-13)
-    np.testing.assert_allclose(top.data.sum(axis=axis), 1.0, rtol=1e-13)
+    assert_allclose(top.data, reference(host(bottom.data), axis), rtol=1e-13)
+    assert_allclose(top.data.sum(axis=axis), 1.0, rtol=1e-13)
 
 
 def test_large_scores_do_not_overflow_in_float32():
@@ -47,9 +50,9 @@ def test_large_scores_do_not_overflow_in_float32():
     layer = make_layer(dtype=np.float32)
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    assert np.all(np.isfinite(top.data))
-    want = reference(bottom.data.astype(np.float64) - 1000.0, 1)
-    np.testing.assert_allclose(top.data, want, rtol=1e-5)
+    assert np.all(np.isfinite(host(top.data)))
+    want = reference(host(bottom.data).astype(np.float64) - 1000.0, 1)
+    assert_allclose(top.data, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("axis_text, shape", [("", (2, 4, 3)), ("axis: 2", (2, 3, 4, 2))])
@@ -63,17 +66,17 @@ def test_in_place_matches_separate_top():
     layer = make_layer()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    top.diff[...] = np.random.default_rng(5).standard_normal(top.shape)
+    top.diff[...] = dev(np.random.default_rng(5).standard_normal(top.shape))
     layer.backward([top], [True], [bottom])
 
     same, _ = blobs((3, 5, 2), seed=4)
     inplace = make_layer()
     inplace.setup([same], [same])
     inplace.forward([same], [same])
-    np.testing.assert_array_equal(same.data, top.data)
-    same.diff[...] = top.diff
+    assert_array_equal(same.data, top.data)
+    same.diff[...] = dev(host(top.diff))
     inplace.backward([same], [True], [same])
-    np.testing.assert_allclose(same.diff, bottom.diff, rtol=1e-14, atol=1e-16)
+    assert_allclose(same.diff, bottom.diff, rtol=1e-14, atol=1e-16)
 
 
 def test_axis_out_of_range_is_a_clear_error():

@@ -6,26 +6,27 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
 def make(text: str, phase: str = "TRAIN", seed: int = 0):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return layer_class(param.type, param.name)(param, phase, np, np.float64, seed)
+    return layer_class(param.type, param.name)(param, phase, backend(), np.float64, seed)
 
 
 def blob(values: np.ndarray) -> Blob:
-    b = Blob(values.shape, np, np.float64)
-    b.data[...] = values
+    b = Blob(values.shape, backend(), np.float64)
+    b.data[...] = dev(values)
     return b
 
 
 def empty() -> Blob:
-    return Blob((), np, np.float64)
+    return Blob((), backend(), np.float64)
 
 
 def rand(shape, seed=1) -> np.ndarray:
@@ -37,7 +38,7 @@ def top_shape(text: str, shape) -> tuple[int, ...]:
     bottom, top = blob(rand(shape)), empty()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
-    np.testing.assert_array_equal(top.data.ravel(), bottom.data.ravel())
+    assert_array_equal(top.data.ravel(), bottom.data.ravel())
     return top.shape
 
 
@@ -79,9 +80,9 @@ def test_flatten_backward_survives_replaced_arrays():
     layer = make('name: "f" type: "Flatten"')
     bottom, top = blob(rand((2, 3, 2))), empty()
     layer.setup([bottom], [top])
-    top.diff = rand((2, 6), seed=5)  # a consumer replaced the diff array instead of writing it
+    top.diff = dev(rand((2, 6), seed=5))  # a consumer replaced the diff array instead of writing it
     layer.backward([top], [True], [bottom])
-    np.testing.assert_array_equal(bottom.diff, top.diff.reshape(2, 3, 2))
+    assert_array_equal(bottom.diff, top.diff.reshape(2, 3, 2))
 
 
 # --- Reshape ---------------------------------------------------------------------------------
@@ -130,12 +131,12 @@ def test_concat_forward_matches_numpy_on_axis_0_and_1():
     top = empty()
     layer.setup([blob(a), blob(b)], [top])
     layer.forward([blob(a), blob(b)], [top])
-    np.testing.assert_array_equal(top.data, np.concatenate([a, b], axis=1))
+    assert_array_equal(top.data, np.concatenate([a, b], axis=1))
     c = rand((4, 3, 2), 3)
     layer = make('name: "c" type: "Concat" concat_param { concat_dim: 0 }')
     layer.setup([blob(a), blob(c)], [top])
     layer.forward([blob(a), blob(c)], [top])
-    np.testing.assert_array_equal(top.data, np.concatenate([a, c], axis=0))
+    assert_array_equal(top.data, np.concatenate([a, c], axis=0))
     assert layer_class("CONCAT").type_name == "Concat"
 
 
@@ -170,7 +171,7 @@ def test_slice_points_and_even_split():
     layer.setup([blob(x)], tops)
     layer.forward([blob(x)], tops)
     for t, ref in zip(tops, np.split(x, [1, 4], axis=1), strict=True):
-        np.testing.assert_array_equal(t.data, ref)
+        assert_array_equal(t.data, ref)
     layer = make('name: "s" type: "Slice" slice_param { slice_dim: 0 }')
     tops = [empty(), empty()]
     layer.setup([blob(x)], tops)
@@ -202,7 +203,7 @@ def test_eltwise_forward_ops():
         top = empty()
         layer.setup([blob(a), blob(b), blob(c)], [top])
         layer.forward([blob(a), blob(b), blob(c)], [top])
-        np.testing.assert_allclose(top.data, ref, rtol=1e-12, err_msg=spec)
+        assert_allclose(top.data, ref, rtol=1e-12, err_msg=spec)
 
 
 def test_eltwise_max_routes_gradient_with_caffes_tie_rule():
@@ -214,11 +215,11 @@ def test_eltwise_max_routes_gradient_with_caffes_tie_rule():
     layer = make('name: "e" type: "Eltwise" eltwise_param { operation: MAX }')
     layer.setup(bottoms, [top])
     layer.forward(bottoms, [top])
-    top.diff[...] = [[10.0, 20.0, 30.0, 40.0]]
+    top.diff[...] = dev([[10.0, 20.0, 30.0, 40.0]])
     layer.backward([top], [True, True, True], bottoms)
-    np.testing.assert_array_equal(bottoms[0].diff, [[0, 0, 0, 40]])
-    np.testing.assert_array_equal(bottoms[1].diff, [[10, 20, 0, 0]])
-    np.testing.assert_array_equal(bottoms[2].diff, [[0, 0, 30, 0]])
+    assert_array_equal(bottoms[0].diff, [[0, 0, 0, 40]])
+    assert_array_equal(bottoms[1].diff, [[10, 20, 0, 0]])
+    assert_array_equal(bottoms[2].diff, [[0, 0, 30, 0]])
 
 
 @pytest.mark.parametrize(
@@ -258,6 +259,6 @@ def test_silence_has_no_tops_and_zero_gradient():
     layer.setup([a, b], [])
     layer.forward([a, b], [])
     layer.backward([], [True, False], [a, b])
-    assert np.all(a.diff == 0) and np.all(b.diff == 5)
+    assert np.all(host(a.diff) == 0) and np.all(host(b.diff) == 5)
     with pytest.raises(NetError, match="'quiet'"):
         layer.setup([a], [empty()])

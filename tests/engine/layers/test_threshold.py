@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.blob import Blob
 from engine.errors import NetError
+from tests.backends import Blob, assert_array_equal
 from tests.engine.layers._build import make_layer, random_blob
 
 
@@ -19,7 +19,7 @@ def test_forward_is_strict_step(t):
     layer.setup([x], [top])
     layer.forward([x], [top])
     want = np.array([1.0 if v > t else 0.0 for v in x.data.reshape(-1)]).reshape(x.shape)
-    np.testing.assert_array_equal(top.data, want)
+    assert_array_equal(top.data, want)
 
 
 def test_in_place_and_no_backward():
@@ -28,6 +28,6 @@ def test_in_place_and_no_backward():
     layer = make_layer("Threshold", name="step")
     layer.setup([x], [x])
     layer.forward([x], [x])
-    np.testing.assert_array_equal(x.data, (orig > 0).astype(float))
+    assert_array_equal(x.data, (orig > 0).astype(float))
     with pytest.raises(NetError, match="'step'"):
         layer.backward([x], [True], [x])

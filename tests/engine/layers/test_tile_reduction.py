@@ -6,21 +6,22 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engine.blob import Blob
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.proto import caffe_pb2
+from tests.backends import Blob, assert_allclose, assert_array_equal, dev, host
+from tests.backends import current as backend
 from tests.gradcheck import check_layer_gradient
 
 
 def _layer(kind: str, body: str, name: str = "l"):
     param = text_format.Parse(f'name: "{name}" type: "{kind}" {body}', caffe_pb2.LayerParameter())
-    return layer_class(kind)(param, dtype=np.float64)
+    return layer_class(kind)(param, xp=backend(), dtype=np.float64)
 
 
 def _bottom(shape, seed=0):
     b = Blob(shape, dtype=np.float64)
-    b.data[...] = np.random.default_rng(seed).standard_normal(shape)
+    b.data[...] = dev(np.random.default_rng(seed).standard_normal(shape))
     return b
 
 
@@ -36,8 +37,8 @@ def test_tile_forward_matches_loop_reference_and_gradient(axis, tiles):
     for idx in np.ndindex(*top.shape):  # top index i along axis reads bottom index i % size
         src = list(idx)
         src[ax] = idx[ax] % x.shape[ax]
-        want[idx] = x.data[tuple(src)]
-    np.testing.assert_array_equal(top.data, want)
+        want[idx] = host(x.data)[tuple(src)]
+    assert_array_equal(top.data, want)
     check_layer_gradient(layer, [x], [top])
 
 
@@ -73,7 +74,7 @@ def test_reduction_forward_and_gradient(op, axis, coeff):
     layer.forward([x], [top])
     ax = axis % 3
     assert top.shape == x.shape[:ax]
-    np.testing.assert_allclose(top.data, _reduce_ref(x.data, op, ax, coeff), rtol=1e-12)
+    assert_allclose(top.data, _reduce_ref(host(x.data), op, ax, coeff), rtol=1e-12)
     check_layer_gradient(layer, [x], [top], kink=lambda a: np.abs(a) < 1e-4)
 
 
@@ -84,16 +85,16 @@ def test_reduction_default_is_sum_of_everything_to_a_scalar():
     layer.setup([x], [top])
     layer.forward([x], [top])
     assert top.shape == ()
-    assert float(top.data) == pytest.approx(float(np.sum(x.data)))
+    assert float(top.data) == pytest.approx(float(np.sum(host(x.data))))
 
 
 def test_reduction_asum_gradient_is_zero_at_zero_as_caffe_sign():
     x = Blob((1, 3), dtype=np.float64)
-    x.data[...] = [[-2.0, 0.0, 5.0]]
+    x.data[...] = dev([[-2.0, 0.0, 5.0]])
     top = Blob(dtype=np.float64)
     layer = _layer("Reduction", "reduction_param { operation: ASUM axis: 1 }")
     layer.setup([x], [top])
     layer.forward([x], [top])
     top.diff[...] = 1.0
     layer.backward([top], [True], [x])
-    np.testing.assert_array_equal(x.diff, [[-1.0, 0.0, 1.0]])
+    assert_array_equal(x.diff, [[-1.0, 0.0, 1.0]])

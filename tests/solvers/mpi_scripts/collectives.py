@@ -4,41 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import types
 
 import numpy as np
 
+from engine.backend import use_device
 from solvers.launch import abort_on_error, get_comm, local_rank
 from solvers.mpi_comm import MPIComm
-
-
-def fake_device_module() -> types.ModuleType:
-    """A stand-in for CuPy: arrays with .get(out=)/.set() and a stream whose syncs are counted."""
-    module = types.ModuleType("fakecupy")
-    stream = types.SimpleNamespace(syncs=0)
-    stream.synchronize = lambda: setattr(stream, "syncs", stream.syncs + 1)
-    module.cuda = types.SimpleNamespace(get_current_stream=lambda: stream)
-    module.stream = stream
-
-    class ndarray:  # noqa: N801 - mirrors cupy.ndarray
-        def __init__(self, values: np.ndarray) -> None:
-            self._host = np.ascontiguousarray(values)
-            self.dtype, self.shape, self.size = self._host.dtype, self._host.shape, self._host.size
-            self.flags = self._host.flags
-
-        def get(self, out: np.ndarray | None = None) -> np.ndarray:
-            if out is None:
-                return self._host.copy()
-            out[...] = self._host
-            return out
-
-        def set(self, values: np.ndarray) -> None:
-            self._host[...] = values
-
-    ndarray.__module__ = "fakecupy"
-    module.ndarray = ndarray
-    sys.modules["fakecupy"] = module
-    return module
+from tests.cupy_standin import fakecupy
 
 
 def assert_sum(actual: np.ndarray, parts: list[np.ndarray], what: str) -> None:
@@ -114,21 +86,25 @@ def main() -> None:
     spent = comm.reset_elapsed()
     assert spent >= before and comm.elapsed == 0.0
 
-    # Device arrays are synchronized and staged through one reused host buffer.
-    fake = fake_device_module()
-    dev = fake.ndarray(np.full(64, float(r), np.float32))
-    syncs = fake.stream.syncs
+    # Device arrays (the strict CuPy stand-in, each rank on its own device as with -gpu all) are
+    # synchronized and staged through one reused pinned host buffer: one copy each way.
+    use_device(fakecupy, r % fakecupy._standin.DEVICE_COUNT)
+    counters = fakecupy._standin.counters
+    dev = fakecupy.asarray(np.full(64, float(r), np.float32))
+    syncs, h2d, d2h = counters.syncs, counters.h2d, counters.d2h
     comm.allreduce_sum(dev)
     assert np.all(dev.get() == sum(range(n))), "staged allreduce"
-    assert fake.stream.syncs == syncs + 1, "device stream not synchronized before the collective"
+    assert counters.syncs == syncs + 1, "device stream not synchronized before the collective"
+    assert (counters.h2d, counters.d2h) == (h2d + 1, d2h + 2), "one copy each way (+ the check)"
     staging = comm._host_buffer(dev)
-    dev2 = fake.ndarray(np.full(64, float(r), np.float32))
+    assert fakecupy._standin.is_pinned(staging), "the staging buffer is not pinned host memory"
+    dev2 = fakecupy.asarray(np.full(64, float(r), np.float32))
     comm.bcast(dev2, root=n - 1)
     assert np.all(dev2.get() == n - 1), "staged bcast"
     comm.reduce_sum(dev2, root=0)
     assert np.all(dev2.get() == (n * (n - 1) if r == 0 else n - 1)), "staged reduce"
     assert comm._host_buffer(dev2).base is staging.base or comm._host_buffer(dev2) is staging
-    assert len(comm._staging) == 1, "staging buffer not reused"
+    assert len(comm._staging) == 1 and counters.pinned == 1, "staging buffer not reused"
 
     print(f"OK rank {r}", flush=True)
 
