@@ -55,6 +55,7 @@ class Profile:
     ranks: int
     plans: dict[str, Plan]
     figures: dict[str, Any]
+    sweep: dict[str, Any]
 
     @property
     def seeds(self) -> list[int]:
@@ -141,4 +142,5 @@ def load_profile(
         ranks=int(section.get("ranks", 1)),
         plans=plans,
         figures=dict(section.get("figures", {})),
+        sweep=dict(section.get("sweep", {})),
     )

@@ -1,0 +1,292 @@
+"""`make sweep-isgd`: the readings of Alg. 1/2 that the paper leaves open, each against SGD.
+
+    python -m scripts.sweep [--profile default] [--datasets mnist] [--runs N]
+
+Each setting changes one thing from the paper's reading (k = 3, the limit from the losses before
+the batch, zeta = the current lr, stop = 5, w_{t-1} before the update, the Table 1 batch) and
+runs ISGD with the same seeds as SGD; the paired difference ISGD - SGD in time and gradient
+evaluations to target, with its interval, says which readings (if any) give the paper's gains.
+Runs: results/runs/<profile>/sweep/ (the paper's reading and SGD are the Table 1 runs).
+Output: results[/<profile>]/sweep.md, sweep.csv and figures/sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from data_tools.errors import DataError
+from engine.errors import EngineError
+from engine.proto_io import read_solver_param
+from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile
+from scripts.reproduce import Display, ensure_data, run_all, table1_spec
+from scripts.runs import RunError, RunSpec, status
+from scripts.stats import paired_test, time_to_target
+from scripts.table1 import results_dir, test_series, write_csv
+from solvers.run_log import RunLog, RunLogError
+
+plt.switch_backend("Agg")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One reading of the paper: isgd_param changes (and a batch size) and why it is open."""
+
+    name: str
+    why: str
+    isgd: dict[str, Any] = field(default_factory=dict)
+    batch_factor: int = 1
+    zeta_lr_multiple: float | None = None  # zeta as a multiple of the solver's base_lr
+
+
+SETTINGS = [
+    Setting("paper", "k = 3, limit from the n losses before the batch, zeta = lr, stop = 5"),
+    Setting("k2", "Sec. 4.2: 'a soft margin, 2 or 3 sigma'", {"control_limit": 2.0}),
+    Setting(
+        "limit_with_current",
+        "Alg. 1 line 19 folds the current loss into the mean before the test",
+        {"limit_includes_current": True},
+    ),
+    Setting(
+        "zeta_10lr", "zeta is 'a constant learning rate', its value unstated", zeta_lr_multiple=10
+    ),
+    Setting("stop2", "stop: 'a few iterations, 5 for example'", {"stop": 2}),
+    Setting("stop10", "stop: 'a few iterations, 5 for example'", {"stop": 10}),
+    Setting(
+        "anchor_after_update",
+        "w_{t-1} of Eq. 17 read as the weights Alg. 2 starts from",
+        {"anchor_after_update": True},
+    ),
+    Setting("batch4x", "the batch size of Table 1 is not given", batch_factor=4),
+]
+
+
+def setting_specs(profile: Profile, plan: Plan, setting: Setting, seed: int) -> dict[str, RunSpec]:
+    """The SGD and ISGD runs of one setting and seed (Table 1's where the setting is Table 1's)."""
+    if setting.name == "paper":
+        return {arm: table1_spec(profile, plan, arm, seed, {}) for arm in ("sgd", "isgd")}
+    isgd = dict(setting.isgd)
+    if setting.zeta_lr_multiple is not None:
+        isgd["zeta"] = _base_lr(plan) * setting.zeta_lr_multiple
+    batch = plan.batch_size * setting.batch_factor
+    budget = max(1, plan.budget_grad_evals * plan.batch_size // batch)
+    common = dict(
+        profile=profile.name,
+        group="sweep",
+        plan=plan,
+        seed=seed,
+        ranks=profile.ranks,
+        batch_size=batch,
+        budget_grad_evals=budget,
+    )
+    specs = {"isgd": RunSpec(arm="isgd", tag=setting.name, isgd=isgd, **common)}
+    if setting.batch_factor != 1:
+        specs["sgd"] = RunSpec(arm="sgd", tag=setting.name, **common)
+    else:
+        specs["sgd"] = table1_spec(profile, plan, "sgd", seed, {})
+    return specs
+
+
+def _base_lr(plan: Plan) -> float:
+    return float(read_solver_param(str(ROOT / plan.dataset.solver_file("isgd"))).base_lr)
+
+
+def _log(spec: RunSpec) -> RunLog | None:
+    state, log = status(spec)
+    return log if state == "done" else None
+
+
+def summarize_setting(profile: Profile, plan: Plan, setting: Setting) -> dict[str, Any]:
+    """One row of sweep.csv: reach, paired differences with intervals, Alg. 2's activity."""
+    ds = plan.dataset
+    sgd_t, isgd_t, sgd_e, isgd_e = [], [], [], []
+    reached = {"sgd": 0, "isgd": 0}
+    runs = {"sgd": 0, "isgd": 0}
+    triggers = inner = iterations = evals = 0
+    for seed in profile.seeds:
+        specs = setting_specs(profile, plan, setting, seed)
+        logs = {arm: _log(spec) for arm, spec in specs.items()}
+        hits = {}
+        for arm, log in logs.items():
+            if log is None:
+                continue
+            runs[arm] += 1
+            hits[arm] = time_to_target(test_series(log, ds.metric), ds.target)
+            reached[arm] += hits[arm] is not None
+            if arm == "isgd":
+                its = log.of("iter")
+                triggers += sum(1 for e in its if e.get("under_trained"))
+                inner += sum(int(e.get("subproblem_iters") or 0) for e in its)
+                iterations += len(its)
+                evals += int(its[-1].get("grad_evals", 0)) if its else 0
+        if hits.get("sgd") is not None and hits.get("isgd") is not None:
+            sgd_t.append(hits["sgd"].train_s)
+            isgd_t.append(hits["isgd"].train_s)
+            sgd_e.append(hits["sgd"].grad_evals)
+            isgd_e.append(hits["isgd"].grad_evals)
+    time_test, eval_test = paired_test(sgd_t, isgd_t), paired_test(sgd_e, isgd_e)
+    mean_sgd_t = float(np.mean(sgd_t)) if sgd_t else None
+    mean_sgd_e = float(np.mean(sgd_e)) if sgd_e else None
+    return {
+        "dataset": ds.name,
+        "setting": setting.name,
+        "why": setting.why,
+        "runs_sgd": runs["sgd"],
+        "runs_isgd": runs["isgd"],
+        "reached_sgd": reached["sgd"],
+        "reached_isgd": reached["isgd"],
+        "pairs": time_test.pairs,
+        "time_diff_s": time_test.difference.mean,
+        "time_diff_low": time_test.difference.low,
+        "time_diff_high": time_test.difference.high,
+        "time_improvement": None
+        if time_test.difference.mean is None or not mean_sgd_t
+        else -time_test.difference.mean / mean_sgd_t,
+        "time_t_p": time_test.t_p,
+        "evals_diff": eval_test.difference.mean,
+        "evals_diff_low": eval_test.difference.low,
+        "evals_diff_high": eval_test.difference.high,
+        "evals_improvement": None
+        if eval_test.difference.mean is None or not mean_sgd_e
+        else -eval_test.difference.mean / mean_sgd_e,
+        "evals_t_p": eval_test.t_p,
+        "trigger_rate": triggers / iterations if iterations else None,
+        "inner_steps_per_trigger": inner / triggers if triggers else None,
+        "extra_evals_fraction": (evals - iterations) / evals if evals else None,
+    }
+
+
+def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:.1f} %" if pct else f"{value:.{digits}g}"
+
+
+def markdown(rows: list[dict[str, Any]], profile: Profile) -> str:
+    out = [
+        f"# ISGD sweep: the readings the paper leaves open (profile `{profile.name}`)",
+        "",
+        f"Each setting changes one reading from the paper's; {profile.runs} seed(s), ISGD paired "
+        "with SGD of the same seed. Improvement = −(ISGD − SGD) / SGD mean over the pairs where "
+        "both reached the target; the interval is the 95 % t interval of the paired difference.",
+        "",
+        "| dataset | setting | what is open | reached SGD / ISGD | pairs | time to target: ISGD − "
+        "SGD (s) [95 % CI] | improvement | t p | gradient evals: ISGD − SGD [95 % CI] | "
+        "improvement | Alg. 2 triggers / iter | inner steps / trigger | extra evals |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ci_t = f"{_fmt(r['time_diff_s'])} [{_fmt(r['time_diff_low'])}, {_fmt(r['time_diff_high'])}]"
+        ci_e = (
+            f"{_fmt(r['evals_diff'])} [{_fmt(r['evals_diff_low'])}, {_fmt(r['evals_diff_high'])}]"
+        )
+        out.append(
+            f"| {r['dataset']} | {r['setting']} | {r['why']} | {r['reached_sgd']}/{r['runs_sgd']} "
+            f"/ {r['reached_isgd']}/{r['runs_isgd']} | {r['pairs']} | {ci_t} "
+            f"| {_fmt(r['time_improvement'], True)} | {_fmt(r['time_t_p'])} | {ci_e} "
+            f"| {_fmt(r['evals_improvement'], True)} | {_fmt(r['trigger_rate'], True)} "
+            f"| {_fmt(r['inner_steps_per_trigger'])} | {_fmt(r['extra_evals_fraction'], True)} |"
+        )
+    significant = [
+        r
+        for r in rows
+        if r["evals_diff_high"] is not None and r["evals_diff_high"] < 0 and r["pairs"] >= 2
+    ]
+    out += ["", "## Reading", ""]
+    if significant:
+        names = ", ".join(f"{r['dataset']}/{r['setting']}" for r in significant)
+        out.append(
+            "Settings whose 95 % interval of the gradient-evaluation difference lies below 0: "
+            f"{names}."
+        )
+    else:
+        out.append(
+            "No setting's 95 % interval of the gradient-evaluation difference lies below 0: in "
+            "these runs no reading of the paper gives a gain that the intervals can tell from "
+            "noise."
+        )
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 2))
+    labels = [f"{r['dataset']}/{r['setting']}" for r in rows]
+    y = np.arange(len(rows))
+    for ax, key, title in (
+        (axes[0], "time_diff", "training seconds to target"),
+        (axes[1], "evals_diff", "gradient evaluations to target"),
+    ):
+        mean_key = "time_diff_s" if key == "time_diff" else "evals_diff"
+        for i, r in enumerate(rows):
+            m, lo, hi = r[mean_key], r[f"{key}_low"], r[f"{key}_high"]
+            if m is None:
+                continue
+            ax.plot([m], [i], "o", color="tab:orange")
+            if lo is not None:
+                ax.plot([lo, hi], [i, i], color="tab:orange")
+        ax.axvline(0, color="black", lw=1)
+        ax.set_yticks(y, labels if ax is axes[0] else [""] * len(rows))
+        ax.set_xlabel(f"ISGD − SGD, {title} (mean, 95 % CI)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("ISGD sweep: left of 0 = ISGD reaches the target sooner", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", default="default")
+    parser.add_argument(
+        "--datasets", default="", help="comma-separated (default: the profile's sweep)"
+    )
+    parser.add_argument("--runs", type=int, default=None, help="seeds per setting")
+    parser.add_argument("--no-run", action="store_true", help="summarize what is already logged")
+    args = parser.parse_args(argv)
+    display = Display()
+    try:
+        profile = load_profile(args.profile, None, args.runs)
+        chosen = [d for d in args.datasets.split(",") if d] or list(
+            profile.sweep.get("datasets", ["mnist"])
+        )
+        profile = load_profile(args.profile, chosen, args.runs)
+        if not args.no_run:
+            ensure_data(profile, display.say)
+            specs = {
+                str(spec.folder): spec
+                for plan in profile.plans.values()
+                for setting in SETTINGS
+                for seed in profile.seeds
+                for spec in setting_specs(profile, plan, setting, seed).values()
+            }
+            run_all(list(specs.values()), display)
+        rows = [
+            summarize_setting(profile, plan, setting)
+            for plan in profile.plans.values()
+            for setting in SETTINGS
+        ]
+        out = results_dir(profile.name)
+        write_csv(out / "sweep.csv", list(rows[0]), rows)
+        (out / "sweep.md").write_text(markdown(rows, profile), encoding="utf-8")
+        plot(rows, out / "figures" / "sweep.png")
+        display.say(f"wrote {out / 'sweep.md'}, sweep.csv, figures/sweep.png")
+    except KeyboardInterrupt:
+        display.say("interrupted: finished runs are kept; run the same command again to continue")
+        return 130
+    except (ProfileError, DataError, RunError, RunLogError, EngineError, OSError) as exc:
+        display.say(f"sweep-isgd: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
