@@ -1,0 +1,69 @@
+"""The ImageNet row's path end to end on a small generated image folder: convert_imageset, the
+mean, AlexNet with the loss-band lr for a few iterations through the experiment driver, and a
+test scored by Caffe's Accuracy with top_k 5 (section 5.2's 81 % top-5 target)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_tools.convert_imageset import convert_imageset
+from data_tools.image_mean import compute_mean, write_mean
+from scripts import reproduce
+from scripts.profiles import Plan, load_profile
+from scripts.runs import RunSpec, run
+from scripts.table1 import run_row
+
+Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+
+
+def image_folder(root: Path, count: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(count):
+        label = i % 7
+        rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        rgb[..., label % 3] = 40 * label  # a little class signal
+        name = f"n{label:03d}/img_{i}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(root / name)
+        lines.append(f"{name} {label}")
+    listing = root / "list.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+def test_alexnet_row_from_an_image_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
+    train, val = tmp_path / "train_lmdb", tmp_path / "val_lmdb"
+    for listing, db, n, seed in ((tmp_path / "tr", train, 8, 1), (tmp_path / "va", val, 6, 2)):
+        lst = image_folder(listing, n, seed)
+        convert_imageset(listing, lst, db, resize_height=256, resize_width=256, progress=False)
+    mean = tmp_path / "mean.binaryproto"
+    write_mean(compute_mean(train, progress=False), mean)
+    monkeypatch.setenv("IMAGENET_TRAIN", str(train))
+    monkeypatch.setenv("IMAGENET_VAL", str(val))
+    monkeypatch.setenv("IMAGENET_MEAN", str(mean))
+    profile = load_profile("paper", ["imagenet"], runs=1)
+    sources = reproduce.ensure_data(profile, lambda _: None)["imagenet"]
+    paper = profile.plans["imagenet"]
+    plan = Plan(
+        paper.dataset,
+        batch_size=2,
+        budget_grad_evals=3,
+        test_interval_seconds=1e6,
+        snapshot_every=100,
+        display=1,
+    )
+    spec = RunSpec(profile="t", group="table1", plan=plan, arm="isgd", seed=1, **sources)
+    log = run(spec, lambda _: None, lambda p: None)
+    assert log.finished and len(log.of("iter")) == 3
+    assert {e["lr"] for e in log.of("iter")} <= {0.015, 0.0015, 0.00015}, "the loss-band lr"
+    tests = log.of("test")
+    assert [t["iter"] for t in tests] == [0, 3] and "accuracy_top5" in tests[-1]["outputs"]
+    top5, top1 = tests[-1]["outputs"]["accuracy_top5"], tests[-1]["outputs"]["accuracy"]
+    assert 0.0 <= top1 <= top5 <= 1.0
+    row = run_row(log, paper.dataset, "isgd")
+    assert row.metric == "accuracy_top5" and row.target == 0.81 and row.final_acc == top5
