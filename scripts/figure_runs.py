@@ -104,6 +104,8 @@ def fig8_specs(profile: Profile) -> list[RunSpec]:
         plan = profile.plans[dataset]
         images = plan.budget_grad_evals * plan.batch_size
         for batch in batches:
+            if int(batch) == plan.batch_size:
+                continue  # the Table 1 run of seed 1 is that point
             for arm in ("sgd", "isgd"):
                 specs.append(
                     RunSpec(

@@ -26,6 +26,7 @@ from engine.errors import EngineError
 from scripts import figure_runs
 from scripts.profiles import Profile, ProfileError, load_profile
 from scripts.reproduce import Display, ensure_data, run_all, table1_spec
+from scripts.results_readme import build as build_readme
 from scripts.runs import RunError, RunSpec, status
 from scripts.stats import time_to_target
 from scripts.table1 import results_dir, test_series
@@ -564,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             display.say(f"Fig. {number}: {note}")
         out.mkdir(parents=True, exist_ok=True)
         notes_path.write_text(json.dumps(notes, indent=1, sort_keys=True) + "\n")
+        display.say(f"wrote {build_readme(profile.name)}")
     except KeyboardInterrupt:
         display.say("interrupted: finished runs are kept; run the same command again to continue")
         return 130

@@ -26,6 +26,7 @@ from engine.errors import EngineError
 from engine.proto_io import read_solver_param
 from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile
 from scripts.reproduce import Display, ensure_data, run_all, table1_spec
+from scripts.results_readme import build as build_readme
 from scripts.runs import RunError, RunSpec, status
 from scripts.stats import paired_test, time_to_target
 from scripts.table1 import results_dir, test_series, write_csv
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "sweep.md").write_text(markdown(rows, profile), encoding="utf-8")
         plot(rows, out / "figures" / "sweep.png")
         display.say(f"wrote {out / 'sweep.md'}, sweep.csv, figures/sweep.png")
+        display.say(f"wrote {build_readme(profile.name)}")
     except KeyboardInterrupt:
         display.say("interrupted: finished runs are kept; run the same command again to continue")
         return 130

@@ -473,6 +473,10 @@ def build(
     write_csv(out / "table1.csv", columns, records)
     (out / "table1.md").write_text(markdown(summaries, rows, notes, profile), encoding="utf-8")
     say(f"wrote {_relative(out / 'table1.md')}, table1.csv, table1_runs.csv ({len(rows)} runs)")
+    if out == results_dir(profile):
+        from scripts.results_readme import build as build_readme
+
+        say(f"wrote {_relative(build_readme(profile))}")
     return summaries
 
 

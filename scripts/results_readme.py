@@ -1,0 +1,168 @@
+"""results[/<profile>]/README.md: Table 1, the figures inline, how each was made, and one
+paragraph per figure setting what it shows beside what the paper's figure claims.
+
+Written from the files the other scripts leave (table1.md, table1.csv, figures/figures.json,
+sweep.md) and the run logs; `make table1`, `make figures` and `make sweep-isgd` call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from scripts.profiles import ROOT, ProfileError, load_profile
+from scripts.runs import RUNS_DIR
+from scripts.table1 import results_dir
+from solvers.run_log import RunLogError, read_run_log
+
+FIGURES = {
+    1: (
+        "fig1_batch_losses.png",
+        "Fig. 1 (section 3.3): CIFAR-10 quick trained by SGD on 10 single-class batches (a) and on "
+        "10 i.i.d. batches (b), loss of each batch over epochs",
+        "The paper shows each batch's loss falling at its own rate, widely apart for single-class "
+        "batches (sampling bias) and still apart for i.i.d. ones (intrinsic image difference).",
+        "make figures (runs results/runs/{profile}/fig1/)",
+    ),
+    2: (
+        "fig2_loss_distribution.png",
+        "Fig. 2: the batch losses of each epoch, SGD on CIFAR-10 (the Table 1 run of seed 1)",
+        "The paper reads the per-epoch losses as roughly normal around a mean that falls epoch "
+        "by epoch, the assumption behind the 3-sigma limit.",
+        "make reproduce-table1",
+    ),
+    3: (
+        "fig3_control_limit.png",
+        "Fig. 3: batch loss, running mean and upper control limit of an ISGD run; batches that "
+        "triggered Alg. 2 in red (the Table 1 ISGD runs of seed 1)",
+        "The paper (AlexNet) shows a handful of outliers above the limit, each then accelerated "
+        "by Alg. 2.",
+        "make reproduce-table1",
+    ),
+    5: (
+        "fig5_batch_size_model.png",
+        "Fig. 5: Eq. 21 fitted to LeNet iterations timed here (left), Eq. 24's predicted time "
+        "against batch size for this machine and the paper's two systems (right)",
+        "The paper's two systems have their best batch at 500 and 1000; it gives no constants, so "
+        "its curves are reconstructed from those optima (C1 assumed, C2 solved).",
+        "make figures (runs results/runs/{profile}/fig5/)",
+    ),
+    6: (
+        "fig6_batch2500.png",
+        "Fig. 6 (section 5.1): CIFAR-10 quick at batch 2500 (20 batches): per-epoch loss "
+        "distributions of SGD (a) and ISGD (b), their std (c), mean (d), and test accuracy (e)",
+        "The paper reports ISGD's per-epoch std well below SGD's for iterations 1000-6000, a "
+        "lower mean loss after iteration 7000, and higher test accuracy.",
+        "make figures (runs results/runs/{profile}/fig6/)",
+    ),
+    7: (
+        "fig7_accuracy_loss_vs_time.png",
+        "Fig. 7: test accuracy and training loss against training time, SGD vs ISGD, every "
+        "Table 1 run",
+        "The paper shows ISGD above SGD in accuracy and below it in loss throughout, reaching the "
+        "target 23-29 % sooner.",
+        "make reproduce-table1",
+    ),
+    8: (
+        "fig8_batch_size.png",
+        "Fig. 8: time to target against batch size (seed 1, the same epochs per run)",
+        "The paper (4 GPUs) finds a moderate batch fastest, with very large batches slower.",
+        "make figures (runs results/runs/{profile}/fig8/)",
+    ),
+    9: (
+        "fig9_nesterov.png",
+        "Fig. 9: Nesterov against ISGD on Nesterov (seed 1)",
+        "The paper (ImageNet) finds the inconsistent Nesterov 13.4 % faster to 58 % top-1.",
+        "make figures (runs results/runs/{profile}/fig9/)",
+    ),
+}
+
+
+def _wall_minutes(profile: str) -> dict[str, float]:
+    """Wall time of every finished run, per group (table1, fig1, ..., sweep), in minutes."""
+    totals: dict[str, float] = {}
+    base = RUNS_DIR / profile
+    for log_path in base.glob("*/*/*/log.jsonl"):
+        group = log_path.relative_to(base).parts[0]
+        try:
+            log = read_run_log(log_path)
+        except RunLogError:
+            continue
+        totals[group] = totals.get(group, 0.0) + log.wall_s / 60
+    return totals
+
+
+def build(profile: str) -> Path:
+    """Write the README of a profile's results; returns its path."""
+    prof = load_profile(profile)
+    out = results_dir(profile)
+    arg = "" if profile == "default" else f" PROFILE={profile}"
+    lines = [
+        f"# Results (profile `{profile}`)",
+        "",
+        f"{prof.about}. Everything here is regenerated from the runs' JSON logs "
+        f"(results/runs/{profile}/, not tracked): `make table1{arg}`, `make figures{arg}`, "
+        f"`make sweep-isgd{arg}` rebuild it without training what is already logged.",
+        "",
+    ]
+    table_csv = out / "table1.csv"
+    machine = commit = ""
+    if table_csv.exists():
+        rows = list(csv.DictReader(open(table_csv, encoding="utf-8")))
+        machine = "; ".join(sorted({r.get("machine", "") for r in rows if r.get("machine")}))
+        commit = ", ".join(sorted({r.get("commit", "") for r in rows if r.get("commit")}))
+    walls = _wall_minutes(profile)
+    lines += [
+        f"- Made by: `make reproduce-table1{arg}`, then `make figures{arg}` and "
+        f"`make sweep-isgd{arg}`",
+        f"- Machine: {machine or 'see the run logs'}",
+        f"- Commit(s) of the runs: {commit or 'see the run logs'}",
+        "- Wall time of the runs: "
+        + (", ".join(f"{g} {m:.0f} min" for g, m in sorted(walls.items())) or "none yet"),
+        "",
+    ]
+    table_md = out / "table1.md"
+    if table_md.exists():
+        body = table_md.read_text(encoding="utf-8").split("\n", 1)[1]
+        lines += ["## Table 1", body.replace("\n## ", "\n### ")]
+    else:
+        lines += ["## Table 1", "", f"Not run yet: `make reproduce-table1{arg}`.", ""]
+    notes_path = out / "figures" / "figures.json"
+    notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
+    lines += ["## Figures", ""]
+    for number, (name, caption, paper, how) in FIGURES.items():
+        lines += [f"### {caption}", ""]
+        if (out / "figures" / name).exists():
+            lines += [f"![Fig. {number}](figures/{name})", ""]
+        note = notes.get(str(number))
+        measured = f" Here: {note}." if note else " Not made yet."
+        lines += [f"{paper}{measured} Made by `{how.format(profile=profile)}`.", ""]
+    sweep = out / "sweep.md"
+    if sweep.exists():
+        body = sweep.read_text(encoding="utf-8").split("\n", 1)[1]
+        lines += ["## The ISGD sweep", body.replace("\n## ", "\n### ")]
+        if (out / "figures" / "sweep.png").exists():
+            lines += ["![sweep](figures/sweep.png)", ""]
+    path = out / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="default")
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {build(args.profile).relative_to(ROOT)}")
+    except ProfileError as exc:
+        print(f"results-readme: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
