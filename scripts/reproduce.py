@@ -100,8 +100,9 @@ def imagenet_sources() -> dict[str, str] | None:
 
 
 def ensure_data(profile: Profile, say: Callable[[str], None]) -> dict[str, dict[str, str]]:
-    """Build missing LMDBs (MNIST, CIFAR-10) from the originals; ImageNet comes from the
-    environment or its row is skipped. Returns per-dataset source overrides."""
+    """Build missing LMDBs (MNIST, CIFAR-10) from the originals in $ISGD_DATA_DIR (downloaded
+    with checksums when missing, unless ISGD_OFFLINE=1); ImageNet comes from the environment or
+    its row is skipped. Returns per-dataset source overrides."""
     overrides: dict[str, dict[str, str]] = {}
     missing = []
     for name, plan in list(profile.plans.items()):
@@ -125,7 +126,8 @@ def ensure_data(profile: Profile, say: Callable[[str], None]) -> dict[str, dict[
                 break
     if missing:
         say(f"preparing {', '.join(missing)} (data tools; originals from $ISGD_DATA_DIR)")
-        prepare(out=str(ROOT / "data"), only=tuple(missing), progress=False)
+        online = os.environ.get("ISGD_OFFLINE", "").lower() not in ("1", "true", "yes")
+        prepare(out=str(ROOT / "data"), only=tuple(missing), download=online, progress=False)
     return overrides
 
 

@@ -34,12 +34,14 @@ commands:
   data            data tools: convert_mnist_data, convert_cifar_data, convert_imageset,
                   compute_image_mean, make_controlled, prepare, fetch (isgd data --help)
 
-examples:
-  isgd train -solver prototxt/lenet_solver.prototxt
-  isgd train -solver prototxt/lenet_solver.prototxt -snapshot lenet_iter_5000.solverstate
-  isgd train -solver S -weights pretrained.caffemodel -gpu 0
-  isgd test -model prototxt/lenet_train_test.prototxt -weights lenet_iter_10000.caffemodel \\
-      -iterations 100
+examples (from the repository root, after `make data`):
+  isgd train -solver prototxt/lenet_sgd_solver.prototxt -iterations 2000
+  isgd train -solver prototxt/lenet_sgd_solver.prototxt \\
+      -snapshot results/snapshots/lenet_sgd_iter_2000.solverstate
+  isgd train -solver prototxt/lenet_isgd_solver.prototxt \\
+      -weights results/snapshots/lenet_sgd_iter_2000.caffemodel -gpu 0
+  isgd test -model prototxt/lenet_train_test.prototxt \\
+      -weights results/snapshots/lenet_sgd_iter_2000.caffemodel -iterations 100
   isgd time -model prototxt/lenet_train_test.prototxt -iterations 10
 
 Flags take one dash as in Caffe (-solver S, -solver=S) or two (--solver S).

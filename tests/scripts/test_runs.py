@@ -83,6 +83,7 @@ def test_missing_data_offline_names_the_files_and_where_to_put_them(
 ) -> None:
     monkeypatch.setattr("scripts.reproduce.ROOT", tmp_path)
     monkeypatch.setenv("ISGD_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("ISGD_OFFLINE", "1")  # no test touches the network
     profile = load_profile("smoke", ["mnist"])
     with pytest.raises(
         Exception, match=r"MNIST files not found under .*nowhere: missing train-images"
