@@ -13,13 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend import synchronize, to_numpy
+from data_tools.cli import main as data_main
+from engine.backend import synchronize
 from engine.errors import EngineError
-from solvers import mpi_train
+from engine.net import Net
+from solvers import launch, mpi_train
 from solvers.comm import Comm, SerialComm
-from solvers.launch import AgreedExit, StartupMismatchError, rank_prefix
+from solvers.launch import AgreedExit, StartupMismatchError, get_comm, rank_prefix
 from solvers.provenance import provenance
+from solvers.scoring import loss_weights, score
 from solvers.signals import SignalHandler, check_effect
+from solvers.solver import Solver, default_json_log_path, load_solver_param, weights_warning
 from solvers.train_log import TrainLog, fmt
 
 USAGE = """\
@@ -158,9 +162,7 @@ def solver_mode_gpu(gpu: str, param: Any, log: TrainLog) -> str:
     0) when -gpu is not given; with no visible GPU we log that and run on the CPU instead."""
     if gpu or not param.HasField("solver_mode") or param.solver_mode != param.GPU:
         return gpu
-    from solvers.launch import visible_gpu_count  # noqa: PLC0415
-
-    if visible_gpu_count() > 0:
+    if launch.visible_gpu_count() > 0:
         return str(int(param.device_id))
     log.info("solver_mode is GPU but no GPU is visible (CuPy or CUDA missing): using the CPU")
     return ""
@@ -173,8 +175,6 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     weights, snapshot), so a failed start writes nothing; a fresh run never replaces a log
     that holds an earlier run unless -overwrite_log is given, and a resume appends to it.
     """
-    from solvers.solver import Solver, default_json_log_path, load_solver_param  # noqa: PLC0415
-
     if not args.solver:
         raise SystemExit("isgd train: need a solver definition to train (-solver FILE)")
     if args.snapshot and args.weights:
@@ -285,7 +285,7 @@ def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) ->
     """The JSON log's first line for this start: what ran, from which files, where, resumed how."""
     p = solver.param
     layers = solver.net.data_layers()
-    cfg = solver.isgd
+    stats = solver.isgd
     return {
         "event": "start",
         "iter": solver.iter,
@@ -305,7 +305,9 @@ def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) ->
         "iter_size": int(p.iter_size),
         "test_interval": int(p.test_interval),
         "test_interval_seconds": float(p.test_interval_seconds),
-        "isgd": None if cfg is None else {**asdict(cfg), "queue_size": solver.queue_n},
+        "isgd": None
+        if stats is None or not stats.enabled
+        else {**asdict(stats.config), "queue_size": stats.queue.size},
         "ranks": comm.size,
         "mode": "serial"
         if comm.size == 1
@@ -318,22 +320,13 @@ def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) ->
 
 def _launcher_comm() -> Comm:
     """MPIComm when started by mpiexec (solvers.launch decides), else SerialComm."""
-    try:
-        from solvers.launch import get_comm  # noqa: PLC0415
-    except ImportError:
-        return SerialComm()
     return get_comm()
 
 
-def _output_weights(net: Any) -> dict[str, float]:
-    by_id = {id(blob): float(w) for blob, w in getattr(net, "loss_tops", [])}
-    return {name: by_id.get(id(net.blobs[name]), 0.0) for name in net.output_blob_names}
 
 
 def test(args: argparse.Namespace) -> int:
     """`isgd test`: score a model, printing "Batch k, name = v" and the means (Caffe's test())."""
-    from engine.net import Net  # noqa: PLC0415
-
     if not args.model:
         raise SystemExit("isgd test: need a model definition to score (-model FILE)")
     if not args.weights:
@@ -342,8 +335,6 @@ def test(args: argparse.Namespace) -> int:
     log = TrainLog(source="cli.py:0", progress=False)
     xp = mpi_train.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase="TEST", xp=xp, stages=_stages(args.stage), level=args.level)
-    from solvers.solver import weights_warning  # noqa: PLC0415
-
     left: list[str] | None = None
     for weights in args.weights.split(","):
         missing = net.copy_from(weights)
@@ -351,35 +342,24 @@ def test(args: argparse.Namespace) -> int:
     if left:
         log.warning(weights_warning(args.weights, left))
     log.info(f"Running for {iterations} iterations.")
-    scores: np.ndarray | None = None
-    names: list[str] = []
-    loss = np.float32(0.0)
-    for i in range(iterations):
-        loss = np.float32(loss + np.float32(net.forward_loss()))
-        values, names = [], []
-        for name in net.output_blob_names:
-            flat = np.asarray(to_numpy(net.blobs[name].data), np.float32).reshape(-1)
-            values.append(flat)
-            for v in flat:
-                names.append(name)
-                log.info(f"Batch {i}, {name} = {fmt(v)}")
-        batch = np.concatenate(values) if values else np.zeros(0, np.float32)
-        scores = batch.copy() if scores is None else (scores + batch).astype(np.float32)
-    log.info(f"Loss: {fmt(np.float32(loss / np.float32(max(iterations, 1))))}")
-    weights = _output_weights(net)
-    if scores is not None:
-        for name, total in zip(names, scores, strict=True):
-            mean = np.float32(total / np.float32(iterations))
-            w = weights.get(name, 0.0)
-            suffix = f" (* {fmt(w)} = {fmt(np.float32(w) * mean)} loss)" if w else ""
-            log.info(f"{name} = {fmt(mean)}{suffix}")
+
+    def each_batch(i: int, names: list[str], values: np.ndarray) -> None:
+        for name, v in zip(names, values, strict=True):
+            log.info(f"Batch {i}, {name} = {fmt(v)}")
+
+    scores = score(net, iterations, on_batch=each_batch)
+    assert scores is not None
+    log.info(f"Loss: {fmt(scores.loss)}")
+    weights = loss_weights(net)
+    for name, mean in zip(scores.names, scores.means, strict=True):
+        w = weights.get(name, 0.0)
+        suffix = f" (* {fmt(w)} = {fmt(np.float32(w) * mean)} loss)" if w else ""
+        log.info(f"{name} = {fmt(mean)}{suffix}")
     return 0
 
 
 def time_(args: argparse.Namespace) -> int:
     """`isgd time`: per-layer forward/backward timing, as Caffe's time()."""
-    from engine.net import Net  # noqa: PLC0415
-
     if not args.model:
         raise SystemExit("isgd time: need a model definition to time (-model FILE)")
     iterations = 50 if args.iterations is None else args.iterations
@@ -441,7 +421,7 @@ def device_query(args: argparse.Namespace) -> int:
     """`isgd device_query`: what CuPy sees (or that only the CPU is available)."""
     log = TrainLog(source="cli.py:0", progress=False)
     try:
-        import cupy  # noqa: PLC0415
+        import cupy  # optional: the GPU backend
     except ImportError:
         log.info("CuPy is not installed: CPU only (NumPy)")
         return 0
@@ -483,8 +463,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `isgd` console script and `python -m solvers`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["data"]:  # Caffe's converters live in data_tools; pass the rest through
-        from data_tools.cli import main as data_main  # noqa: PLC0415
-
         return int(data_main(argv[1:]) or 0)
     parser = build_parser()
     unknown = unknown_flag(parser, argv)

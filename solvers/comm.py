@@ -17,6 +17,7 @@ class Comm(Protocol):
 
     rank: int
     size: int
+    elapsed: float  # seconds spent inside collectives (Eq. 21's t_comm, control messages too)
 
     @property
     def is_master(self) -> bool: ...
@@ -37,6 +38,7 @@ class SerialComm:
 
     rank = 0
     size = 1
+    elapsed = 0.0
 
     @property
     def is_master(self) -> bool:

@@ -113,7 +113,7 @@ class TimingLog:
                 f"Training clock {solver.train_seconds:.4g} s (tests excluded) for "
                 f"{solver.iter} iterations, {solver.grad_evals} gradient evaluations{wall}"
             )
-            if solver.isgd is not None:
+            if solver.isgd is not None and solver.isgd.enabled:
                 extra = solver.grad_evals - solver.iter
                 share = extra / solver.grad_evals if solver.grad_evals else 0.0
                 rate = solver.alg2_triggers / solver.iter if solver.iter else 0.0

@@ -1,11 +1,13 @@
-"""The training loop: Caffe's Solver::Step/Solve semantics, with ISGD (Alg. 1, Alg. 2) on top."""
+"""The training loop: Caffe's Solver::Step/Solve semantics, with ISGD (solvers/isgd.py) called at
+Caffe's callback seams: on_start (where the batch begins), gradients ready (Alg. 1's decision),
+after ApplyUpdate (Alg. 2)."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,8 +21,9 @@ from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
 from solvers import lr_policy, snapshot
 from solvers.comm import Comm, SerialComm
-from solvers.isgd import IsgdConfig, LossQueue, is_under_trained, subproblem_step
+from solvers.isgd import Alg2Result, Decision, Isgd, IsgdConfig
 from solvers.nets import batches_per_epoch, build_net, test_net_params, train_net_param
+from solvers.scoring import loss_weights, score
 from solvers.train_log import TrainLog, fmt
 from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
 
@@ -31,26 +34,31 @@ class NonFiniteLossError(EngineError):
     """Training produced a NaN or infinite loss; the last snapshot on disk is the last good one."""
 
 
-@dataclass
-class Alg2Result:
-    """What one run of Alg. 2 did: updates taken and the loss of each inner pass (in order)."""
+@dataclass(frozen=True)
+class Control:
+    """The master's word on one iteration: the one control message every rank receives.
 
-    steps: int
-    losses: list[float]
-    stop: int
+    `stop`: a signal or an interrupted test asked to stop before this iteration (its pass is
+    undone); `nonfinite`: the loss is NaN or inf; `decision`: Alg. 1's verdict (None without
+    ISGD statistics)."""
 
-    def describe(self, limit: float) -> str:
-        """Caffe-style summary: steps taken, why it ended, the inner losses measured."""
-        if not self.losses:
-            return "0 inner steps (stop = 0)"
-        trail = " -> ".join(fmt(v) for v in self.losses)
-        if self.steps < len(self.losses):
-            end = f"loss {fmt(self.losses[-1])} <= limit {fmt(limit)} after {self.steps} step(s)"
-            if not math.isfinite(self.losses[-1]):
-                end = f"loss {self.losses[-1]} is not finite: stopped"
-        else:
-            end = f"stop = {self.stop} reached (last loss measured before the last step)"
-        return f"{self.steps} inner step(s), inner losses {trail}; {end}"
+    stop: bool = False
+    nonfinite: bool = False
+    last_snapshot: str | None = None
+    decision: Decision | None = None
+
+    @property
+    def alg2(self) -> bool:
+        return self.decision is not None and self.decision.under_trained
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """Where batch d_t starts (Caffe's on_start): every data layer's cursor and the layers'
+    random streams, so Alg. 2 can re-read the batch and a stop can undo the pass."""
+
+    cursors: list[dict[str, Any]]
+    rng: dict[str, Any]
 
 
 def load_solver_param(source: Any) -> tuple[Any, str | None]:
@@ -74,10 +82,11 @@ def default_json_log_path(param: Any, solver_path: str | None) -> str:
 
 
 class Solver:
-    """Trains a Net from a SolverParameter exactly as Caffe's SGDSolver family (plus ISGD).
+    """Trains a Net from a SolverParameter exactly as Caffe's SGDSolver family, plus ISGD.
 
     Every step runs Alg. 1's collectives through `comm` (broadcast weights, reduce loss and
-    gradient); the master alone computes statistics and updates, and broadcasts its decisions.
+    gradient); the master alone computes the statistics and updates, and tells every rank its
+    decisions in one typed message per iteration (`Control`).
     """
 
     def __init__(
@@ -101,26 +110,23 @@ class Solver:
         self.action = action if action is not None else (lambda: "none")
         # allreduce: every rank sums the gradient and applies the same update (no weight bcast).
         self.allreduce = bool(allreduce) and self.comm.size > 1
-        self.updater = self.comm.is_master or self.allreduce
+        self.applies_updates = self.comm.is_master or self.allreduce
         p = self.param
         self._validate()
         # Every rank builds the same net from the same seed, so weights, Data-layer crop/mirror
         # draws (taken per global batch) and hence each rank's slice agree with a 1-rank run.
         # Caffe's random_seed -1 means "pick one": the master picks and tells the workers.
         if p.random_seed >= 0:
-            seed = int(p.random_seed)
+            self.seed = int(p.random_seed)
         else:
-            seed = self.comm.bcast_object(int(np.random.SeedSequence().entropy % 2**31))
-        self.seed = seed
-        if train_net is None:
-            train_net = build_net(train_net_param(p), "TRAIN", self.xp, seed)
-        self.net = train_net
+            self.seed = self.comm.bcast_object(int(np.random.SeedSequence().entropy % 2**31))
+        self.net = train_net or build_net(train_net_param(p), "TRAIN", self.xp, self.seed)
         if test_nets is None:
             test_nets = []
             if self.comm.is_master:
                 for i, (where, net_param) in enumerate(test_net_params(p)):
                     self.log.info(f"Creating test net (#{i}) specified by {where}")
-                    test_nets.append(build_net(net_param, "TEST", self.xp, seed))
+                    test_nets.append(build_net(net_param, "TEST", self.xp, self.seed))
         self.test_nets = test_nets
         for spec in p.weights:  # Caffe's solver `weights` field, as the -weights flag
             self.load_weights(spec)
@@ -130,7 +136,6 @@ class Solver:
         self.rule = make_rule(p)
         self.iter = 0
         self.current_step = 0
-        self.n_weights = int(self.net.flat_data.size)
         self._offsets = self._param_offsets()
         self.history_flat = [
             self.xp.zeros_like(self.net.flat_data) for _ in range(self.rule.history_sets)
@@ -138,21 +143,22 @@ class Solver:
         self.history = [
             [self._view(h, i) for h in self.history_flat] for i in range(len(self._offsets))
         ]
-        self.isgd = IsgdConfig.from_proto(p.isgd_param) if p.HasField("isgd_param") else None
-        self.queue = self._make_queue()
+        self.isgd = self._make_isgd()
         self.requested_early_exit = False
+        self._stop_pending = False  # master: a signal or a test asked to stop; told next iteration
         self.rate = f32(0.0)
         self.smoothed_loss = f32(0.0)
         self._losses: list[np.float32] = []
+        self._average_loss: float | None = None  # what the loss-driven lr reads (the limit's mean)
         self.train_seconds = 0.0  # the training clock: test time excluded; kept in snapshots
         self.grad_evals = 0  # forward+backward passes over training batches (Alg. 2's included)
         self.alg2_triggers = 0  # iterations on which Alg. 2 ran
         self.alg2_inner_steps = 0  # Alg. 2 updates taken in all
+        self.control_seconds = 0.0  # time in control messages (apart from Eq. 21's t_comm)
         self._test_seconds = 0.0
         self._next_time_test = float(p.test_interval_seconds) if p.test_interval_seconds else 0.0
-        self._last_test_iter = -1
-        if self.isgd is not None and self.comm.is_master:
-            self._announce_isgd()
+        if self.isgd is not None and self.isgd.enabled and self.comm.is_master:
+            self.log.info(self.isgd.describe(p.type))
         self.last_snapshot: str | None = None
         self.mean_scores: list[list[float]] = [[] for _ in self.test_nets]
         self.log.info("Solver scaffolding done.")
@@ -176,25 +182,24 @@ class Solver:
             raise PrototxtError(f"solver: {exc}") from None
 
     def _param_offsets(self) -> list[tuple[int, int]]:
-        offsets = getattr(self.net, "param_offsets", None)
         blobs = self.net.learnable_params
-        if offsets is None:
-            offsets, start = [], 0
-            for blob in blobs:
-                offsets.append(start)
-                start += blob.count
-        return [(int(o), int(b.count)) for o, b in zip(offsets, blobs, strict=True)]
+        return [
+            (int(o), int(b.count)) for o, b in zip(self.net.param_offsets, blobs, strict=True)
+        ]
 
     def _view(self, flat: Any, i: int) -> Any:
         start, count = self._offsets[i]
         return flat[start : start + count].reshape(self.net.learnable_params[i].shape)
 
-    def _make_queue(self) -> LossQueue | None:
-        """ISGD's loss queue, also kept for the loss-driven lr policy (its mean picks the band)."""
-        needed = self.isgd is not None or self.param.lr_policy == "loss_bands"
-        n = self.isgd.queue_size if self.isgd is not None else 0
+    def _make_isgd(self) -> Isgd | None:
+        """ISGD's state; without isgd_param, its statistics alone when a Data layer (or the
+        loss-driven lr) gives them a window (logged mean, sigma and limit; the lr's average)."""
+        p = self.param
+        config = IsgdConfig.from_proto(p.isgd_param) if p.HasField("isgd_param") else None
+        needed = config is not None or p.lr_policy == "loss_bands"
+        n = config.queue_size if config is not None else 0
         if not n:
-            n = batches_per_epoch(self.net, int(self.param.iter_size)) or 0
+            n = batches_per_epoch(self.net, int(p.iter_size)) or 0
         if not n and not needed:
             return None  # plain Caffe run without a Data layer: no running statistics to log
         if not n:
@@ -202,24 +207,23 @@ class Solver:
                 "solver: cannot size the ISGD loss queue: the train net has no Data layer to count "
                 "batches per epoch; set isgd_param { queue_size: N }"
             )
-        self.queue_n = n
-        return LossQueue(n)
+        return Isgd(config, n, int(self.net.flat_data.size))
+
+    def load_weights(self, spec: str) -> None:
+        """Caffe's CopyLayers for -weights: each comma-separated file into the train and test
+        nets (test-only layers with params get their weights too)."""
+        files = [w for w in spec.split(",") if w]
+        left: list[str] | None = None
+        for weights in files:
+            self.log.info(f"Finetuning from {weights}")
+            for net in self.test_nets:
+                net.copy_from(weights)
+            missing = self.net.copy_from(weights)
+            left = missing if left is None else [name for name in left if name in missing]
+        if left and self.comm.is_master:
+            self.log.warning(weights_warning(", ".join(files), left))
 
     # ------------------------------------------------------------------ one pass
-    def _announce_isgd(self) -> None:
-        """One log line at start saying ISGD is on, with its settings as resolved."""
-        cfg = self.isgd
-        assert cfg is not None and self.queue is not None
-        zeta = f"{cfg.zeta:g}" if cfg.zeta > 0 else "the current lr"
-        self.log.info(
-            f"ISGD on {self.param.type} (isgd_param): limit = mean + {cfg.control_limit:g} sigma "
-            f"of the last n = {self.queue_n} batch losses (one epoch); Alg. 2: epsilon = "
-            f"{cfg.epsilon:g}, stop = {cfg.stop}, zeta = {zeta}"
-            f"{' x lr_mult' if cfg.use_lr_mult else ''}; Alg. 2 waits one epoch (iter > "
-            f"{self.queue_n}); limit_includes_current = {str(cfg.limit_includes_current).lower()}, "
-            f"anchor_after_update = {str(cfg.anchor_after_update).lower()}"
-        )
-
     def _forward_backward(self) -> np.float32:
         """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype.
 
@@ -241,30 +245,17 @@ class Solver:
         else:
             self.comm.reduce_sum(buf)
             self.comm.reduce_sum(self.net.flat_diff)
-        if self.updater:
+        if self.applies_updates:
             self.net.flat_diff /= self.net.flat_diff.dtype.type(self.comm.size)
         return f32(buf[0] / self.comm.size)
 
-    def load_weights(self, spec: str) -> None:
-        """Caffe's CopyLayers for -weights: each comma-separated file into the train and test
-        nets (test-only layers with params get their weights too)."""
-        files = [w for w in spec.split(",") if w]
-        left: list[str] | None = None
-        for weights in files:
-            self.log.info(f"Finetuning from {weights}")
-            for net in self.test_nets:
-                net.copy_from(weights)
-            missing = self.net.copy_from(weights)
-            left = missing if left is None else [name for name in left if name in missing]
-        if left and self.comm.is_master:
-            self.log.warning(weights_warning(", ".join(files), left))
-
-    def _cursors(self) -> list[dict[str, Any]]:
-        """Every data layer's record cursor and transform RNG state (Alg. 2 reruns a batch)."""
-        return self.net.data_cursors()
-
-    def _set_cursors(self, cursors: list[dict[str, Any]]) -> None:
-        self.net.set_data_cursors(cursors)
+    def _agree(self, value: Any) -> Any:
+        """The master's `value` on every rank (a control message, timed apart from t_comm);
+        what other ranks pass is ignored."""
+        start = time.perf_counter()
+        value = self.comm.bcast_object(value if self.comm.is_master else None)
+        self.control_seconds += time.perf_counter() - start
+        return value
 
     def _update_smoothed_loss(self, loss: np.float32, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last `average_loss` losses, in Dtype."""
@@ -283,8 +274,9 @@ class Solver:
     # ------------------------------------------------------------------ update (master)
     def learning_rate(self) -> np.float32:
         """GetLearningRate at the current iteration (multistep advances current_step)."""
-        average = self.queue.mean() if self.queue is not None else None
-        result = lr_policy.learning_rate(self.param, self.iter, self.current_step, average)
+        result = lr_policy.learning_rate(
+            self.param, self.iter, self.current_step, self._average_loss
+        )
         self.current_step = result.current_step
         if result.message:
             self.log.info(result.message)
@@ -314,77 +306,59 @@ class Solver:
         self.net.flat_data -= self.net.flat_diff
         return rate
 
-    # ------------------------------------------------------------------ ISGD
-    def _isgd_statistics(self, loss: np.float32) -> dict[str, Any]:
-        """Alg. 1 lines 13-20 (master): the limit, the under-trained check, and the queue push."""
-        q = self.queue
-        assert q is not None
-        k = self.isgd.control_limit if self.isgd is not None else 3.0
-        if self.isgd is not None and self.isgd.limit_includes_current:
-            q.push(float(loss))  # Alg. 1 line 19: the mean already holds the current loss
-            mean, std = q.mean(), q.std()
-        else:
-            mean, std = q.mean(), q.std()  # Eq. 13-14: the n losses before this batch
-        limit = mean + k * std  # Eq. 15 / Alg. 1 line 20
-        under = self.isgd is not None and is_under_trained(
-            float(loss), limit, self.iter, q.size, q.full
-        )
-        if self.isgd is None or not self.isgd.limit_includes_current:
-            q.push(float(loss))  # Alg. 1 lines 14/17: the window now ends at this batch
-        return {"mean": mean, "std": std, "limit": limit, "under_trained": under}
+    # ------------------------------------------------------------------ Caffe's seams, ISGD
+    def _on_start(self) -> BatchStart:
+        """Caffe's on_start(): remember where batch d_t starts (Alg. 2 re-reads it)."""
+        return BatchStart(self.net.data_cursors(), self.net.rng_state())
 
-    def _subproblem(
-        self, limit: float, rate: np.float32, anchor: Any, cursors: list[dict[str, Any]]
-    ) -> Alg2Result:
-        """Alg. 2 on the same batch: up to `stop` steps of Eq. 18 while the loss exceeds the limit.
+    def _control(self, loss: np.float32) -> Control:
+        """On gradients ready: the master's decision on this batch (Alg. 1 lines 13-22), sent
+        to every rank with the stop requests gathered since the last iteration."""
+        master, stats = self.comm.is_master, self.isgd
+        finite = math.isfinite(float(loss))
+        decision = None
+        if master and stats is not None and finite and not self._stop_pending:
+            decision = stats.observe(float(loss), self.iter)
+        mine = Control(self._stop_pending, not finite, self.last_snapshot, decision)
+        control = self._agree(mine if master else None)
+        if control.stop or control.nonfinite or stats is None or not self.applies_updates:
+            return control
+        if not master:  # allreduce: every rank keeps the same statistics for its own update
+            decision = stats.observe(float(loss), self.iter)
+        assert decision is not None
+        self._average_loss = decision.average_loss
+        if control.alg2 and not stats.config.anchor_after_update:
+            stats.keep_anchor(self.net.flat_data)  # w_{t-1}: psi was measured here
+        return control
 
-        Each inner step re-runs the batch from its saved cursor (Alg. 2 line 4) and takes a step
-        only while psi > limit (line 3's test, applied to the fresh loss so that a batch already
-        under the limit is never pushed back up toward it).
-        """
-        cfg = self.isgd
-        assert cfg is not None
-        zeta = float(cfg.zeta) if cfg.zeta > 0 else float(rate)
-        steps = 0
-        losses: list[float] = []
-        after = self._cursors()
-        try:
-            for _ in range(cfg.stop):
-                if not self.allreduce:
-                    self.comm.bcast(self.net.flat_data)  # Alg. 2 line 8 (before the next pass)
-                self._set_cursors(cursors)
-                self.net.clear_param_diffs()
-                psi = self._reduce(self._forward_backward())  # Alg. 2 lines 4-6
-                losses.append(float(psi))
-                go = bool(math.isfinite(float(psi)) and float(psi) > limit)
-                if not self.comm.bcast_object(go if self.comm.is_master else None):
-                    break
-                if self.updater:
-                    self._subproblem_update(float(psi), limit, zeta, anchor)
-                steps += 1
-        finally:
-            self._set_cursors(after)
-        return Alg2Result(steps=steps, losses=losses, stop=int(cfg.stop))
-
-    def _subproblem_update(self, psi: float, limit: float, zeta: float, anchor: Any) -> None:
-        """Alg. 2 line 7 per param: w -= zeta*lr_mult * ((psi - limit) grad + eps/n_w (w - w0))."""
-        cfg = self.isgd
-        assert cfg is not None
-        normalize(self.net.flat_diff, int(self.param.iter_size))
-        for i, blob in enumerate(self.net.learnable_params):
-            mult = float(self.net.params_lr[i]) if cfg.use_lr_mult else 1.0
-            if mult == 0:
-                continue
-            subproblem_step(
-                blob.data,
-                blob.diff,
-                self._view(anchor, i),
-                psi,
-                limit,
-                zeta * mult,
-                cfg.epsilon,
-                self.n_weights,
+    def _after_update(self, control: Control, rate: np.float32, batch: BatchStart) -> int:
+        """After ApplyUpdate: Alg. 2 on batch d_t when Alg. 1 found it under-trained (line 23)."""
+        if not control.alg2:
+            return 0
+        assert self.isgd is not None and control.decision is not None
+        if self.applies_updates and self.isgd.config.anchor_after_update:
+            self.isgd.keep_anchor(self.net.flat_data)
+        limit = control.decision.limit
+        result = self._alg2(limit, rate, batch.cursors)
+        self.alg2_triggers += 1
+        self.alg2_inner_steps += result.steps
+        if self.comm.is_master:
+            d = control.decision
+            self.log.info(
+                f"Iteration {self.iter}, ISGD: loss = {fmt(self._last_loss)} > limit = "
+                f"{fmt(limit)} (mean {fmt(d.mean)} + {self.isgd.k:g} x std {fmt(d.std)}); "
+                f"Alg. 2: {result.describe(limit)}"
             )
+        return result.steps
+
+    def _alg2(self, limit: float, rate: np.float32, cursors: list[dict[str, Any]]) -> Alg2Result:
+        """Alg. 2 on the batch that starts at `cursors`; the data go on from where they were."""
+        assert self.isgd is not None
+        after = self.net.data_cursors()
+        try:
+            return self.isgd.accelerate(_Alg2Ops(self, cursors), limit, float(rate))
+        finally:
+            self.net.set_data_cursors(after)
 
     # ------------------------------------------------------------------ the loop
     def _test_due(self) -> bool:
@@ -420,104 +394,113 @@ class Solver:
         return flat.astype(np.float32)
 
     def step(self, iters: int) -> None:
-        """Caffe's Solver::Step: `iters` iterations of test, forward-backward, update, snapshot."""
-        p = self.param
-        master = self.comm.is_master
-        start_iter = self.iter
-        stop_iter = self.iter + iters
-        self._losses = []
-        self.smoothed_loss = f32(0.0)
-        lap_start = time.perf_counter()
-        iterations_last = self.iter
+        """Caffe's Solver::Step, ISGD at its seams, one control message per iteration."""
+        p, master = self.param, self.comm.is_master
+        start_iter, stop_iter = self.iter, self.iter + iters
+        self._losses, self.smoothed_loss = [], f32(0.0)
+        self._lap = (time.perf_counter(), self.iter)
         while self.iter < stop_iter and not self.budget_spent:
             self.net.clear_param_diffs()
-            if master and self.test_nets and self._test_due():
+            if master and self.test_nets and not self._stop_pending and self._test_due():
                 self.test_all()
-            clock = self.clock()  # the training clock excludes test time
-            if self.comm.bcast_object(self.requested_early_exit if master else None):
-                self.requested_early_exit = True
-                break
-            display = bool(p.display and self.iter % p.display == 0)
-            comm_start = getattr(self.comm, "elapsed", 0.0)
+            clock, comm_start = self.clock(), (self.comm_elapsed, self.control_seconds)
+            batch = self._on_start()
             if not self.allreduce:
                 self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
-            cursors = self._cursors() if self.isgd is not None else []
-            loss = self._reduce(self._forward_backward())  # Alg. 1 lines 10-12
+            loss = self._last_loss = self._reduce(self._forward_backward())  # lines 10-12
+            display = bool(p.display and self.iter % p.display == 0)
             outputs = self._train_outputs() if display else None
-            decision: dict[str, Any] = {"stop": False, "alg2": False}
-            record: dict[str, Any] = {}
-            if master:
-                self._update_smoothed_loss(loss, start_iter)
-                if display:
-                    lapse = time.perf_counter() - lap_start
-                    per_s = (self.iter - iterations_last) / (lapse if lapse else 1.0)
-                    self.log.iteration(self.iter, per_s, lapse, p.display, self.smoothed_loss)
-                    lap_start = time.perf_counter()
-                    iterations_last = self.iter
-                    self._log_outputs(self.net, "Train", outputs)
-            if self.updater:
-                if not math.isfinite(float(loss)):
-                    decision["stop"] = True
-                    decision["last_snapshot"] = self.last_snapshot  # one message on all ranks
-                else:
-                    stats = self._isgd_statistics(loss) if self.queue is not None else {}
-                    record.update(stats)
-                    decision["alg2"] = bool(stats.get("under_trained", False))
-            decision = self.comm.bcast_object(decision if master else None)
-            if decision["stop"]:
-                self._diverged(loss, decision.get("last_snapshot"))
-            anchor = None
-            if decision["alg2"] and self.updater and not self.isgd.anchor_after_update:
-                anchor = self.net.flat_data.copy()  # w_{t-1}: the weights psi was measured at
-            rate = self.apply_update(display and master) if self.updater else f32(0.0)  # line 21
-            inner = 0
-            if decision["alg2"]:  # Alg. 1 lines 22-23
-                if self.updater and anchor is None:
-                    anchor = self.net.flat_data.copy()
-                limit = float(record.get("limit", 0.0))
-                result = self._subproblem(limit, rate, anchor, cursors)
-                inner = result.steps
-                self.alg2_triggers += 1
-                self.alg2_inner_steps += inner
-                if master:
-                    self.log.info(
-                        f"Iteration {self.iter}, ISGD: loss = {fmt(loss)} > limit = "
-                        f"{fmt(limit)} (mean {fmt(record['mean'])} + "
-                        f"{self.isgd.control_limit:g} x std {fmt(record['std'])}); Alg. 2: "
-                        + result.describe(limit)
-                    )
-            spent = self.clock() - clock
-            self.train_seconds += spent
-            if master:
-                self.rate = rate
-                # Eq. 21's split: compute vs communication (a serial Comm communicates nothing)
-                t_comm = float(getattr(self.comm, "elapsed", 0.0)) - comm_start
-                record["t_comm"], record["t_comp"] = t_comm, max(spent - t_comm, 0.0)
-                self.log.event(
-                    {
-                        "event": "iter",
-                        "iter": self.iter,
-                        "train_s": self.train_seconds,
-                        "grad_evals": self.grad_evals,
-                        "loss": _short(loss),
-                        "smoothed_loss": _short(self.smoothed_loss),
-                        "lr": _short(rate),
-                        "mean": record.get("mean"),
-                        "std": record.get("std"),
-                        "limit": record.get("limit"),
-                        "under_trained": bool(record.get("under_trained", False)),
-                        "subproblem_iters": inner,
-                        **{k: record[k] for k in ("t_comp", "t_comm") if k in record},
-                    }
-                )
-                self.log.progress(self.iter + 1, int(p.max_iter), float(loss), self.train_seconds)
-            self.iter += 1
-            request = self.comm.bcast_object(self.action() if master else None)
-            if master and ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot"):
-                self.snapshot()
-            if request == "stop":
+            control = self._control(loss)
+            if control.stop:  # asked before this iteration: undo its pass, as if never run
+                self._undo_pass(batch)
                 self.requested_early_exit = True
                 break
+            if control.nonfinite:
+                self._diverged(loss, control.last_snapshot)
+            if master:
+                self._display(loss, start_iter, outputs)
+            rate = self.apply_update(display and master) if self.applies_updates else f32(0.0)
+            inner = self._after_update(control, rate, batch)  # Alg. 1 lines 22-23
+            self._log_iteration(loss, rate, control, inner, clock, comm_start)
+            self.iter += 1
+            self._at_iteration_end()
+        self.requested_early_exit = self._agree(self.requested_early_exit or self._stop_pending)
+
+    def _undo_pass(self, batch: BatchStart) -> None:
+        """Put data cursors and random streams back to where this iteration started."""
+        self.net.set_data_cursors(batch.cursors)
+        self.net.set_rng_state(batch.rng)
+        self.grad_evals -= 1
+        self.net.clear_param_diffs()
+
+    def _display(self, loss: np.float32, start_iter: int, outputs: np.ndarray | None) -> None:
+        """Caffe's smoothed loss, and every `display` iterations its speed and output lines."""
+        self._update_smoothed_loss(loss, start_iter)
+        if outputs is None:
+            return
+        lap_start, iterations_last = self._lap
+        lapse = time.perf_counter() - lap_start
+        per_s = (self.iter - iterations_last) / (lapse if lapse else 1.0)
+        self.log.iteration(self.iter, per_s, lapse, self.param.display, self.smoothed_loss)
+        self._lap = (time.perf_counter(), self.iter)
+        self._log_outputs(self.net, "Train", outputs)
+
+    def _log_iteration(
+        self,
+        loss: np.float32,
+        rate: np.float32,
+        control: Control,
+        inner: int,
+        clock: float,
+        comm_start: tuple[float, float],
+    ) -> None:
+        """Advance the training clock; the master writes the iteration's JSON event."""
+        spent = self.clock() - clock
+        self.train_seconds += spent
+        if not self.comm.is_master:
+            return
+        self.rate = rate
+        # Eq. 21's split: compute vs the gradient and weight collectives (control messages apart)
+        t_ctrl = self.control_seconds - comm_start[1]
+        t_comm = max(self.comm_elapsed - comm_start[0] - t_ctrl, 0.0)
+        d = control.decision
+        event = {
+            "event": "iter",
+            "iter": self.iter,
+            "train_s": self.train_seconds,
+            "grad_evals": self.grad_evals,
+            "loss": _short(loss),
+            "smoothed_loss": _short(self.smoothed_loss),
+            "lr": _short(rate),
+            "mean": None if d is None else d.mean,
+            "std": None if d is None else d.std,
+            "limit": None if d is None else d.limit,
+            "under_trained": control.alg2,
+            "subproblem_iters": inner,
+            "t_comp": max(spent - t_comm - t_ctrl, 0.0),
+            "t_comm": t_comm,
+        }
+        if self.comm.size > 1:
+            event["t_ctrl"] = t_ctrl
+        self.log.event(event)
+        self.log.progress(self.iter + 1, int(self.param.max_iter), float(loss), self.train_seconds)
+
+    def _at_iteration_end(self) -> None:
+        """After ++iter (master): the periodic or requested snapshot; a stop request waits for
+        the next control message."""
+        if not self.comm.is_master:
+            return
+        p = self.param
+        request = self.action()
+        if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+            self.snapshot()
+        if request == "stop":
+            self._stop_pending = True
+
+    @property
+    def comm_elapsed(self) -> float:
+        """Seconds spent in collectives so far (0 for one process)."""
+        return float(self.comm.elapsed)
 
     @property
     def budget_spent(self) -> bool:
@@ -550,6 +533,7 @@ class Solver:
             self.log.info(f"Solving {self.net.name}")
             self.log.info(f"Learning Rate Policy: {p.lr_policy}")
         self.requested_early_exit = False
+        self._stop_pending = False
         if resume_file:
             if master:
                 self.log.info(f"Restoring previous solver status from {resume_file}")
@@ -586,9 +570,9 @@ class Solver:
         self.log.flush()
 
     # ------------------------------------------------------------------ testing
-    def _log_outputs(self, net: Any, kind: str, values: np.ndarray) -> None:
+    def _log_outputs(self, net: Any, kind: str, values: Sequence[float]) -> None:
         """Caffe's "<kind> net output #k: name = v" lines for the flat output `values`."""
-        weights = _loss_weights(net)
+        weights = loss_weights(net)
         index = 0
         for name in net.output_blob_names:
             for _ in range(int(net.blobs[name].count)):
@@ -599,10 +583,21 @@ class Solver:
         """Run every test net (Caffe's TestAll); time spent here is off the training clock."""
         start = time.perf_counter()
         for i in range(len(self.test_nets)):
-            if self.requested_early_exit:
+            if self._stop_pending:
                 break
             self.test(i)
         self._test_seconds += time.perf_counter() - start
+
+    def _interrupted(self) -> bool:
+        """Signals during a test: a snapshot is taken at once, a stop ends the test."""
+        request = self.action()
+        while request != "none":
+            if request == "snapshot":
+                self.snapshot()
+            elif request == "stop":
+                self._stop_pending = True
+            request = self.action()
+        return self._stop_pending
 
     def test(self, index: int) -> list[float]:
         """Caffe's Solver::Test: each output's mean over test_iter batches, logged as Caffe."""
@@ -610,54 +605,30 @@ class Solver:
         net = self.test_nets[index]
         self.log.info(f"Iteration {self.iter}, Testing net (#{index})")
         net.share_weights_with(self.net)
-        scores: np.ndarray | None = None
-        names: list[str] = []
-        loss = f32(0.0)
-        for _ in range(int(p.test_iter[index])):
-            request = self.action()
-            while request != "none":
-                if request == "snapshot":
-                    self.snapshot()
-                elif request == "stop":
-                    self.requested_early_exit = True
-                request = self.action()
-            if self.requested_early_exit:
-                break
-            iter_loss = f32(net.forward_loss())
-            if p.test_compute_loss:
-                loss = f32(loss + iter_loss)
-            values = []
-            names = []
-            for name in net.output_blob_names:
-                flat = np.asarray(to_numpy(net.blobs[name].data), np.float32).reshape(-1)
-                values.append(flat)
-                names.extend([name] * flat.size)
-            batch = np.concatenate(values) if values else np.zeros(0, np.float32)
-            scores = batch.copy() if scores is None else (scores + batch).astype(np.float32)
-        if self.requested_early_exit:
+        scores = score(net, int(p.test_iter[index]), interrupted=self._interrupted)
+        if scores is None:
             self.log.info("Test interrupted.")
             return []
         if p.test_compute_loss:
-            self.log.info(f"Test loss: {float(f32(loss / f32(p.test_iter[index]))):g}")
-        weights = _loss_weights(net)
+            self.log.info(f"Test loss: {float(scores.loss):g}")
+        weights = loss_weights(net)
         means: list[float] = []
         outputs: dict[str, Any] = {}
-        if scores is not None:
-            mean = (scores / np.float32(p.test_iter[index])).astype(np.float32)
-            for k, (name, value) in enumerate(zip(names, mean, strict=True)):
-                self.log.output("Test", k, name, float(value), weights.get(name, 0.0))
-                means.append(float(value))
-                if name in outputs:
-                    prev = outputs[name]
-                    outputs[name] = (prev if isinstance(prev, list) else [prev]) + [_short(value)]
-                else:
-                    outputs[name] = _short(value)
+        for k, (name, value) in enumerate(zip(scores.names, scores.means, strict=True)):
+            self.log.output("Test", k, name, float(value), weights.get(name, 0.0))
+            means.append(float(value))
+            if name in outputs:
+                prev = outputs[name]
+                outputs[name] = (prev if isinstance(prev, list) else [prev]) + [_short(value)]
+            else:
+                outputs[name] = _short(value)
         self.mean_scores[index] = means
         self.log.event(
             {
                 "event": "test",
                 "iter": self.iter,
                 "train_s": self.train_seconds,
+                "grad_evals": self.grad_evals,
                 "net": index,
                 "outputs": outputs,
             }
@@ -687,8 +658,8 @@ class Solver:
             for i in range(len(self.history))
         ]
         snapshot.history_to_state(state, ordered)
-        if self.queue is not None:
-            self.queue.to_proto(state.isgd_state)
+        if self.isgd is not None:
+            self.isgd.queue.to_proto(state.isgd_state)
         cursors = self.net.data_cursors()
         if cursors:  # the first also in Caffe-era fields, which older readers know
             state.data_cursor = cursors[0]["cursor"]
@@ -727,8 +698,8 @@ class Solver:
             for i in range(len(self.history))
         ]
         snapshot.history_from_state(state, ordered, path)
-        if self.queue is not None and state.HasField("isgd_state"):
-            self.queue.from_proto(state.isgd_state)
+        if self.isgd is not None and state.HasField("isgd_state"):
+            self.isgd.queue.from_proto(state.isgd_state)
         if state.layer_rng_state:
             skipped = self.net.set_rng_state(json.loads(state.layer_rng_state))
             if skipped and self.comm.is_master:
@@ -763,8 +734,8 @@ class Solver:
         afresh = []
         if self.net.data_layers() and not state.HasField("data_cursor"):
             afresh.append("the data cursor starts at record 0")
-        if self.queue is not None and not state.HasField("isgd_state"):
-            what = "ISGD's loss queue" if self.isgd is not None else "the average-loss window"
+        if self.isgd is not None and not state.HasField("isgd_state"):
+            what = "ISGD's loss queue" if self.isgd.enabled else "the average-loss window"
             afresh.append(f"{what} starts empty (one epoch to refill)")
         if self.net.rng_state() and not state.layer_rng_state:
             afresh.append("layer random streams (Dropout ...) restart from the seed")
@@ -789,7 +760,30 @@ def _short(value: Any) -> float:
     return float(str(np.float32(value)))
 
 
-def _loss_weights(net: Any) -> dict[str, float]:
-    """Loss weight of each output blob by name (0 for non-loss outputs), as blob_loss_weights."""
-    by_id = {id(blob): float(w) for blob, w in getattr(net, "loss_tops", [])}
-    return {name: by_id.get(id(net.blobs[name]), 0.0) for name in net.output_blob_names}
+class _Alg2Ops:
+    """The Solver's side of Alg. 2 (solvers.isgd.Alg2Ops): re-run batch d_t with Alg. 1's
+    collectives, agree on the master's flag, hand over the params."""
+
+    def __init__(self, solver: Solver, cursors: list[dict[str, Any]]) -> None:
+        self.solver = solver
+        self.cursors = cursors
+        self.updates = solver.applies_updates
+
+    def rerun_batch(self) -> float:
+        s = self.solver
+        if not s.allreduce:
+            s.comm.bcast(s.net.flat_data)  # Alg. 2 line 8 (the weights of the last step)
+        s.net.set_data_cursors(self.cursors)  # the same batch d_t (reading 12)
+        s.net.clear_param_diffs()
+        return float(s._reduce(s._forward_backward()))  # Alg. 2 lines 4-6
+
+    def agree(self, flag: bool) -> bool:
+        return bool(self.solver._agree(bool(flag)))
+
+    def params(self, anchor: Any) -> list[tuple[Any, Any, Any, float]]:
+        s = self.solver
+        normalize(s.net.flat_diff, int(s.param.iter_size))
+        return [
+            (blob.data, blob.diff, s._view(anchor, i), float(s.net.params_lr[i]))
+            for i, blob in enumerate(s.net.learnable_params)
+        ]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.proto import caffe_pb2
-from solvers.isgd import IsgdConfig, LossQueue, is_under_trained, subproblem_step
+from solvers.isgd import Isgd, IsgdConfig, LossQueue, subproblem_step
 
 
 def test_running_mean_and_std_equal_direct_computation_at_every_push() -> None:
@@ -20,7 +20,8 @@ def test_running_mean_and_std_equal_direct_computation_at_every_push() -> None:
         assert q.count == len(window)
         assert q.mean() == pytest.approx(window.mean(), rel=1e-12, abs=1e-12)
         assert q.std() == pytest.approx(window.std(), rel=1e-9, abs=1e-12)
-        assert q.limit(3.0) == pytest.approx(window.mean() + 3 * window.std(), rel=1e-9)
+        limit = q.mean() + 3.0 * q.std()  # Eq. 15
+        assert limit == pytest.approx(window.mean() + 3 * window.std(), rel=1e-9)
 
 
 def test_queue_replaces_the_oldest_loss_once_full() -> None:
@@ -63,12 +64,20 @@ def test_restoring_a_queue_of_another_size_is_a_clear_error() -> None:
         LossQueue(4).from_proto(state)
 
 
+def _observed(loss: float, it: int, queued: int) -> bool:
+    """Alg. 1's verdict on `loss` at iteration `it` after `queued` losses of 1.0 (limit 1.0)."""
+    isgd = Isgd(IsgdConfig(), queue_size=10, n_weights=1)
+    for _ in range(queued):
+        isgd.queue.push(1.0)
+    return isgd.observe(loss, it).under_trained
+
+
 def test_under_trained_needs_loss_above_limit_after_the_first_epoch() -> None:
-    # Alg. 1 line 22: loss > limit and iter > n.
-    assert not is_under_trained(5.0, 1.0, it=10, n=10, queue_full=True)
-    assert is_under_trained(5.0, 1.0, it=11, n=10, queue_full=True)
-    assert not is_under_trained(1.0, 1.0, it=11, n=10, queue_full=True)
-    assert not is_under_trained(5.0, 1.0, it=50, n=10, queue_full=False)
+    # Alg. 1 line 22: loss > limit and iter > n (and a full queue, e.g. after a Caffe resume).
+    assert not _observed(5.0, it=10, queued=10)
+    assert _observed(5.0, it=11, queued=10)
+    assert not _observed(1.0, it=11, queued=10)
+    assert not _observed(5.0, it=50, queued=3)
 
 
 def test_subproblem_step_is_eq_18() -> None:

@@ -306,3 +306,40 @@ def test_weights_that_skip_layers_warn_once_naming_them(
     assert "gives no weights to 1 layer(s) with params: ip2;" in capsys.readouterr().err
     assert main([*args[:3], "-weights", "snap/run_iter_6.caffemodel", *args[5:]]) == 0
     assert "gives no weights" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("poll", [6, 7])
+def test_a_stop_request_leaves_a_snapshot_that_resumes_exactly(tiny: Tiny, poll: int) -> None:
+    """Every rank learns of a stop in the next iteration's one control message; that iteration's
+    pass is undone (data cursor, random streams, ISGD queue, counters), so the snapshot written
+    on the way out resumes into the very run that was never stopped. Poll 6 is the end of
+    iteration 3, poll 7 the first batch of the test at iteration 4."""
+    extra = "isgd_param { control_limit: -1 queue_size: 3 stop: 2 }"
+    fields = dict(max_iter=12, display=0, test_interval=4, extra=extra)
+
+    def solve(name: str, action=None, resume: str | None = None) -> Solver:
+        path = tiny.solver(name=name, **fields)
+        log = TrainLog(stream=open(tiny.root / f"{name}.txt", "a"), progress=False)
+        solver = Solver(str(path), log=log, action=action)
+        if resume:
+            solver.restore(resume)
+        log.open_json(tiny.root / f"{name}.jsonl", append=resume is not None)
+        log.event({"event": "start", "iter": solver.iter, "resumed_from": resume})
+        solver.solve()
+        log.close()
+        return solver
+
+    whole = solve("whole")
+    calls = iter(range(1, 1000))
+    stopped = solve("parts", action=lambda: "stop" if next(calls) == poll else "none")
+    assert stopped.requested_early_exit and stopped.iter == 4
+    resumed = solve("parts", resume=stopped.last_snapshot)
+    keys = ("iter", "loss", "grad_evals", "subproblem_iters", "limit")
+    rows = {
+        name: [
+            tuple(e[k] for k in keys) for e in read_run_log(tiny.root / f"{name}.jsonl").of("iter")
+        ]
+        for name in ("whole", "parts")
+    }
+    assert rows["parts"] == rows["whole"] and len(rows["whole"]) == 12
+    assert resumed.grad_evals == whole.grad_evals and whole.alg2_triggers > 0

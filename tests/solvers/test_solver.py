@@ -168,7 +168,8 @@ def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
     layer.cursor = 12  # where the outer pass left the data
     before = solver.net.flat_data.copy()
     saved = [{"cursor": 8, "rng_state": None}]
-    steps = solver._subproblem(1.0, np.float32(0.1), before.copy(), saved).steps
+    solver.isgd.keep_anchor(before)
+    steps = solver._alg2(1.0, np.float32(0.1), saved).steps
     assert steps == 2 and seen == [8, 8, 8]  # third pass: 0.5 <= limit, no step
     assert layer.cursor == 12
     # Two Eq. 18 steps, grad 1, zeta = lr 0.1 times lr_mult: (5 - 1), then (4 - 1) plus the pull.
@@ -291,9 +292,29 @@ def test_loss_bands_policy_uses_the_running_average_loss(tiny: Tiny, quiet_log) 
     recs = events(json_path)
     losses = np.array([r["loss"] for r in recs], np.float32)
     for t, r in enumerate(recs):
-        mean = losses[max(0, t - BATCHES_PER_EPOCH + 1) : t + 1].astype(np.float64).mean()
+        # The limit's window (solvers/isgd.py reading 13): the n losses before this batch; in
+        # the first iteration, with nothing before it, the batch loss itself.
+        window = losses[max(0, t - BATCHES_PER_EPOCH) : t] if t else losses[:1]
+        mean = window.astype(np.float64).mean()
         want = 0.3 if mean >= np.float32(1.1) else 0.2 if mean >= np.float32(1.0) else 0.1
         assert r["lr"] == pytest.approx(want)
+        assert r["mean"] == pytest.approx(mean if t else 0.0)  # the same mean as the limit
+
+
+def test_loss_bands_read_the_limits_window_not_one_holding_the_current_loss(
+    tiny: Tiny, quiet_log
+) -> None:
+    """Three losses of 2.5 before a batch of loss 0.1: the limit's window (before the batch)
+    has mean 2.5 (band >= 2.0), a window holding the batch would have 1.7 (the next band)."""
+    bands = "loss_bands { threshold: 2.0 threshold: 1.2 lr: 0.3 lr: 0.2 lr: 0.1 }"
+    log, _, _ = quiet_log()
+    extra = bands + "\nisgd_param { queue_size: 3 }"
+    solver = Solver(str(tiny.solver(extra, lr_policy="loss_bands", max_iter=1)), log=log)
+    for _ in range(3):
+        solver.isgd.queue.push(2.5)
+    decision = solver.isgd.observe(0.1, it=3)
+    solver._average_loss = decision.average_loss
+    assert decision.mean == pytest.approx(2.5) and solver.learning_rate() == pytest.approx(0.3)
 
 
 def test_bad_solver_settings_are_named(tiny: Tiny, quiet_log) -> None:
