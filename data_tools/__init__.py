@@ -3,6 +3,6 @@
 Run a tool with `python -m data_tools <tool> ...` (see `python -m data_tools --help`).
 """
 
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 __all__ = ["DataError"]

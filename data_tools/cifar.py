@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 SIZE = 32
 CHANNELS = 3

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.cifar import NUM_CLASSES, TRAIN_BATCHES, read_batches
-from data_tools.errors import DataError
 from data_tools.fcpr import DEFAULT_SEED, write_datum_lmdb
+from engine.errors import DataError
 
 
 def single_class_order(

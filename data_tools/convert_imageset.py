@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.convert_mnist import add_order_arguments
-from data_tools.datum import encoded_datum, make_datum
-from data_tools.errors import DataError
 from data_tools.fcpr import DEFAULT_SEED, fcpr_order
 from data_tools.lmdb_io import LmdbWriter
+from engine.datum import encoded_datum, make_datum, parse_datum
+from engine.errors import DataError
 
 _FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "bmp": "BMP"}
 
@@ -49,7 +49,7 @@ def read_list(list_file: str | os.PathLike) -> list[tuple[str, int]]:
 
 def _pil():
     try:
-        from PIL import Image  # noqa: PLC0415 - optional dependency
+        from PIL import Image  # optional dependency
     except ImportError as exc:
         raise DataError("convert_imageset needs Pillow to read images: pip install pillow") from exc
     return Image
@@ -68,7 +68,7 @@ def image_record(
     try:
         img = image_mod.open(path)
         img.load()
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad images
+    except Exception as exc:  # Pillow raises many types for bad images
         raise DataError(f"{path}: cannot read image ({exc})") from exc
     native_color = img.mode not in ("L", "1", "I", "I;16", "F")
     img = img.convert("RGB" if color else "L")
@@ -106,7 +106,6 @@ def convert_imageset(
     progress: bool = True,
 ) -> int:
     """Write the listed images (root + filename) as Datums in FCPR order; the number written."""
-    from data_tools.datum import parse_datum  # noqa: PLC0415
 
     lines = read_list(list_file)
     if not lines:

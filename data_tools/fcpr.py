@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from data_tools.datum import serialize_records
 from data_tools.lmdb_io import LmdbWriter
+from engine.datum import serialize_records
 
 DEFAULT_SEED = 1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dims
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dim

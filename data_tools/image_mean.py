@@ -12,8 +12,10 @@ import os
 
 import numpy as np
 
-from data_tools.datum import decode_batch
-from data_tools.lmdb_io import LmdbReader, Progress
+from data_tools.lmdb_io import Progress
+from engine.datum import decode_batch
+from engine.lmdb_reader import LmdbReader
+from engine.proto import caffe_pb2
 
 CHUNK = 1000
 
@@ -40,7 +42,6 @@ def compute_mean(db_path: str | os.PathLike, progress: bool = True) -> np.ndarra
 
 def write_mean(mean: np.ndarray, path: str | os.PathLike) -> None:
     """Write a (C, H, W) mean as Caffe's 1 x C x H x W BlobProto."""
-    from engine.proto import caffe_pb2  # noqa: PLC0415
 
     blob = caffe_pb2.BlobProto()
     blob.num, (blob.channels, blob.height, blob.width) = 1, mean.shape

@@ -13,12 +13,11 @@ from pathlib import Path
 from data_tools.controlled import make_controlled
 from data_tools.convert_cifar import convert_cifar
 from data_tools.convert_mnist import convert_mnist
-from data_tools.errors import DataError
 from data_tools.fcpr import DEFAULT_SEED
 from data_tools.image_mean import compute_mean, write_mean
-from data_tools.lmdb_io import LmdbReader
 from data_tools.sources import ENV_VAR, locate_cifar10, locate_mnist, raw_dir
-from engine.errors import EngineError
+from engine.errors import DataError, EngineError
+from engine.lmdb_reader import LmdbReader
 
 DATASETS = ("mnist", "cifar10", "controlled")
 # Records in the original distributions (their files are md5-checked, so these never vary).

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 ENV_VAR = "ISGD_DATA_DIR"
 DEFAULT_RAW_DIR = "data/raw"

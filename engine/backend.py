@@ -44,7 +44,7 @@ def get_array_module(name: str | ModuleType | None = None) -> ModuleType:
         return np
     if name in ("cupy", "cp", "gpu"):
         try:
-            import cupy  # noqa: PLC0415
+            import cupy
         except ImportError as exc:
             raise BackendError(CUPY_MISSING) from exc
         return cupy
@@ -123,7 +123,7 @@ def device_count(xp: ModuleType) -> int:
         return 0
     try:
         return int(xp.cuda.runtime.getDeviceCount())
-    except Exception:  # noqa: BLE001 - no driver, no device: none usable
+    except Exception:  # no driver, no device: none usable
         return 0
 
 
@@ -166,7 +166,7 @@ def _cupyx(xp: ModuleType) -> ModuleType:
     own = getattr(xp, "cupyx", None)
     if own is not None:
         return own
-    import cupyx  # noqa: PLC0415
+    import cupyx
 
     return cupyx
 

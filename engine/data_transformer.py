@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.errors import NetError
 from engine.layer import TRAIN
+from engine.proto import caffe_pb2
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,6 @@ class TransformDraw:
 
 def load_mean_file(path: str | os.PathLike, where: str = "") -> np.ndarray:
     """A Caffe mean .binaryproto (BlobProto of 1 x C x H x W, or C x H x W) as a float32 array."""
-    from engine.proto import caffe_pb2  # noqa: PLC0415
 
     if not os.path.isfile(path):
         raise NetError(f"{where}mean file {path} does not exist")
@@ -42,7 +42,7 @@ def load_mean_file(path: str | os.PathLike, where: str = "") -> np.ndarray:
     try:
         with open(path, "rb") as f:
             blob.ParseFromString(f.read())
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError
+    except Exception as exc:  # protobuf's DecodeError
         raise NetError(f"{where}mean file {path} is not a BlobProto ({exc})") from exc
     if blob.HasField("shape"):
         shape = tuple(int(d) for d in blob.shape.dim)

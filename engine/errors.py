@@ -15,3 +15,7 @@ class NetError(EngineError):
 
 class UnknownLayerTypeError(NetError):
     """A layer `type` string that no registered Layer class handles."""
+
+
+class DataError(EngineError, ValueError):
+    """Missing, corrupt or inconsistent dataset file (the message names the path)."""

@@ -19,6 +19,8 @@ import numpy as np
 
 from engine.backend import to_numpy
 from engine.errors import NetError, PrototxtError
+from engine.proto import caffe_pb2
+from engine.proto_io import array_to_blob_proto, blob_proto_to_array
 
 MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
 
@@ -30,7 +32,7 @@ def is_hdf5_path(path: Any) -> bool:
 
 def _h5py() -> Any:
     try:
-        import h5py  # noqa: PLC0415
+        import h5py
     except ImportError as exc:  # pragma: no cover - h5py is a dependency
         raise RuntimeError("HDF5 files need the h5py package (pip install 'h5py>=3.8')") from exc
     return h5py
@@ -175,7 +177,6 @@ def _read_string(f: Any, key: str) -> str:
 
 def write_solver_state(path: Any, state: Any) -> None:
     """SnapshotSolverStateToHDF5 from a SolverState message (history as its BlobProtos)."""
-    from engine.proto_io import blob_proto_to_array  # noqa: PLC0415
 
     name = os.fspath(path)
     with open_h5(name, "w", error=PrototxtError) as f:
@@ -201,8 +202,6 @@ def write_solver_state(path: Any, state: Any) -> None:
 
 def read_solver_state(path: Any) -> Any:
     """RestoreSolverStateFromHDF5 into a SolverState message (history as BlobProtos)."""
-    from engine.proto import caffe_pb2  # noqa: PLC0415
-    from engine.proto_io import array_to_blob_proto  # noqa: PLC0415
 
     name = os.fspath(path)
     state = caffe_pb2.SolverState()
@@ -234,6 +233,6 @@ def read_solver_state(path: Any) -> Any:
                 getattr(state, key).ParseFromString(
                     raw.tobytes() if hasattr(raw, "tobytes") else raw
                 )
-            except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, re-raised named
+            except Exception as exc:  # protobuf's DecodeError, re-raised named
                 raise PrototxtError(f"{name}: dataset '{key}' is not {kind}") from exc
     return state

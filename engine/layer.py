@@ -11,6 +11,7 @@ import numpy as np
 from engine.backend import is_numpy, make_rng
 from engine.blob import Blob
 from engine.errors import NetError, UnknownLayerTypeError
+from engine.fillers import fill
 
 TRAIN = "TRAIN"
 TEST = "TEST"
@@ -38,7 +39,7 @@ def register_layer(type_name: str, v1_name: str | None = None) -> Callable[[L], 
 
 def layer_class(type_name: str, layer_name: str = "?") -> type[Layer]:
     """The Layer class for a Caffe type string; a clear error naming the layer if unknown."""
-    import engine.layers  # noqa: F401,PLC0415 - registers every built-in layer
+    import engine.layers  # noqa: F401 - registers every built-in layer
 
     if type_name not in _LAYER_TYPES and type_name in _V1_NAMES:
         type_name = _V1_NAMES[type_name]
@@ -52,14 +53,14 @@ def layer_class(type_name: str, layer_name: str = "?") -> type[Layer]:
 
 
 def registered_types() -> list[str]:
-    import engine.layers  # noqa: F401,PLC0415
+    import engine.layers  # noqa: F401
 
     return sorted(_LAYER_TYPES)
 
 
 def v1_type_name(v1_enum_name: str) -> str | None:
     """Caffe's current type string for a V1 LayerType enum name, if a layer registered it."""
-    import engine.layers  # noqa: F401,PLC0415
+    import engine.layers  # noqa: F401
 
     return _V1_NAMES.get(v1_enum_name)
 
@@ -152,7 +153,6 @@ class Layer:
 
     def new_param_blob(self, shape: Sequence[int], filler: Any | None = None) -> Blob:
         """Create a learnable param blob, filled on the host by `filler` (a FillerParameter)."""
-        from engine.fillers import fill  # noqa: PLC0415
 
         blob = Blob(shape, self.xp, self.dtype)
         if filler is not None:

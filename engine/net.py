@@ -13,8 +13,11 @@ import numpy as np
 from engine.backend import get_array_module, make_rng, rng_state, set_rng_state, to_numpy
 from engine.blob import Blob
 from engine.errors import EngineError, NetError
+from engine.hdf5_io import is_hdf5_path, load_net_weights, save_net_weights
 from engine.layer import TEST, TRAIN, Layer, layer_class
 from engine.net_graph import filter_net, insert_splits
+from engine.proto import caffe_pb2
+from engine.proto_io import array_to_blob_proto, read_net_param, write_binary_proto
 
 _PHASES = {TRAIN: 0, TEST: 1}
 
@@ -50,8 +53,6 @@ class Net:
         level: int = 0,
         weights: str | None = None,
     ) -> None:
-        from engine.proto import caffe_pb2  # noqa: PLC0415
-        from engine.proto_io import read_net_param  # noqa: PLC0415
 
         self.xp = get_array_module(xp)
         self.dtype = np.dtype(dtype)
@@ -499,11 +500,10 @@ class Net:
 
         Returns the names of the layers with params that the file gave no weights (they keep
         their fillers' values: a truncated file, or weights of another net)."""
-        from engine.hdf5_io import is_hdf5_path, load_net_weights  # noqa: PLC0415
 
         if is_hdf5_path(path_or_param):
             return self._left_at_fillers(load_net_weights(self, path_or_param))
-        from engine.proto_io import (  # noqa: PLC0415
+        from engine.proto_io import (
             blob_proto_matches_shape,
             blob_proto_shape,
             blob_proto_to_array,
@@ -573,7 +573,6 @@ class Net:
 
     def to_proto(self, write_diff: bool = False, legacy_shapes: bool = False) -> Any:
         """The net definition with every layer's blobs, as Caffe's Net::ToProto (.caffemodel)."""
-        from engine.proto_io import array_to_blob_proto  # noqa: PLC0415
 
         out = type(self.param)()
         out.name = self.param.name
@@ -592,12 +591,10 @@ class Net:
     def save(self, path: str, legacy_shapes: bool = False, write_diff: bool = False) -> None:
         """Write the weights (and diffs if asked, as snapshot_diff) as a binary .caffemodel,
         or in Caffe's HDF5 layout if the name ends with .h5."""
-        from engine.hdf5_io import is_hdf5_path, save_net_weights  # noqa: PLC0415
 
         if is_hdf5_path(path):
             save_net_weights(self, path, write_diff=write_diff)
             return
-        from engine.proto_io import write_binary_proto  # noqa: PLC0415
 
         proto = self.to_proto(write_diff=write_diff, legacy_shapes=legacy_shapes)
         write_binary_proto(path, proto)

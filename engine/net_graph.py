@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.errors import NetError
+
 
 def state_meets_rule(state: Any, rule: Any) -> bool:
     """Caffe's StateMeetsRule: phase, level range and stage lists of a NetStateRule."""
@@ -21,7 +23,6 @@ def state_meets_rule(state: Any, rule: Any) -> bool:
 
 def filter_net(net_param: Any, state: Any, source: str = "<net>") -> Any:
     """A copy of `net_param` holding only the layers whose include/exclude rules admit `state`."""
-    from engine.errors import NetError  # noqa: PLC0415
 
     out = type(net_param)()
     out.CopyFrom(net_param)

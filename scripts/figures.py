@@ -21,15 +21,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from data_tools.errors import DataError
-from engine.errors import EngineError
+from engine.errors import DataError, EngineError
 from scripts import figure_runs
-from scripts.profiles import Profile, ProfileError, load_profile
+from scripts.profiles import Profile, ProfileError, load_profile, results_dir
 from scripts.reproduce import Display, ensure_data, run_all, table1_spec
 from scripts.results_readme import build as build_readme
 from scripts.runs import RunError, RunSpec, status
 from scripts.stats import time_to_target
-from scripts.table1 import results_dir, test_series
+from scripts.table1 import test_series
 from solvers.run_log import RunLog, RunLogError
 
 COLORS = {

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_tools.errors import DataError
 from data_tools.prepare import check_known_lmdb, prepare
-from engine.errors import EngineError
+from engine.errors import DataError, EngineError
 from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile
 from scripts.runs import Progress, RunError, RunSpec, run, status
 from scripts.table1 import build as build_table1

@@ -13,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from scripts.profiles import ROOT, ProfileError, load_profile
+from scripts.profiles import ROOT, ProfileError, load_profile, results_dir
 from scripts.runs import RUNS_DIR
-from scripts.table1 import results_dir
 from solvers.run_log import RunLogError, read_run_log
 
 FIGURES = {

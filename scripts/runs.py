@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_tools.lmdb_io import LmdbReader
+from engine.lmdb_reader import LmdbReader
 from engine.proto import caffe_pb2
 from engine.proto_io import message_to_text, read_net_param, read_solver_param
 from scripts.profiles import ROOT, Plan
+from solvers.launch import visible_gpu_count
 from solvers.run_log import RunLog, RunLogError, read_run_log
 
 RUNS_DIR = ROOT / "results" / "runs"
@@ -207,7 +208,7 @@ def newest_snapshot(folder: Path, say: Callable[[str], None]) -> Path | None:
                 raise ValueError(f"its weights {weights.name} are missing")
             net = caffe_pb2.NetParameter()
             net.ParseFromString(weights.read_bytes())
-        except Exception as exc:  # noqa: BLE001 - any unreadable snapshot is skipped, named
+        except Exception as exc:  # any unreadable snapshot is skipped, named
             say(f"{_relative(state_path)}: unreadable snapshot ({exc}); trying an older one")
             continue
         return state_path
@@ -296,7 +297,6 @@ def command(spec: RunSpec, solver_path: Path, resume: Path | None, fresh: bool) 
 
 
 def _gpus_visible() -> bool:
-    from solvers.launch import visible_gpu_count
 
     return visible_gpu_count() > 0
 

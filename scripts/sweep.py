@@ -21,15 +21,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from data_tools.errors import DataError
-from engine.errors import EngineError
+from engine.errors import DataError, EngineError
 from engine.proto_io import read_solver_param
-from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile
+from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile, results_dir
 from scripts.reproduce import Display, ensure_data, run_all, table1_spec
 from scripts.results_readme import build as build_readme
 from scripts.runs import RunError, RunSpec, status
 from scripts.stats import paired_test, time_to_target
-from scripts.table1 import results_dir, test_series, write_csv
+from scripts.table1 import test_series, write_csv
 from solvers.run_log import RunLog, RunLogError
 
 plt.switch_backend("Agg")

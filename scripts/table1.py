@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.profiles import ROOT, Dataset, ProfileError, load_profile
+from scripts.profiles import ROOT, Dataset, ProfileError, load_profile, results_dir
+from scripts.results_readme import build as build_readme
 from scripts.runs import RUNS_DIR
 from scripts.stats import PairedTest, Summary, paired_test, summarize, time_to_target
 from solvers.run_log import RunLog, RunLogError, read_run_log
@@ -43,9 +44,6 @@ RUN_COLUMNS = [
 ]
 
 
-def results_dir(profile: str) -> Path:
-    """Where a profile's tables and figures go: results/ for default, results/<profile>/ else."""
-    return ROOT / "results" if profile == "default" else ROOT / "results" / profile
 
 
 @dataclass
@@ -474,7 +472,6 @@ def build(
     (out / "table1.md").write_text(markdown(summaries, rows, notes, profile), encoding="utf-8")
     say(f"wrote {_relative(out / 'table1.md')}, table1.csv, table1_runs.csv ({len(rows)} runs)")
     if out == results_dir(profile):
-        from scripts.results_readme import build as build_readme
 
         say(f"wrote {_relative(build_readme(profile))}")
     return summaries

@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import lmdb
+
+from engine.proto_io import read_net_param, read_solver_param
 from solvers.comm import Comm, SerialComm
 
 # Set by process launchers in every rank's environment (MPICH/Hydra, PMIx, Open MPI, Slurm).
@@ -59,7 +62,7 @@ def get_comm(cuda_aware: bool | None = None, serial: bool = False) -> Comm:
     if announced == 1 and "mpi4py.MPI" not in sys.modules:
         return SerialComm()
     try:
-        from mpi4py import MPI  # noqa: PLC0415
+        from mpi4py import MPI
     except ImportError as exc:
         if announced > 1:
             raise RuntimeError(
@@ -69,7 +72,7 @@ def get_comm(cuda_aware: bool | None = None, serial: bool = False) -> Comm:
         return SerialComm()
     if MPI.COMM_WORLD.Get_size() == 1:
         return SerialComm()
-    from solvers.mpi_comm import MPIComm  # noqa: PLC0415
+    from solvers.mpi_comm import MPIComm
 
     aware = _env_flag(CUDA_AWARE_ENV) if cuda_aware is None else bool(cuda_aware)
     return MPIComm(MPI.COMM_WORLD, cuda_aware=aware)
@@ -101,7 +104,7 @@ def local_rank(comm: Comm) -> int:
         return 0
     inner = getattr(comm, "mpi_comm", None)
     if inner is not None:
-        from mpi4py import MPI  # noqa: PLC0415
+        from mpi4py import MPI
 
         node = inner.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         try:
@@ -171,10 +174,10 @@ def select_device(value: str | None, node_rank: int, n_visible: int) -> int | No
 def visible_gpu_count() -> int:
     """Number of CUDA devices CuPy sees (0 without CuPy or without a GPU)."""
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
 
         return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:  # noqa: BLE001 - any failure means no usable GPU
+    except Exception:  # any failure means no usable GPU
         return 0
 
 
@@ -191,7 +194,6 @@ def _sha256_file(path: Path) -> str:
 
 def lmdb_fingerprint(path: str | os.PathLike) -> str:
     """Cheap identity of an LMDB: record count and the first and last records' keys and values."""
-    import lmdb  # noqa: PLC0415
 
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False)
@@ -238,7 +240,6 @@ def input_fingerprints(
     Roles: the solver file, net files, each net's data sources and mean files, and `extra_files`
     ({role: path}, e.g. {"-weights": W, "-snapshot": S}).
     """
-    from engine.proto_io import read_net_param, read_solver_param  # noqa: PLC0415
 
     solver_path = os.fspath(solver_path)
     items = {"solver file": (_file_item(solver_path), solver_path)}
@@ -259,7 +260,7 @@ def input_fingerprints(
     for label, source in nets:
         try:
             _net_inputs(read_net_param(source), label, items)
-        except Exception:  # noqa: BLE001 - the solver reports unreadable nets itself, clearly
+        except Exception:  # the solver reports unreadable nets itself, clearly
             continue
     for role, path in (extra_files or {}).items():
         for i, part in enumerate(str(path or "").split(",")):
@@ -329,7 +330,7 @@ def abort_on_error() -> Iterator[None]:
         if exc.code in (None, 0) or _mpi_world() is None or _mpi_world().Get_size() == 1:
             raise
         report_and_abort(exc, exc.code if isinstance(exc.code, int) else 1)
-    except BaseException as exc:  # noqa: BLE001 - every failure must end every rank
+    except BaseException as exc:  # every failure must end every rank
         if _mpi_world() is None or _mpi_world().Get_size() == 1:
             raise
         report_and_abort(exc)

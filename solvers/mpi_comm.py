@@ -45,7 +45,7 @@ class MPIComm:
     """
 
     def __init__(self, comm: Any = None, cuda_aware: bool = False) -> None:
-        from mpi4py import MPI  # noqa: PLC0415  (optional dependency)
+        from mpi4py import MPI  # optional dependency
 
         self._mpi = MPI
         self._comm = MPI.COMM_WORLD if comm is None else comm

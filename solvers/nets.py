@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.errors import PrototxtError
+from engine.net import Net
 from engine.proto import caffe_pb2
 from engine.proto_io import read_net_param
 
@@ -74,7 +75,6 @@ def test_net_params(param: Any) -> list[tuple[str, Any]]:
 
 def build_net(net_param: Any, phase: str, xp: ModuleType, seed: int | None) -> Any:
     """An engine Net for a prepared NetParameter (its state already merged)."""
-    from engine.net import Net  # noqa: PLC0415
 
     return Net(net_param, phase=phase, xp=xp, seed=seed)
 

@@ -79,7 +79,7 @@ class TrainLog:
         self.json_path = Path(path)
         self.json_path.parent.mkdir(parents=True, exist_ok=True)
         cut_short = append and _ends_mid_line(self.json_path)
-        self._json = open(self.json_path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        self._json = open(self.json_path, "a" if append else "w", encoding="utf-8")
         if cut_short:  # a crash cut the last line: start ours on a line of its own
             self._json.write("\n")
 

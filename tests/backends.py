@@ -19,7 +19,7 @@ from tests.cupy_standin import fakecupy
 
 BACKENDS: dict[str, ModuleType] = {"numpy": np, "standin": fakecupy}
 if os.environ.get("ISGD_TEST_REAL_CUPY") == "1":  # on a GPU machine: CuPy itself as a third
-    import cupy  # noqa: PLC0415
+    import cupy
 
     BACKENDS["cupy"] = cupy
 _current: list[ModuleType] = [np]
@@ -62,6 +62,6 @@ def assert_equal(actual: Any, desired: Any, *args: Any, **kwargs: Any) -> None:
     np.testing.assert_equal(host(actual), host(desired), *args, **kwargs)
 
 
-def Blob(shape: Any = (), xp: ModuleType | None = None, dtype: Any = np.float32) -> EngineBlob:  # noqa: N802
+def Blob(shape: Any = (), xp: ModuleType | None = None, dtype: Any = np.float32) -> EngineBlob:
     """An engine Blob on the current backend unless `xp` is given (the layer tests' Blob)."""
     return EngineBlob(shape, current() if xp is None else xp, dtype)

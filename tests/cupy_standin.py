@@ -191,7 +191,7 @@ def _unary(op: Callable[[Any], Any]) -> Callable:
     return method
 
 
-class ndarray:  # noqa: N801 - CuPy's name
+class ndarray:  # CuPy's name
     """cupy.ndarray(shape, dtype=float, memptr=None, strides=None, order='C')."""
 
     __slots__ = ("_a", "_dev")
@@ -271,7 +271,7 @@ class ndarray:  # noqa: N801 - CuPy's name
         return _Flags(self._a)
 
     @property
-    def T(self) -> ndarray:  # noqa: N802
+    def T(self) -> ndarray:
         return _wrap(self._checked().T, self._dev)
 
     @property
@@ -523,7 +523,7 @@ class ndarray:  # noqa: N801 - CuPy's name
     def dot(self, b: Any, out: Any = None) -> ndarray:
         return dot(self, b, out)
 
-    def clip(self, min: Any = None, max: Any = None, out: Any = None) -> ndarray:  # noqa: A002
+    def clip(self, min: Any = None, max: Any = None, out: Any = None) -> ndarray:
         return clip(self, min, max, out)
 
     def take(self, indices: Any, axis: Any = None, out: Any = None) -> ndarray:
@@ -541,7 +541,7 @@ def _from_pickle(values: np.ndarray, device: int) -> ndarray:
 
 
 # ------------------------------------------------------------------------------ ufuncs
-class ufunc:  # noqa: N801 - CuPy's name
+class ufunc:  # CuPy's name
     """cupy.ufunc: `__call__(*args, out=None, dtype=None, casting=...)`, reduce, accumulate."""
 
     def __init__(self, name: str, nin: int, nout: int = 1) -> None:
@@ -615,7 +615,7 @@ def _reduction(np_func: Callable, a: Any, out: Any, **kw: Any) -> Any:
     return out if out is not None else _result(r)
 
 
-def sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims=False):  # noqa: A001
+def sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims=False):
     return _reduction(np.sum, a, out, axis=axis, dtype=dtype, keepdims=keepdims)
 
 
@@ -647,11 +647,11 @@ def amin(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> A
     return _reduction(np.min, a, out, axis=axis, keepdims=keepdims)
 
 
-def any(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+def any(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
     return _reduction(np.any, a, out, axis=axis, keepdims=keepdims)
 
 
-def all(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+def all(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
     return _reduction(np.all, a, out, axis=axis, keepdims=keepdims)
 
 
@@ -920,7 +920,7 @@ def squeeze(a: Any, axis: Any = None) -> ndarray:
     return _wrap(np.squeeze(_array(a), axis), a._dev)
 
 
-def tile(A: Any, reps: Any) -> ndarray:  # noqa: N803
+def tile(A: Any, reps: Any) -> ndarray:
     return _wrap(np.tile(_array(A, "A"), reps))
 
 

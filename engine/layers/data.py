@@ -22,8 +22,10 @@ import numpy as np
 from engine.backend import copy_to_device, pinned_empty
 from engine.blob import Blob
 from engine.data_transformer import DataTransformer, TransformDraw
+from engine.datum import decode_batch
 from engine.errors import EngineError
 from engine.layer import Layer, register_layer
+from engine.lmdb_reader import LmdbReader
 
 _LMDB = 1  # DataParameter.DB.LMDB
 _DEPRECATED_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
@@ -52,8 +54,6 @@ class DataLayer(Layer):
 
     # --- setup ---------------------------------------------------------------------------
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
-        from data_tools.datum import decode_batch  # noqa: PLC0415
-        from data_tools.lmdb_io import LmdbReader  # noqa: PLC0415
 
         dp = self.param.data_param
         if not dp.source:
@@ -228,14 +228,12 @@ class DataLayer(Layer):
         if isinstance(self._pending, Future):
             try:
                 self._pending.result()
-            except Exception:  # noqa: BLE001, S110 - a discarded batch's error is irrelevant
+            except Exception:  # a discarded batch's error is irrelevant
                 pass
         self._pending = None
 
     def _load(self, start: int, draw: TransformDraw, flip: int) -> tuple[np.ndarray, np.ndarray]:
         """Read, decode and transform this rank's slice of the global batch at `start`."""
-        from data_tools.datum import decode_batch  # noqa: PLC0415
-        from data_tools.lmdb_io import LmdbReader  # noqa: PLC0415
 
         if self._reader is None:
             self._reader = LmdbReader(self.source)

@@ -46,7 +46,7 @@ class InfogainLossLayer(LossLayer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index == 0
 
-    def _infogain(self, bottoms: Sequence[Blob]):  # noqa: ANN202 - an xp array
+    def _infogain(self, bottoms: Sequence[Blob]):  # an xp array
         return bottoms[2].data if len(bottoms) > 2 else self._h_own
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_tools.cifar import TEST_BATCH, TRAIN_BATCHES, read_batch, read_batches
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 from .conftest import shared_data
 

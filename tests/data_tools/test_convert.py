@@ -8,10 +8,10 @@ import pytest
 from data_tools.cli import main as cli_main
 from data_tools.convert_cifar import convert_cifar
 from data_tools.convert_mnist import convert_mnist
-from data_tools.datum import decode_batch
-from data_tools.errors import DataError
 from data_tools.fcpr import fcpr_order
-from data_tools.lmdb_io import LmdbReader
+from engine.datum import decode_batch
+from engine.errors import DataError
+from engine.lmdb_reader import LmdbReader
 
 from .conftest import shared_data
 
@@ -125,7 +125,7 @@ def test_convert_imageset_encoded_gray_resize(tmp_path):
     convert_imageset(root, lst, tmp_path / "enc", shuffle=False, encoded=True, progress=False)
     r = LmdbReader(tmp_path / "enc")
     _, values = r.read(0, 3)
-    from data_tools.datum import parse_datum
+    from engine.datum import parse_datum
 
     d = parse_datum(values[1])
     assert d.encoded and d.data == (root / "sub" / "im 1.png").read_bytes()  # original bytes

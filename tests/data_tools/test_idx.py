@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from data_tools.errors import DataError
 from data_tools.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, read_mnist, write_idx
+from engine.errors import DataError
 
 from .conftest import shared_data
 

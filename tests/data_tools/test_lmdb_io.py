@@ -5,8 +5,9 @@ from __future__ import annotations
 import lmdb
 import pytest
 
-from data_tools.errors import DataError
-from data_tools.lmdb_io import LmdbReader, LmdbWriter
+from data_tools.lmdb_io import LmdbWriter
+from engine.errors import DataError
+from engine.lmdb_reader import LmdbReader
 
 
 def _write(path, n, **kw):

@@ -11,7 +11,7 @@ import pytest
 
 from data_tools import sources
 from data_tools.cifar import TEST_BATCH, TRAIN_BATCHES
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 from .conftest import shared_data
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from data_tools.datum import serialize_records
 from data_tools.lmdb_io import LmdbWriter
 from engine.backend import to_numpy
 from engine.blob import Blob
+from engine.datum import serialize_records
 from engine.layers.data import DataLayer
 from engine.layers.hdf5_data import HDF5DataLayer
 from engine.proto import caffe_pb2

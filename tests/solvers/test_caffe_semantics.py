@@ -302,7 +302,7 @@ RAW_MNIST = Path(os.environ.get("ISGD_DATA_DIR", ROOT.parent / "shared" / "data"
 def lenet_tree(root: Path) -> Path:
     """A Caffe-style tree: examples/mnist/ with Caffe's LeNet files and LMDBs in file order (as
     Caffe's convert_mnist_data writes them). Returns the examples/mnist folder."""
-    from data_tools.convert_mnist import convert_mnist  # noqa: PLC0415
+    from data_tools.convert_mnist import convert_mnist
 
     mnist = root / "examples" / "mnist"
     mnist.mkdir(parents=True)

@@ -175,6 +175,7 @@ def test_resume_continues_training_clock_grad_evals_and_time_test_schedule(
 
     assert rows(parts, "iter") == rows(whole, "iter")
     assert rows(parts, "test") == rows(whole, "test")
+    assert all(e["grad_evals"] is not None for e in whole.of("test")), "tests carry grad_evals"
     assert [e["subproblem_iters"] for e in parts.of("iter")] == [
         e["subproblem_iters"] for e in whole.of("iter")
     ]

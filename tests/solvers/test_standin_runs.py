@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.datum import serialize_records
 from data_tools.image_mean import write_mean
 from data_tools.lmdb_io import LmdbWriter
+from engine.datum import serialize_records
 from solvers.cli import main
 from solvers.solver import Solver, load_solver_param
 from solvers.train_log import TrainLog

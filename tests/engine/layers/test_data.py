@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from data_tools.datum import serialize_records
 from data_tools.image_mean import write_mean
 from data_tools.lmdb_io import LmdbWriter
+from engine.datum import serialize_records
 from engine.errors import NetError
 from engine.layer import layer_class
 from engine.layers.data import DataLayer
@@ -250,7 +250,7 @@ def test_rank_must_divide_global_batch(tmp_path, images):
 
 def test_reads_an_lmdb_written_as_caffe_does(tmp_path):
     """Records byte-for-byte as Caffe's convert_mnist_data writes them, under "%08d" keys."""
-    from tests.data_tools.test_datum import caffe_wire_datum
+    from tests.engine.test_datum import caffe_wire_datum
 
     x = np.random.default_rng(6).integers(0, 256, (5, 1, 4, 4), dtype=np.uint8)
     with LmdbWriter(tmp_path / "caffe_lmdb", progress=False) as db:

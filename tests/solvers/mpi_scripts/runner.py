@@ -28,7 +28,7 @@ def have_mpi() -> tuple[bool, str]:
     if mpiexec_path() is None:
         return False, "mpiexec not found on PATH or in sys.prefix/bin (pip install mpich)"
     try:
-        import mpi4py  # noqa: F401, PLC0415
+        import mpi4py  # noqa: F401
     except ImportError:
         return False, "mpi4py is not installed (pip install mpi4py)"
     return True, ""

@@ -40,7 +40,7 @@ def run(
     )
     gpu = None
     if os.environ.get("ISGD_TEST_BACKEND") == "standin":
-        from tests.cupy_standin import fakecupy  # noqa: PLC0415
+        from tests.cupy_standin import fakecupy
 
         sys.modules["cupy"], sys.modules["cupyx"] = fakecupy, fakecupy.cupyx
         gpu = "all"

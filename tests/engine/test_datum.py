@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from data_tools.datum import (
+from engine.datum import (
     datum_to_array,
     decode_batch,
     encoded_datum,
@@ -15,7 +15,7 @@ from data_tools.datum import (
     parse_datum,
     serialize_records,
 )
-from data_tools.errors import DataError
+from engine.errors import DataError
 
 
 def _varint(v: int) -> bytes:

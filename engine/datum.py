@@ -11,20 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.errors import DataError
-
-
-def _pb() -> Any:
-    from engine.proto import caffe_pb2  # noqa: PLC0415 - generated module, imported on use
-
-    return caffe_pb2
+from engine.errors import DataError
+from engine.proto import caffe_pb2
 
 
 def make_datum(image: np.ndarray, label: int) -> Any:
     """A raw (unencoded) Datum holding a uint8 C x H x W image and its label."""
     if image.ndim != 3:
         raise ValueError(f"a Datum image must be C x H x W, got shape {image.shape}")
-    d = _pb().Datum()
+    d = caffe_pb2.Datum()
     d.channels, d.height, d.width = (int(s) for s in image.shape)
     d.data = np.ascontiguousarray(image, np.uint8).tobytes()
     d.label = int(label)
@@ -37,7 +32,7 @@ def serialize_records(
     """Serialized raw Datum messages of images (N, C, H, W) uint8 with labels, in `order`."""
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    d = _pb().Datum()
+    d = caffe_pb2.Datum()
     _, c, h, w = images.shape
     d.channels, d.height, d.width = int(c), int(h), int(w)
     for i in range(len(labels)) if order is None else order:
@@ -48,7 +43,7 @@ def serialize_records(
 
 def encoded_datum(payload: bytes, label: int) -> Any:
     """An encoded Datum (PNG/JPEG bytes, encoded=true), as convert_imageset --encoded writes."""
-    d = _pb().Datum()
+    d = caffe_pb2.Datum()
     d.data = payload
     d.label = int(label)
     d.encoded = True
@@ -61,7 +56,7 @@ def decode_image(payload: bytes, color: bool | None = None, where: str = "") -> 
     `color` True forces 3 channels, False forces gray, None keeps the image's own.
     """
     try:
-        from PIL import Image  # noqa: PLC0415 - optional dependency
+        from PIL import Image  # optional dependency
     except ImportError as exc:
         raise DataError(
             f"{where}: encoded Datum (PNG/JPEG) needs Pillow to decode: pip install pillow"
@@ -69,7 +64,7 @@ def decode_image(payload: bytes, color: bool | None = None, where: str = "") -> 
     try:
         img = Image.open(io.BytesIO(payload))
         img.load()
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad images
+    except Exception as exc:  # Pillow raises many types for bad images
         raise DataError(f"{where}: cannot decode encoded image ({exc})") from exc
     if color is None:
         color = img.mode not in ("L", "1", "I", "I;16", "F")
@@ -96,10 +91,10 @@ def datum_to_array(datum: Any, color: bool | None = None, where: str = "") -> np
 
 def parse_datum(value: bytes, where: str = "") -> Any:
     """Parse one serialized Datum; a DataError naming `where` if it is not one."""
-    d = _pb().Datum()
+    d = caffe_pb2.Datum()
     try:
         d.ParseFromString(bytes(value))
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError
+    except Exception as exc:  # protobuf's DecodeError
         raise DataError(f"{where}: record is not a Caffe Datum ({exc})") from exc
     return d
 
