@@ -17,7 +17,7 @@ from data_tools.cli import main as data_main
 from engine.backend import synchronize
 from engine.errors import EngineError
 from engine.net import Net
-from solvers import launch, mpi_train
+from solvers import launch, startup
 from solvers.comm import Comm, SerialComm
 from solvers.launch import AgreedExit, StartupMismatchError, get_comm, rank_prefix
 from solvers.provenance import provenance
@@ -207,17 +207,17 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     )
     try:
         try:
-            mpi_train.check_inputs(comm, args.solver, args.weights, args.snapshot)
+            startup.check_inputs(comm, args.solver, args.weights, args.snapshot)
         except StartupMismatchError as exc:
             _refuse_together(comm, f"isgd train: {exc}")
         refusal = _log_refusal(json_path, bool(args.snapshot), args.overwrite_log)
         refusal = comm.bcast_object(refusal if master else None)
         if refusal:
             _refuse_together(comm, refusal)
-        mpi_train.announce(comm, log, args.allreduce)
+        startup.announce(comm, log, args.allreduce)
         gpu = solver_mode_gpu(args.gpu, param, log)
-        xp = mpi_train.array_module(gpu, comm, log)  # rank r: device r mod visible GPUs
-        log = mpi_train.TimingLog(log)
+        xp = startup.array_module(gpu, comm, log)  # rank r: device r mod visible GPUs
+        log = startup.TimingLog(log)
         with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
             solver = Solver(
                 param,
@@ -333,7 +333,7 @@ def test(args: argparse.Namespace) -> int:
         raise SystemExit("isgd test: need model weights to score (-weights FILE)")
     iterations = 50 if args.iterations is None else args.iterations
     log = TrainLog(source="cli.py:0", progress=False)
-    xp = mpi_train.array_module(args.gpu, SerialComm(), log)
+    xp = startup.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase="TEST", xp=xp, stages=_stages(args.stage), level=args.level)
     left: list[str] | None = None
     for weights in args.weights.split(","):
@@ -367,7 +367,7 @@ def time_(args: argparse.Namespace) -> int:
     if phase not in ("TRAIN", "TEST"):
         raise SystemExit('isgd time: phase must be "TRAIN" or "TEST"')
     log = TrainLog(source="cli.py:0", progress=False)
-    xp = mpi_train.array_module(args.gpu, SerialComm(), log)
+    xp = startup.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase=phase, xp=xp, stages=_stages(args.stage), level=args.level)
 
     def sync() -> None:  # device work must end before the clock stops

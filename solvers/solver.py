@@ -22,9 +22,9 @@ from engine.proto_io import read_solver_param
 from solvers import lr_policy, snapshot
 from solvers.comm import Comm, SerialComm
 from solvers.isgd import Alg2Result, Decision, Isgd, IsgdConfig
-from solvers.nets import batches_per_epoch, build_net, test_net_params, train_net_param
 from solvers.scoring import loss_weights, score
 from solvers.train_log import TrainLog, fmt
+from solvers.train_test_nets import batches_per_epoch, build_net, test_net_params, train_net_param
 from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
 
 f32 = np.float32
@@ -469,9 +469,9 @@ class Solver:
             "iter": self.iter,
             "train_s": self.train_seconds,
             "grad_evals": self.grad_evals,
-            "loss": _short(loss),
-            "smoothed_loss": _short(self.smoothed_loss),
-            "lr": _short(rate),
+            "loss": _shortest_decimal(loss),
+            "smoothed_loss": _shortest_decimal(self.smoothed_loss),
+            "lr": _shortest_decimal(rate),
             "mean": None if d is None else d.mean,
             "std": None if d is None else d.std,
             "limit": None if d is None else d.limit,
@@ -617,11 +617,12 @@ class Solver:
         for k, (name, value) in enumerate(zip(scores.names, scores.means, strict=True)):
             self.log.output("Test", k, name, float(value), weights.get(name, 0.0))
             means.append(float(value))
+            short = _shortest_decimal(value)
             if name in outputs:
                 prev = outputs[name]
-                outputs[name] = (prev if isinstance(prev, list) else [prev]) + [_short(value)]
+                outputs[name] = (prev if isinstance(prev, list) else [prev]) + [short]
             else:
-                outputs[name] = _short(value)
+                outputs[name] = short
         self.mean_scores[index] = means
         self.log.event(
             {
@@ -755,7 +756,7 @@ def weights_warning(source: str, layers: list[str]) -> str:
     )
 
 
-def _short(value: Any) -> float:
+def _shortest_decimal(value: Any) -> float:
     """A float32 as the shortest decimal that reads back to it (0.1, not 0.10000000149)."""
     return float(str(np.float32(value)))
 

@@ -111,7 +111,8 @@ class TanHLayer(NeuronLayer):
 
 @register_layer("Dropout", v1_name="DROPOUT")
 class DropoutLayer(NeuronLayer):
-    """TRAIN: y = x * mask / (1 - ratio), mask ~ Bernoulli(1 - ratio); TEST: y = x (scale_train)."""
+    """TRAIN: y = x * mask / (1 - ratio), mask ~ Bernoulli(1 - ratio); TEST: y = x (Caffe's
+    inverted dropout: the scale is applied in training)."""
 
     device_noise = True
 
@@ -120,11 +121,7 @@ class DropoutLayer(NeuronLayer):
         self.ratio = float(p.dropout_ratio)
         if not 0.0 <= self.ratio < 1.0:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}")
-        # scale_train exists in some Caffe forks (default true): false scales at TEST instead.
-        self.scale_train = bool(getattr(p, "scale_train", True))
-        keep = 1.0 - self.ratio
-        self.train_scale = 1.0 / keep if self.scale_train else 1.0
-        self.test_scale = 1.0 if self.scale_train else keep
+        self.train_scale = 1.0 / (1.0 - self.ratio)
         self.mask: Any = None  # keep/drop mask times train_scale, for backward
 
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
@@ -136,8 +133,6 @@ class DropoutLayer(NeuronLayer):
             self.xp.less(u, 1.0 - self.ratio, out=u)  # u becomes the 0/1 keep mask
             self.xp.multiply(u, self.train_scale, out=self.mask)
             self.xp.multiply(x, self.mask, out=y)
-        elif self.test_scale != 1.0:
-            self.xp.multiply(x, self.test_scale, out=y)
         elif y is not x:
             y[...] = x
 
@@ -149,8 +144,6 @@ class DropoutLayer(NeuronLayer):
         dy, dx = tops[0].diff, bottoms[0].diff
         if self.phase == TRAIN:
             self.xp.multiply(dy, self.mask, out=dx)
-        elif self.test_scale != 1.0:
-            self.xp.multiply(dy, self.test_scale, out=dx)
         elif dx is not dy:
             dx[...] = dy
 

@@ -12,7 +12,10 @@ from engine import proto_io
 from engine.errors import PrototxtError
 from engine.proto import caffe_pb2
 
-EXAMPLES = os.environ.get("CAFFE_EXAMPLES", "/work/shared/caffe-examples")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.environ.get(
+    "CAFFE_EXAMPLES", os.path.join(os.path.dirname(REPO), "shared", "caffe-examples")
+)
 EXAMPLE_FILES = sorted(glob.glob(os.path.join(EXAMPLES, "**", "*.prototxt"), recursive=True))
 needs_examples = pytest.mark.skipif(
     not os.path.isdir(EXAMPLES), reason=f"Caffe examples not found at {EXAMPLES}"
@@ -330,7 +333,6 @@ def test_solverstate_round_trip_with_isgd_extension(tmp_path):
     state.isgd_state.loss_queue.extend([2.3, 2.1, 1.9])
     state.isgd_state.queue_head = 1
     state.isgd_state.loss_sum = 6.3
-    state.isgd_state.previous_weights.extend([0.5, -0.25])
     path = str(tmp_path / "s.solverstate")
     proto_io.write_solver_state(path, state)
     back = proto_io.read_solver_state(path)

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from solvers.nets import build_net, train_net_param
 from solvers.solver import Solver, load_solver_param
+from solvers.train_test_nets import build_net, train_net_param
 
 from .conftest import Tiny
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from solvers import launch, mpi_train
+from solvers import launch, startup
 from solvers.comm import SerialComm
 from tests.solvers.mpi_scripts.runner import have_mpi, run_mpi
 
@@ -184,7 +184,7 @@ class RecordingLog:
 def test_timing_log_totals_eq21_split_for_the_summary() -> None:
     """The end-of-run summary sums each iteration's t_comp / t_comm; other events pass through."""
     inner = RecordingLog()
-    log = mpi_train.TimingLog(inner)
+    log = startup.TimingLog(inner)
     for t_comp, t_comm in [(0.3, 0.1), (0.5, 0.1)]:
         log.event({"event": "iter", "t_comp": t_comp, "t_comm": t_comm})
     log.event({"event": "test", "outputs": {}})
@@ -207,9 +207,9 @@ class CommOf:
 def test_serial_helpers_need_no_mpi(tmp_path: Path) -> None:
     """One process: no start-up check, CPU array module, no MPI line in the log."""
     log = RecordingLog()
-    mpi_train.check_inputs(SerialComm(), str(tmp_path / "absent.prototxt"), None, None)
-    assert mpi_train.array_module("", SerialComm(), log) is np
-    mpi_train.announce(SerialComm(), log, allreduce=False)
+    startup.check_inputs(SerialComm(), str(tmp_path / "absent.prototxt"), None, None)
+    assert startup.array_module("", SerialComm(), log) is np
+    startup.announce(SerialComm(), log, allreduce=False)
     assert log.lines == ["Use CPU."]
 
 

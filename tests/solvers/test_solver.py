@@ -13,8 +13,8 @@ from engine.backend import to_numpy
 from engine.errors import PrototxtError
 from engine.proto import caffe_pb2
 from solvers.comm import SerialComm
-from solvers.nets import build_net, train_net_param
 from solvers.solver import NonFiniteLossError, Solver, load_solver_param
+from solvers.train_test_nets import build_net, train_net_param
 
 from .conftest import RECORDS, Tiny
 

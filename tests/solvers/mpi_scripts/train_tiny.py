@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.backend import current_device, to_numpy
-from solvers import mpi_train
+from solvers import startup
 from solvers.launch import abort_on_error, get_comm
 from solvers.solver import Solver, load_solver_param
 from solvers.train_log import TrainLog
@@ -45,7 +45,7 @@ def run(
         sys.modules["cupy"], sys.modules["cupyx"] = fakecupy, fakecupy.cupyx
         gpu = "all"
     try:
-        xp = mpi_train.array_module(gpu, comm, log)
+        xp = startup.array_module(gpu, comm, log)
         solver = Solver(param, comm=comm, log=log, xp=xp, allreduce=mode == "allreduce")
         solver.solve(resume)
     finally:

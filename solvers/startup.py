@@ -1,4 +1,5 @@
-"""What `isgd train` adds under mpiexec: start-up check, device per rank, rank table, timing.
+"""Start-up of `isgd train`, `test` and `time`: the ranks agree on their inputs, each takes its
+device, the job announces its layout; and the timing summary at the end.
 
 Each helper is a no-op (or the serial behaviour) for one process, so the CLI calls them always.
 """
