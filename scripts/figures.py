@@ -21,15 +21,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from engine.errors import DataError, EngineError
 from scripts import figure_runs
 from scripts.profiles import Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import Display, ensure_data, run_all, table1_spec
+from scripts.reproduce import Display, ensure_data, guarded, run_all, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runs import RunError, RunSpec, status
+from scripts.runs import RunSpec, status
 from scripts.stats import time_to_target
 from scripts.table1 import test_series
-from solvers.run_log import RunLog, RunLogError
+from solvers.run_log import RunLog
 
 COLORS = {
     "sgd": "tab:blue",
@@ -525,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated figure numbers")
     parser.add_argument("--no-run", action="store_true", help="plot only what is already logged")
     args = parser.parse_args(argv)
-    display = Display()
-    try:
+
+    def body(display: Display) -> int:
         profile = load_profile(
             args.profile, [d for d in args.datasets.split(",") if d] or None, args.runs
         )
@@ -565,13 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         notes_path.write_text(json.dumps(notes, indent=1, sort_keys=True) + "\n")
         display.say(f"wrote {build_readme(profile.name)}")
-    except KeyboardInterrupt:
-        display.say("interrupted: finished runs are kept; run the same command again to continue")
-        return 130
-    except (ProfileError, DataError, RunError, RunLogError, EngineError, OSError) as exc:
-        display.say(f"figures: {exc}")
-        return 1
-    return 1 if failed else 0
+        return 1 if failed else 0
+
+    return guarded("figures", body)
 
 
 if __name__ == "__main__":

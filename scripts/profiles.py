@@ -145,6 +145,7 @@ def load_profile(
         sweep=dict(section.get("sweep", {})),
     )
 
+
 def results_dir(profile: str) -> Path:
     """Where a profile's tables and figures go: results/ for default, results/<profile>/ else."""
     return ROOT / "results" if profile == "default" else ROOT / "results" / profile

@@ -197,6 +197,26 @@ def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> N
         display.say(f"[{done}/{total}] {spec.label}: done in {log.wall_s:.0f} s of wall time")
 
 
+EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)
+
+
+def guarded(command: str, body: Callable[[Display], int]) -> int:
+    """Run an experiment command: bad input is one line naming the thing at fault, Ctrl-C one
+    line saying that everything finished is kept and the same command continues."""
+    display = Display()
+    try:
+        return body(display)
+    except KeyboardInterrupt:
+        display.say(
+            "interrupted: finished runs are kept and the current one stopped at a snapshot; "
+            "run the same command again to continue"
+        )
+        return 130
+    except EXPECTED_ERRORS as exc:
+        display.say(f"{command}: {exc}")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,28 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="", help="comma-separated (default: the profile's)")
     parser.add_argument("--runs", type=int, default=None, help="pairs per dataset")
     args = parser.parse_args(argv)
-    display = Display()
     started = time.monotonic()
-    try:
+
+    def body(display: Display) -> int:
         profile = load_profile(
             args.profile, [d for d in args.datasets.split(",") if d] or None, args.runs
         )
         display.say(f"profile {profile.name}: {profile.about}")
         overrides = ensure_data(profile, display.say)
-        specs = plan_runs(profile, overrides)
-        run_all(specs, display)
+        run_all(plan_runs(profile, overrides), display)
         build_table1(profile.name, list(profile.plans), say=display.say)
-    except KeyboardInterrupt:
-        display.say(
-            "interrupted: finished runs are kept and the current one stopped at a snapshot; "
-            "run the same command again to continue"
-        )
-        return 130
-    except (ProfileError, DataError, RunError, RunLogError, EngineError, OSError) as exc:
-        display.say(f"reproduce-table1: {exc}")
-        return 1
-    display.say(f"profile {profile.name} done in {(time.monotonic() - started) / 60:.1f} min")
-    return 0
+        display.say(f"profile {profile.name} done in {(time.monotonic() - started) / 60:.1f} min")
+        return 0
+
+    return guarded("reproduce-table1", body)
 
 
 if __name__ == "__main__":

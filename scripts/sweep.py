@@ -21,15 +21,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from engine.errors import DataError, EngineError
 from engine.proto_io import read_solver_param
-from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import Display, ensure_data, run_all, table1_spec
+from scripts.profiles import ROOT, Plan, Profile, load_profile, results_dir
+from scripts.reproduce import Display, ensure_data, guarded, run_all, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runs import RunError, RunSpec, status
+from scripts.runs import RunSpec, status
 from scripts.stats import paired_test, time_to_target
 from scripts.table1 import test_series, write_csv
-from solvers.run_log import RunLog, RunLogError
+from solvers.run_log import RunLog
 
 plt.switch_backend("Agg")
 
@@ -252,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="seeds per setting")
     parser.add_argument("--no-run", action="store_true", help="summarize what is already logged")
     args = parser.parse_args(argv)
-    display = Display()
-    try:
+
+    def body(display: Display) -> int:
         profile = load_profile(args.profile, None, args.runs)
         chosen = [d for d in args.datasets.split(",") if d] or list(
             profile.sweep.get("datasets", ["mnist"])
@@ -280,13 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         plot(rows, out / "figures" / "sweep.png")
         display.say(f"wrote {out / 'sweep.md'}, sweep.csv, figures/sweep.png")
         display.say(f"wrote {build_readme(profile.name)}")
-    except KeyboardInterrupt:
-        display.say("interrupted: finished runs are kept; run the same command again to continue")
-        return 130
-    except (ProfileError, DataError, RunError, RunLogError, EngineError, OSError) as exc:
-        display.say(f"sweep-isgd: {exc}")
-        return 1
-    return 0
+        return 0
+
+    return guarded("sweep-isgd", body)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,6 @@ RUN_COLUMNS = [
 ]
 
 
-
-
 @dataclass
 class RunRow:
     """One finished run, as table1_runs.csv writes it (None = empty cell)."""
@@ -472,7 +470,6 @@ def build(
     (out / "table1.md").write_text(markdown(summaries, rows, notes, profile), encoding="utf-8")
     say(f"wrote {_relative(out / 'table1.md')}, table1.csv, table1_runs.csv ({len(rows)} runs)")
     if out == results_dir(profile):
-
         say(f"wrote {_relative(build_readme(profile))}")
     return summaries
 

@@ -11,8 +11,7 @@ from engine.blob import Blob
 from engine.class_axis import class_axis_layout
 from engine.errors import PrototxtError
 from engine.layer import register_layer
-from engine.layers.loss import FLT_MIN, LossLayer
-from engine.layers.softmax import softmax_into
+from engine.layers.loss import FLT_MIN, LossLayer, shape_softmax_buffers, softmax_and_labels
 from engine.proto_io import read_blob_array
 
 
@@ -65,19 +64,11 @@ class InfogainLossLayer(LossLayer):
                 f"infogain matrix has {h.size} values; needs {self.channels}x{self.channels} "
                 f"(the number of labels along axis {self.axis})"
             )
-        self.prob = tops[1] if len(tops) > 1 else self._prob_own
-        self.prob.reshape(scores.shape)
-        reduced = list(scores.shape)
-        reduced[self.axis] = 1
-        self._scratch.reshape(reduced)
+        shape_softmax_buffers(self, scores, tops)
 
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         xp = self.xp
-        softmax_into(xp, bottoms[0].data, self.axis, self.prob.data, self._scratch.data)
-        labels = self.labels(bottoms[1], (self.outer, self.inner))
-        valid = (labels != self.ignore_label) if self.has_ignore else None
-        self.check_labels(labels, valid, self.channels)
-        labels = labels if valid is None else xp.where(valid, labels, 0)
+        labels, valid = softmax_and_labels(self, bottoms)
         h = self._infogain(bottoms).reshape(self.channels, self.channels)
         rows = h[labels].transpose(0, 2, 1)  # (outer, channels, inner): H[label, k]
         if valid is not None:

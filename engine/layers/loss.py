@@ -88,6 +88,26 @@ class LossLayer(Layer):
             )
 
 
+def shape_softmax_buffers(layer: LossLayer, scores: Blob, tops: Sequence[Blob]) -> None:
+    """A softmax loss's probabilities (top 1 when given, else its own) and reduction scratch."""
+    layer.prob = tops[1] if len(tops) > 1 else layer._prob_own
+    layer.prob.reshape(scores.shape)
+    reduced = list(scores.shape)
+    reduced[layer.axis] = 1
+    layer._scratch.reshape(reduced)
+
+
+def softmax_and_labels(layer: LossLayer, bottoms: Sequence[Blob]) -> tuple[Any, Any]:
+    """The probabilities into layer.prob, and the labels as (outer, inner) ints checked against
+    the classes, ignored ones replaced by 0; with the valid mask (None without ignore_label)."""
+    xp = layer.xp
+    softmax_into(xp, bottoms[0].data, layer.axis, layer.prob.data, layer._scratch.data)
+    labels = layer.labels(bottoms[1], (layer.outer, layer.inner))
+    valid = (labels != layer.ignore_label) if layer.has_ignore else None
+    layer.check_labels(labels, valid, layer.channels)
+    return (labels if valid is None else xp.where(valid, labels, 0)), valid
+
+
 @register_layer("SoftmaxWithLoss", v1_name="SOFTMAX_LOSS")
 class SoftmaxWithLossLayer(LossLayer):
     """Multinomial logistic loss of softmax(scores) along softmax_param.axis.
@@ -115,11 +135,7 @@ class SoftmaxWithLossLayer(LossLayer):
         self.axis, self.outer, self.inner, self.channels = class_axis_layout(
             self, scores, bottoms[1], self.axis_param, "softmax_param.axis"
         )
-        self.prob = tops[1] if len(tops) > 1 else self._prob_own
-        self.prob.reshape(scores.shape)
-        reduced = list(scores.shape)
-        reduced[self.axis] = 1
-        self._scratch.reshape(reduced)
+        shape_softmax_buffers(self, scores, tops)
         if self._rows is None or self._rows.size != self.outer:
             self._rows = self.xp.arange(self.outer).reshape(-1, 1)
         if self._cols is None or self._cols.size != self.inner:
@@ -127,11 +143,7 @@ class SoftmaxWithLossLayer(LossLayer):
 
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         xp = self.xp
-        softmax_into(xp, bottoms[0].data, self.axis, self.prob.data, self._scratch.data)
-        labels = self.labels(bottoms[1], (self.outer, self.inner))
-        valid = (labels != self.ignore_label) if self.has_ignore else None
-        self.check_labels(labels, valid, self.channels)
-        self._labels = labels if valid is None else xp.where(valid, labels, 0)
+        self._labels, valid = softmax_and_labels(self, bottoms)
         self._valid = valid
         prob3 = self.prob.data.reshape(self.outer, self.channels, self.inner)
         logp = xp.log(xp.maximum(prob3[self._rows, self._labels, self._cols], FLT_MIN))
