@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -103,10 +102,6 @@ class LmdbWriter:
             self._txn.commit()
             self._txn = self._env.begin(write=True)
             self._progress.update(self.count)
-
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        for key, value in items:
-            self.put(key, value)
 
     def __exit__(
         self,

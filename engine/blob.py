@@ -56,9 +56,6 @@ class Blob:
         self.data = self.xp.zeros(shape, self.dtype)
         self.diff = self.xp.zeros(shape, self.dtype)
 
-    def reshape_like(self, other: Blob) -> None:
-        self.reshape(other.shape)
-
     def share(self, data: object, diff: object) -> None:
         """Point this blob at external arrays (views into the Net's flat parameter buffer)."""
         self.data = data

@@ -58,13 +58,6 @@ def registered_types() -> list[str]:
     return sorted(_LAYER_TYPES)
 
 
-def v1_type_name(v1_enum_name: str) -> str | None:
-    """Caffe's current type string for a V1 LayerType enum name, if a layer registered it."""
-    import engine.layers  # noqa: F401
-
-    return _V1_NAMES.get(v1_enum_name)
-
-
 class Layer:
     """One Caffe layer: `setup` shapes tops and creates params, then `forward` and `backward`.
 

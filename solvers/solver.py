@@ -155,7 +155,7 @@ class Solver:
         self.alg2_triggers = 0  # iterations on which Alg. 2 ran
         self.alg2_inner_steps = 0  # Alg. 2 updates taken in all
         self.control_seconds = 0.0  # time in control messages (apart from Eq. 21's t_comm)
-        self._test_seconds = 0.0
+        self.test_seconds = 0.0
         self._next_time_test = float(p.test_interval_seconds) if p.test_interval_seconds else 0.0
         if self.isgd is not None and self.isgd.enabled and self.comm.is_master:
             self.log.info(self.isgd.describe(p.type))
@@ -586,7 +586,7 @@ class Solver:
             if self._stop_pending:
                 break
             self.test(i)
-        self._test_seconds += time.perf_counter() - start
+        self.test_seconds += time.perf_counter() - start
 
     def _interrupted(self) -> bool:
         """Signals during a test: a snapshot is taken at once, a stop ends the test."""

@@ -106,13 +106,15 @@ class TimingLog:
                 alg2_triggers=solver.alg2_triggers,
                 alg2_inner_steps=solver.alg2_inner_steps,
                 completed=solver.completed,
+                test_s=solver.test_seconds,
             )
         if wall_s is not None:
             s["wall_s"] = wall_s
             wall = f", wall time of this start {wall_s:.4g} s" if wall_s is not None else ""
             self._log.info(
                 f"Training clock {solver.train_seconds:.4g} s (tests excluded) for "
-                f"{solver.iter} iterations, {solver.grad_evals} gradient evaluations{wall}"
+                f"{solver.iter} iterations, {solver.grad_evals} gradient evaluations, tests "
+                f"{solver.test_seconds:.4g} s{wall}"
             )
             if solver.isgd is not None and solver.isgd.enabled:
                 extra = solver.grad_evals - solver.iter

@@ -34,7 +34,6 @@ class HDF5OutputLayer(Layer):
                 pass
         except EngineError as exc:
             raise self.error(str(exc)) from None
-        self.rows_written = 0
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         if bottoms[0].shape[:1] != bottoms[1].shape[:1]:
@@ -63,7 +62,6 @@ class HDF5OutputLayer(Layer):
                 start = dataset.shape[0]
                 dataset.resize(start + rows.shape[0], axis=0)
                 dataset[start:] = rows
-        self.rows_written += bottoms[0].shape[0]
 
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
