@@ -180,6 +180,7 @@ class DatasetSummary:
     arms: dict[str, ArmSummary]
     paired_s: PairedTest
     paired_evals: PairedTest
+    paired_top: PairedTest  # top accuracy, ISGD - SGD, over every finished pair
     pairs_total: int
     machine: str
     commit: str
@@ -217,7 +218,18 @@ def summarize_dataset(rows: list[RunRow], dataset: Dataset) -> DatasetSummary:
         and by_seed[("sgd", s)].reached
         and by_seed[("isgd", s)].reached
     ]
-    pairs_total = sum(1 for s in seeds if ("sgd", s) in by_seed and ("isgd", s) in by_seed)
+    complete = [
+        (by_seed[("sgd", s)], by_seed[("isgd", s)])
+        for s in seeds
+        if ("sgd", s) in by_seed and ("isgd", s) in by_seed
+    ]
+    pairs_total = len(complete)
+    tops = [
+        (a.top_acc, b.top_acc)
+        for a, b in complete
+        if a.top_acc is not None and b.top_acc is not None
+    ]
+    paired_top = paired_test([a for a, _ in tops], [b for _, b in tops])
     paired_s = paired_test(
         [a.time_to_target_s for a, _ in both], [b.time_to_target_s for _, b in both]
     )
@@ -233,6 +245,7 @@ def summarize_dataset(rows: list[RunRow], dataset: Dataset) -> DatasetSummary:
         arms=arms,
         paired_s=paired_s,
         paired_evals=paired_evals,
+        paired_top=paired_top,
         pairs_total=pairs_total,
         machine="; ".join(machines),
         commit=", ".join(commits),
@@ -274,7 +287,11 @@ def summary_record(s: DatasetSummary) -> dict[str, Any]:
         for unit, summ in (("time_s", a.time_s), ("evals", a.evals)):
             for key in ("mean", "std", "low", "high"):
                 record[f"{unit}_{arm}_{key}"] = getattr(summ, key)
-    for unit, test in (("time_s", s.paired_s), ("evals", s.paired_evals)):
+    for unit, test in (
+        ("time_s", s.paired_s),
+        ("evals", s.paired_evals),
+        ("top_acc", s.paired_top),
+    ):
         record[f"paired_{unit}_pairs"] = test.pairs
         record[f"paired_{unit}_diff_mean"] = test.difference.mean
         record[f"paired_{unit}_diff_low"] = test.difference.low
@@ -334,6 +351,16 @@ def _interval(s: Summary, unit: str = "") -> str:
     return text
 
 
+def _points(s: Summary) -> str:
+    """A difference of accuracies in percentage points, with its interval."""
+    if s.mean is None:
+        return "—"
+    text = f"{100 * s.mean:+.2f} pt"
+    if s.low is not None:
+        text += f" [{100 * s.low:+.2f}, {100 * s.high:+.2f}]"
+    return text
+
+
 def _p(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
@@ -346,8 +373,19 @@ def verdict(s: DatasetSummary) -> str:
         f"SGD reached the target in {sgd.reached}/{sgd.runs} runs, "
         f"ISGD in {isgd.reached}/{isgd.runs}"
     )
+    top = s.paired_top
+    accuracy = ""
+    if top.pairs >= 2 and top.difference.low is not None:
+        accuracy = (
+            f" At equal gradient evaluations, top accuracy ISGD − SGD: "
+            f"{100 * top.difference.mean:+.2f} points, 95 % CI [{100 * top.difference.low:.2f}, "
+            f"{100 * top.difference.high:.2f}] over {top.pairs} pairs (paired t p = {_p(top.t_p)})."
+        )
     if test.pairs < 2 or test.difference.low is None:
-        return f"{reached}; too few pairs reached it in both arms ({test.pairs}) for an interval."
+        return (
+            f"{reached}; too few pairs reached it in both arms ({test.pairs}) for an interval of "
+            f"the time to target.{accuracy}"
+        )
     low, high, mean = test.difference.low, test.difference.high, test.difference.mean
     if low > 0:
         finding = "ISGD was slower than SGD, and the interval excludes no difference"
@@ -358,7 +396,7 @@ def verdict(s: DatasetSummary) -> str:
     return (
         f"{reached}. Paired difference ISGD − SGD in training time to target: {mean:+.3g} s, "
         f"95 % CI [{low:.3g}, {high:.3g}] over {test.pairs} pairs (paired t p = {_p(test.t_p)}, "
-        f"Wilcoxon p = {_p(test.wilcoxon_p)}): {finding}."
+        f"Wilcoxon p = {_p(test.wilcoxon_p)}): {finding}.{accuracy}"
     )
 
 
@@ -424,15 +462,16 @@ def markdown(
     out += [
         "",
         "| dataset | pairs (both reached / all) | ISGD − SGD, seconds [95 % CI] | t p | "
-        "Wilcoxon p | ISGD − SGD, gradient evals [95 % CI] | t p | Wilcoxon p |",
-        "|---|---|---|---|---|---|---|---|",
+        "Wilcoxon p | ISGD − SGD, gradient evals [95 % CI] | t p | Wilcoxon p | ISGD − SGD, top "
+        "accuracy, all pairs [95 % CI] | t p |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        ps, pe = s.paired_s, s.paired_evals
+        ps, pe, pt = s.paired_s, s.paired_evals, s.paired_top
         out.append(
             f"| {s.dataset} | {ps.pairs}/{s.pairs_total} | {_interval(ps.difference)} "
             f"| {_p(ps.t_p)} | {_p(ps.wilcoxon_p)} | {_interval(pe.difference)} "
-            f"| {_p(pe.t_p)} | {_p(pe.wilcoxon_p)} |"
+            f"| {_p(pe.t_p)} | {_p(pe.wilcoxon_p)} | {_points(pt.difference)} | {_p(pt.t_p)} |"
         )
     out += ["", "## Reading", ""]
     out += [f"- **{s.dataset}**: {verdict(s)}" for s in summaries]

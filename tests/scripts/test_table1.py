@@ -109,6 +109,9 @@ def test_rows_and_summary_match_the_hand_computation(runs: Path, tmp_path: Path)
     assert paired.t_p == pytest.approx(0.5)  # t = -1 with 1 df: p = 1 - 2 atan(1) / pi
     assert paired.wilcoxon_p == pytest.approx(1.0)  # the tie is dropped: one difference left
     assert summary.paired_evals.difference.mean == pytest.approx((-190 + 1) / 2)
+    # Top accuracy over all three pairs, reached or not: +0.001, -0.005, +0.002.
+    assert summary.paired_top.pairs == 3
+    assert summary.paired_top.difference.mean == pytest.approx(-0.002 / 3)
     table = list(csv.DictReader(open(out / "table1.csv")))[0]
     assert float(table["normalized_time_isgd"]) == pytest.approx(3 / (13 / 3), rel=1e-5)
     assert float(table["time_imp"]) == pytest.approx(1 - 9 / 13, rel=1e-5)
