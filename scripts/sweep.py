@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [d for d in args.datasets.split(",") if d] or list(
             profile.sweep.get("datasets", ["mnist"])
         )
-        profile = load_profile(args.profile, chosen, args.runs)
+        runs = args.runs or profile.sweep.get("runs")
+        profile = load_profile(args.profile, chosen, int(runs) if runs else None)
         if not args.no_run:
             ensure_data(profile, display.say)
             specs = {
