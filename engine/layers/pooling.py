@@ -7,16 +7,14 @@ window, the AVE divisor and MAX tie-breaking follow Caffe's pooling_layer.cpp.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from engine.blob import Blob
-from engine.conv_gemm import WORKERS
+from engine.threads import EngineThreads, split
 from engine.layer import Layer, register_layer
 
 _MIN_PARALLEL = 262144  # output elements below which threading costs more than it saves
@@ -96,7 +94,7 @@ class PoolingLayer(Layer):
             raise self.error("with global_pooling, pad must be 0 and stride 1")
         self.round_mode = int(p.round_mode)
         self._key: tuple[int, ...] | None = None
-        self._pool: ThreadPoolExecutor | None = None  # created on first use of >1 chunk
+        self._threads = EngineThreads(self.xp, self.name)
         self._buf: dict[str, Any] = {}
 
     # --- shapes and buffers ----------------------------------------------------------------
@@ -129,7 +127,7 @@ class PoolingLayer(Layer):
         wb = max((ow - 1) * self.sw + self.kw, w + self.pw)
         buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow)}
         # Two batch halves in two threads when there is enough work to pay for the hand-off.
-        buf["parts"] = min(WORKERS, n) if n * c * oh * ow >= _MIN_PARALLEL else 1
+        buf["parts"] = min(self._threads.count, n) if n * c * oh * ow >= _MIN_PARALLEL else 1
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)
@@ -167,18 +165,11 @@ class PoolingLayer(Layer):
         ]
 
     def _in_chunks(self, fn: Callable[[slice], None]) -> None:
-        """Run fn over batch slices: the passes release the GIL, so two threads use both cores."""
+        """Run fn over batch slices: the passes release the GIL, so the threads use the cores."""
         n = self._buf["dims"][0]
         parts = self._buf["parts"]
-        if parts == 1:
-            fn(slice(None))
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix=self.name)
-        bounds = [n * k // parts for k in range(parts + 1)]
-        futures = [self._pool.submit(fn, slice(a, b)) for a, b in itertools.pairwise(bounds)]
-        for f in futures:
-            f.result()
+        bounds = split(0, n, parts)
+        self._threads.run(lambda k: fn(slice(*bounds[k])), parts, threaded=parts > 1)
 
     # --- forward ---------------------------------------------------------------------------
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:

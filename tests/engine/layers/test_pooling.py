@@ -225,11 +225,12 @@ def test_mask_top_only_for_max():
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
     """Large inputs run as two batch halves in two threads; results equal the one-pass ones."""
+    from engine import threads
     from engine.layers import pooling
 
     shape = (5, 3, 9, 9)
     results = []
-    monkeypatch.setattr(pooling, "WORKERS", 2)  # whatever OMP_NUM_THREADS says
+    monkeypatch.setattr(threads, "THREADS", 2)  # whatever OMP_NUM_THREADS says
     for threshold in (10**9, 1):
         monkeypatch.setattr(pooling, "_MIN_PARALLEL", threshold)
         layer = make_layer(f"pool: {method} kernel_size: 3 stride: 2 pad: 1")
