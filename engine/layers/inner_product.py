@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.blob import Blob
-from engine.threads import EngineThreads, parallel_matmul
 from engine.layer import Layer, register_layer
+from engine.threads import EngineThreads, parallel_matmul
 
 
 @register_layer("InnerProduct", v1_name="INNER_PRODUCT")

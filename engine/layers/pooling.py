@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from engine.blob import Blob
-from engine.threads import EngineThreads, split
 from engine.layer import Layer, register_layer
+from engine.threads import EngineThreads, split
 
 _MIN_PARALLEL = 262144  # output elements below which threading costs more than it saves
 
