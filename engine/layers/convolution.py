@@ -32,12 +32,12 @@ import numpy as np
 
 from engine.blob import Blob
 from engine.im2col import (
-    CHWN_TO_NCHW,
-    CNHW_TO_NCHW,
     NCHW_TO_CHWN,
     NCHW_TO_CNHW,
+    NCHW_TO_NHWC,
     columns_view,
     conv_out_size,
+    patches_view,
     window,
 )
 from engine.layer import Layer, register_layer
@@ -51,6 +51,13 @@ _GEMM_PEAK = 290.0
 _GEMM_HALF_M = 36.0
 # Batch-last layout when output rows are at most this long (measured crossover near 16).
 _BATCH_LAST_MAX_OW = 16
+# Channels-last (patch-major columns, GEMM columns x weights) from this many input channels per
+# group: each patch row is then a long contiguous copy, and OpenBLAS ran the (pixels x K) x
+# (K x 32) GEMMs of CIFAR-10 quick at ~100 GFLOP/s per core where (32 x K) x (K x pixels) ran
+# at 60-90 (measured in chunks, one thread each).
+_CHANNELS_LAST_MIN_CG = 8
+# Weight gradients of fewer elements (per group) than this are "skinny" (LeNet conv1: 500).
+_SKINNY_WGRAD = 1024
 # Tile rows tried (tiles along the width interleave the output scatter into runs of q floats,
 # measured slower; the code supports them, the planner does not pick them).
 _TILES = ((1, 1), (2, 1), (3, 1), (4, 1))
@@ -130,11 +137,15 @@ def read_geometry(layer: Layer, p: Any, bottom: Blob, kind: str) -> None:
 class ConvPlan:
     """How one Convolution layer runs on one input shape (n, h, w): chosen once per shape.
 
-    tile: (p, q) outputs per GEMM column in forward and the weight gradient; dgrad: "full"
-    (stride 1: convolution of the padded top diff with flipped weights, tiled by dgrad_tile) or
-    "col2im"; parts: pieces the work is split into (one per thread), run on threads if
-    `threaded`; chunk_bytes: column chunk per piece (0: the whole piece at once); keep_columns:
-    forward's columns are kept for the weight gradient.
+    layout: the internal image layout, "CNHW" (channels first, batch second), "CHWN" (batch
+    last) or "NHWC" (channels last: patch-major columns, GEMM columns x weights); tile: (p, q)
+    outputs per GEMM column in forward and the weight gradient (channels-first layouts);
+    dgrad: "full" (stride 1: convolution of the padded top diff with flipped weights, tiled by
+    dgrad_tile) or "col2im"; parts: pieces the work is split into (one per thread), run on
+    threads if `threaded`; chunk_bytes: column chunk per piece (0: the whole piece at once);
+    keep_columns: forward's columns are kept for the weight gradient; wgrad: "gemm", or
+    "per_sample" (untiled batch-second layout, group 1: when no data gradient is wanted, one
+    batched GEMM over the samples straight from the NCHW top diff, for skinny layers).
     """
 
     n: int
@@ -142,34 +153,40 @@ class ConvPlan:
     w: int
     oh: int
     ow: int
-    batch_last: bool = False
+    layout: str = "CNHW"
     tile: tuple[int, int] = (1, 1)
     dgrad: str = "col2im"
     dgrad_tile: tuple[int, int] = (1, 1)
+    wgrad: str = "gemm"
     parts: int = 1
     threaded: bool = False
     chunk_bytes: int = 0
     keep_columns: bool = False
 
     @property
+    def batch_last(self) -> bool:
+        return self.layout == "CHWN"
+
+    @property
+    def channels_last(self) -> bool:
+        return self.layout == "NHWC"
+
+    @property
     def spatial(self) -> tuple[int, int]:
         """The two spatial axes of the internal layout."""
-        return (1, 2) if self.batch_last else (2, 3)
+        return (1, 2) if self.layout in ("CHWN", "NHWC") else (2, 3)
 
     @property
     def to_internal(self) -> tuple[int, ...]:
         """Transpose from NCHW to the internal layout."""
-        return NCHW_TO_CHWN if self.batch_last else NCHW_TO_CNHW
-
-    @property
-    def to_nchw(self) -> tuple[int, ...]:
-        """Transpose from the internal layout to NCHW."""
-        return CHWN_TO_NCHW if self.batch_last else CNHW_TO_NCHW
+        return {"CNHW": NCHW_TO_CNHW, "CHWN": NCHW_TO_CHWN, "NHWC": NCHW_TO_NHWC}[self.layout]
 
     def internal_shape(self, channels: int, hh: int, ww: int) -> tuple[int, int, int, int]:
         """Shape of a channels x hh x ww image batch in the internal layout."""
-        if self.batch_last:
+        if self.layout == "CHWN":
             return (channels, hh, ww, self.n)
+        if self.layout == "NHWC":
+            return (self.n, hh, ww, channels)
         return (channels, self.n, hh, ww)
 
 
@@ -229,6 +246,36 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
     if layer.xp is not np:
         return base
     item = np.dtype(layer.dtype).itemsize
+    threads = {"parts": THREADS, "chunk_bytes": _CHUNK_BYTES}
+    kk = layer.kh * layer.kw
+    # The full data gradient multiplies the top diff's zero border too: with little padding
+    # (LeNet: none) it costs more than GEMM + col2im, which only the channels-first code has.
+    t_full = _gemm_seconds(2.0 * c * o * kk / g * n * h * w, c // g)
+    t_col2im = _gemm_seconds(2.0 * c * o * kk / g * n * oh * ow, c // g)
+    t_col2im += 1e-9 * _NS_COL2IM[True] * c * kk * n * oh * ow
+    skinny = o // g * (c // g * kk) < _SKINNY_WGRAD
+    if skinny and g == 1 and ow > _BATCH_LAST_MAX_OW:
+        # One GEMM with a tiny M x N and a long K runs no faster on two threads than on one:
+        # the weight gradient goes per sample (batched) straight from the NCHW top diff.
+        col_bytes = c * kk * n * oh * ow * item
+        return dataclasses.replace(
+            base,
+            layout="CNHW",
+            wgrad="per_sample",
+            dgrad="full" if full_ok and t_full < t_col2im else "col2im",
+            threaded=col_bytes >= MIN_THREADED_BYTES,
+            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            **threads,
+        )
+    if full_ok and c // g >= _CHANNELS_LAST_MIN_CG and t_full < t_col2im:
+        col_bytes = c * layer.kh * layer.kw * n * oh * ow * item
+        return dataclasses.replace(
+            base,
+            layout="NHWC",
+            threaded=col_bytes >= MIN_THREADED_BYTES,
+            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            **threads,
+        )
     best: tuple[float, tuple[int, int], bool] | None = None
     for tile in _tiles((oh, ow)):
         last = ow // tile[1] <= _BATCH_LAST_MAX_OW
@@ -250,14 +297,13 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
     col_bytes = c * ekh * ekw * n * (oh // tile[0]) * (ow // tile[1]) * item
     return dataclasses.replace(
         base,
-        batch_last=last,
+        layout="CHWN" if last else "CNHW",
         tile=tile,
         dgrad=dgrad,
         dgrad_tile=dtile,
-        parts=THREADS,
         threaded=col_bytes >= MIN_THREADED_BYTES,
-        chunk_bytes=_CHUNK_BYTES,
         keep_columns=col_bytes <= _KEEP_COL_BYTES,
+        **threads,
     )
 
 
@@ -344,9 +390,19 @@ class ConvolutionLayer(Layer):
                 raise self.error("the full data gradient needs stride 1 and pad <= d(k-1)")
         elif plan.dgrad != "col2im":
             raise self.error(f"unknown data-gradient algorithm {plan.dgrad!r}")
+        if plan.layout not in ("CNHW", "CHWN", "NHWC"):
+            raise self.error(f"unknown layout {plan.layout!r}")
+        if plan.channels_last and (plan.tile, plan.dgrad) != ((1, 1), "full"):
+            raise self.error("the channels-last layout runs untiled, with the full data gradient")
+        if plan.wgrad == "per_sample" and (plan.layout, plan.tile, self.group) != (
+            "CNHW",
+            (1, 1),
+            1,
+        ):
+            raise self.error("the per-sample weight gradient needs layout CNHW, no tile, group 1")
         ws = _Workspace(plan)
         hp, wp = plan.h + 2 * self.ph, plan.w + 2 * self.pw
-        if self.ph or self.pw or plan.batch_last:  # batch-last: gather the batch axis once
+        if self.ph or self.pw or plan.layout != "CNHW":  # copy: gather the batch / channels
             ws.xpad = self.xp.zeros(plan.internal_shape(self.channels, hp, wp), self.dtype)
         self._ws[k] = ws
 
@@ -500,7 +556,15 @@ class ConvolutionLayer(Layer):
             src = self._input(ws, bottom.data)
             geom = (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
             ws.kept_ready = False
-            self._conv_pass(ws, "f", src, w5, geom, plan.tile, top.data, bias, plan.keep_columns)
+            if plan.channels_last:
+                wt = self._array(ws, "wt", (g, self.kh, self.kw, self.channels // g, o // g))
+                wt[...] = w5.transpose(0, 3, 4, 2, 1)
+                wt3 = wt.reshape(g, -1, o // g)
+                self._patch_pass(ws, "f", src, wt3, geom, top.data, bias, plan.keep_columns)
+            else:
+                self._conv_pass(
+                    ws, "f", src, w5, geom, plan.tile, top.data, bias, plan.keep_columns
+                )
 
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
@@ -508,6 +572,14 @@ class ConvolutionLayer(Layer):
         """Weight and bias gradients (accumulated), then the data gradient (overwritten)."""
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             ws = self._ws[k]
+            if ws.plan.channels_last:
+                self._patch_weight_gradient(ws, top)
+                if propagate_down[k]:
+                    self._patch_data_gradient(ws, top, bottom)
+                continue
+            if ws.plan.wgrad == "per_sample" and not propagate_down[k]:
+                self._weight_gradient_per_sample(ws, top, bottom)
+                continue
             self._weight_gradient(ws, top, bottom)
             if not propagate_down[k]:
                 continue
@@ -515,6 +587,132 @@ class ConvolutionLayer(Layer):
                 self._data_gradient_full(ws, top, bottom)
             else:
                 self._data_gradient_col2im(ws, top, bottom)
+
+    # --- channels-last passes: patch-major columns, GEMM (pixels x K) x (K x M) ---------------
+    def _patch_pass(
+        self,
+        ws: _Workspace,
+        key: str,
+        src: Any,
+        wt3: Any,
+        geom: tuple[int, ...],
+        out: Any,
+        bias: Any,
+        keep: bool,
+    ) -> None:
+        """out (NCHW) = src (N, H, W, Cs, padded) convolved with wt3 (g, kh*kw*Cs/g, M/g),
+        plus bias: per chunk of samples a patch-major im2col copy, one GEMM per group, one
+        write into out."""
+        xp, plan, g = self.xp, ws.plan, self.group
+        n, m, oh, ow = out.shape
+        kdim = wt3.shape[1]
+        whole = patches_view(xp, src, geom, (oh, ow), g)
+        row = oh * ow
+        sched = self._schedule(plan, n, g * kdim * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part) if n else 0
+        if keep:
+            count = sum(len(part) for part in sched)
+            if ws.kept is None or ws.kept.shape != (count, g * kdim * step * row):
+                ws.kept = xp.empty((count, g * kdim * step * row), self.dtype)
+            cols = ws.kept
+        else:
+            cols = self._scratch(ws, key + "_col", g * kdim * step * row)
+        prods = self._scratch(ws, key + "_prod", m * step * row)
+        out_v = out.transpose(NCHW_TO_NHWC)
+
+        def work(t: int) -> None:
+            for idx, lo, hi in sched[t]:
+                rows = (hi - lo) * row
+                col = (cols[idx] if keep else cols[t])[: g * kdim * rows]
+                col.reshape(hi - lo, *whole.shape[1:])[...] = whole[lo:hi]
+                prod = prods[t][: m * rows].reshape(rows, m)
+                if g == 1:
+                    xp.matmul(col.reshape(rows, kdim), wt3[0], out=prod)
+                else:
+                    xp.matmul(
+                        col.reshape(rows, g, kdim).transpose(1, 0, 2),
+                        wt3,
+                        out=prod.reshape(rows, g, m // g).transpose(1, 0, 2),
+                    )
+                if bias is not None:
+                    prod += bias
+                out_v[lo:hi] = prod.reshape(hi - lo, oh, ow, m)
+
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        if keep:
+            ws.kept_ready = True
+
+    def _patch_weight_gradient(self, ws: _Workspace, top: Blob) -> None:
+        """dW^T += cols^T dy and db += 1^T dy per chunk of samples, summed over the parts."""
+        xp, plan, g = self.xp, ws.plan, self.group
+        o, c = self.num_output, self.channels
+        og, cg = o // g, c // g
+        kh, kw = self.kh, self.kw
+        kdim = kh * kw * cg
+        geom = (kh, kw, self.sh, self.sw, self.dh, self.dw)
+        whole = patches_view(xp, ws.xpad, geom, (plan.oh, plan.ow), g)
+        row = plan.oh * plan.ow
+        sched = self._schedule(plan, plan.n, g * kdim * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part)
+        keep = plan.keep_columns and ws.kept_ready
+        cols = ws.kept if keep else self._scratch(ws, "w_col", g * kdim * step * row)
+        dys = self._scratch(ws, "w_dy", o * step * row)
+        ones = self._scratch(ws, "w_ones", step * row)
+        dwx = self._scratch(ws, "w_dw", g * kdim * og)
+        tmps = self._scratch(ws, "w_tmp", g * kdim * og)
+        dbx = self._scratch(ws, "w_db", o)
+        dy_v = top.diff.transpose(NCHW_TO_NHWC)
+        with_bias = self.bias is not None
+
+        def work(t: int) -> None:
+            dw3 = dwx[t][: g * kdim * og].reshape(g, kdim, og)
+            tmp = tmps[t][: g * kdim * og].reshape(g, kdim, og)
+            db = dbx[t][:o]
+            dw3.fill(0)
+            db.fill(0)
+            ones[t].fill(1)
+            for idx, lo, hi in sched[t]:
+                rows = (hi - lo) * row
+                col = (cols[idx] if keep else cols[t])[: g * kdim * rows]
+                if not keep:
+                    col.reshape(hi - lo, *whole.shape[1:])[...] = whole[lo:hi]
+                dyc = dys[t][: o * rows]
+                dyc.reshape(hi - lo, plan.oh, plan.ow, o)[...] = dy_v[lo:hi]
+                dy2 = dyc.reshape(rows, o)
+                if with_bias:
+                    db += xp.matmul(ones[t][:rows], dy2)
+                xp.matmul(
+                    col.reshape(rows, g, kdim).transpose(1, 2, 0),
+                    dy2.reshape(rows, g, og).transpose(1, 0, 2),
+                    out=tmp,
+                )
+                dw3 += tmp
+
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        total = dwx[0][: g * kdim * og].reshape(g, kh, kw, cg, og)
+        for t in range(1, plan.parts):
+            total += dwx[t][: g * kdim * og].reshape(total.shape)
+        self.weight.diff.reshape(g, og, cg, kh, kw)[...] += total.transpose(0, 4, 3, 1, 2)
+        if with_bias:
+            db = dbx[0][:o]
+            for t in range(1, plan.parts):
+                db += dbx[t][:o]
+            self.bias.diff += db
+
+    def _patch_data_gradient(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
+        """dx = (top diff zero-padded by d(k-1)-p, channels last) convolved with the flipped
+        weights: a channels-last pass into the bottom diff."""
+        plan, g = ws.plan, self.group
+        o, c = self.num_output, self.channels
+        qh, qw = self._full_pad()
+        dypad = self._array(ws, "dypad", plan.internal_shape(o, plan.oh + 2 * qh, plan.ow + 2 * qw))
+        inner = self._interior(plan, qh, qw, plan.oh, plan.ow)
+        self._copy_in(ws, dypad[inner], top.diff.transpose(NCHW_TO_NHWC))
+        wg = self.weight.data.reshape(g, o // g, c // g, self.kh, self.kw)
+        wf = self._array(ws, "wflip_t", (g, self.kh, self.kw, o // g, c // g))
+        wf[...] = wg[:, :, :, ::-1, ::-1].transpose(0, 3, 4, 1, 2)
+        geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
+        self._patch_pass(ws, "d", dypad, wf.reshape(g, -1, c // g), geom, bottom.diff, None, False)
 
     def _weight_gradient(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
         """dW += dy col^T and db += dy 1 per chunk (tiled as forward), summed over the parts,
@@ -583,6 +781,53 @@ class ConvolutionLayer(Layer):
             for t in range(1, plan.parts):
                 db += dbx[t][: g * m].reshape(g, p, q, og)
             self.bias.diff += db.sum(axis=(1, 2)).reshape(o)
+
+    def _weight_gradient_per_sample(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
+        """Batch-second layout, group 1, no tile: per sample dW += dy_n col_n^T as one batched
+        GEMM over a chunk of samples, reading the NCHW top diff in place; columns kept or
+        re-made."""
+        xp, plan, o = self.xp, ws.plan, self.num_output
+        ckk = self.channels * self.kh * self.kw
+        row = plan.oh * plan.ow
+        geom = (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
+        src = ws.xpad if ws.xpad is not None else bottom.data.transpose(plan.to_internal)
+        whole = columns_view(xp, src, geom, (plan.oh, plan.ow), plan.spatial)
+        dy3 = top.diff.reshape(plan.n, o, row)
+        sched = self._schedule(plan, plan.n, ckk * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part)
+        keep = plan.keep_columns and ws.kept_ready
+        cols = ws.kept if keep else self._scratch(ws, "ps_col", ckk * step * row)
+        prods = self._scratch(ws, "ps_prod", step * o * ckk)
+        ones = self._scratch(ws, "ps_ones", row)
+        dwx = self._scratch(ws, "ps_dw", o * ckk)
+        tmps = self._scratch(ws, "ps_tmp", o * ckk)
+        dbx = self._scratch(ws, "ps_db", o)
+        with_bias = self.bias is not None
+
+        def work(t: int) -> None:
+            dw, tmp, db = dwx[t][: o * ckk], tmps[t][: o * ckk], dbx[t][:o]
+            dw.fill(0)
+            db.fill(0)
+            ones[t].fill(1)
+            for idx, lo, hi in sched[t]:
+                size = hi - lo
+                col = (cols[idx] if keep else cols[t])[: ckk * size * row]
+                col5 = col.reshape(self.channels, self.kh, self.kw, size, row)
+                if not keep:
+                    col5[...] = whole[:, :, :, lo:hi].reshape(col5.shape)
+                per = col.reshape(ckk, size, row).transpose(1, 2, 0)
+                prod = prods[t][: size * o * ckk].reshape(size, o, ckk)
+                xp.matmul(dy3[lo:hi], per, out=prod)
+                dw += prod.sum(axis=0, out=tmp.reshape(o, ckk)).reshape(-1)
+                if with_bias:
+                    db += xp.matmul(dy3[lo:hi], ones[t][:row]).sum(axis=0)
+
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        wdiff = self.weight.diff.reshape(-1)
+        for t in range(plan.parts):
+            wdiff += dwx[t][: o * ckk]
+            if with_bias:
+                self.bias.diff += dbx[t][:o]
 
     def _data_gradient_full(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
         """Stride 1: dx = (top diff zero-padded by d(k-1)-p) convolved with the flipped weights."""

@@ -17,13 +17,28 @@ from engine.proto import caffe_pb2
 from tests.gradcheck import check_layer_gradient
 
 
-@pytest.fixture(params=["batch_last", "batch_second"])
-def layout(request, monkeypatch):
-    """Run a test with both internal layouts, (C, H, W, N) and (C, N, H, W)."""
+def _set_layout(monkeypatch, name: str) -> str:
+    """Make the planner pick one internal layout where the geometry allows it."""
+    monkeypatch.setattr(convolution, "_BATCH_LAST_MAX_OW", 10**6 if name == "batch_last" else -1)
     monkeypatch.setattr(
-        convolution, "_BATCH_LAST_MAX_OW", 10**6 if request.param == "batch_last" else -1
+        convolution, "_CHANNELS_LAST_MIN_CG", 0 if name == "channels_last" else 10**6
     )
-    return request.param
+    monkeypatch.setattr(convolution, "_SKINNY_WGRAD", 10**9 if name == "per_sample" else 0)
+    return name
+
+
+@pytest.fixture(params=["batch_last", "batch_second", "channels_last", "per_sample"])
+def layout(request, monkeypatch):
+    """Run a test with each internal layout, (C, H, W, N), (C, N, H, W) and (N, H, W, C)
+    (channels last where the full data gradient applies, else a channels-first one), and
+    the per-sample weight gradient of skinny group-1 layers (batch second)."""
+    return _set_layout(monkeypatch, request.param)
+
+
+@pytest.fixture(params=["batch_last", "batch_second"])
+def cf_layout(request, monkeypatch):
+    """The channels-first layouts only (tiles and col2im run there)."""
+    return _set_layout(monkeypatch, request.param)
 
 
 def make_layer(conv: str, dtype=np.float64, seed: int = 0) -> ConvolutionLayer:
@@ -151,13 +166,13 @@ def test_gradient_matches_finite_differences(conv, shape, layout):
 
 
 @pytest.mark.parametrize("dgrad", ["full", "col2im"])
-def test_both_data_gradient_algorithms_agree(dgrad, layout):
+def test_both_data_gradient_algorithms_agree(dgrad, cf_layout):
     """The stride-1 full-convolution path and the col2im path give the same bottom diff."""
     layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 group: 1 {GAUSS}")
     bottom, top = blobs((2, 2, 5, 5))
     layer.setup([bottom], [top])
     layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
-    assert layer.plan(0).batch_last == (layout == "batch_last")
+    assert layer.plan(0).batch_last == (cf_layout == "batch_last")
     check_layer_gradient(layer, [bottom], [top])
 
 
@@ -263,7 +278,9 @@ def test_threaded_small_chunks_match_single_pass(dgrad, group, layout, monkeypat
         layer = make_layer(conv)
         bottom, top = blobs((5, 4, 7, 6))
         layer.setup([bottom], [top])
-        layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
+        if layer.plan(0).layout == "CNHW" or layer.plan(0).batch_last:  # not channels last
+            layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
+        assert layer.plan(0).channels_last == (layout == "channels_last")
         assert layer.plan(0).threaded is threaded
         layer.forward([bottom], [top])
         top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
@@ -342,6 +359,7 @@ def test_propagate_down_may_change_between_backward_calls(layout):
 def force_plan(monkeypatch, **changes) -> None:
     """Make every plan the layer chooses carry `changes` (setup and reshape re-plan)."""
     real = convolution.plan_convolution
+    changes.setdefault("wgrad", "gemm")
     monkeypatch.setattr(
         convolution, "plan_convolution", lambda *a: dataclasses.replace(real(*a), **changes)
     )
@@ -434,7 +452,7 @@ TILED = [
 
 @pytest.mark.parametrize("conv, shape, stride, pad, dil, group, tile, dtile", TILED)
 def test_tiled_plans_match_reference_and_finite_differences(
-    conv, shape, stride, pad, dil, group, tile, dtile, layout, monkeypatch
+    conv, shape, stride, pad, dil, group, tile, dtile, cf_layout, monkeypatch
 ):
     """Output tiles (extended kernels) in forward, weight and data gradients, with stride, pad,
     dilation, groups and non-square tiles: forward equals the direct loop, gradients equal
@@ -454,7 +472,7 @@ def test_tiled_plans_match_reference_and_finite_differences(
 
 
 @pytest.mark.parametrize("kept", [True, False])
-def test_tiled_chunks_on_threads_match_one_pass(kept, layout, monkeypatch):
+def test_tiled_chunks_on_threads_match_one_pass(kept, cf_layout, monkeypatch):
     """Tiny chunks on threads, kept or re-made columns: the same numbers as one untiled pass."""
     conv = f"num_output: 4 kernel_size: 3 pad: 1 {GAUSS}"
     results = []
@@ -482,18 +500,23 @@ def test_tiled_chunks_on_threads_match_one_pass(kept, layout, monkeypatch):
         np.testing.assert_allclose(tiled, one, rtol=1e-11, atol=1e-11)
 
 
-def test_planner_tiles_skinny_cpu_layers_and_not_device_ones():
-    """CIFAR-10 quick's conv2 (32 outputs) gets a tile on NumPy; a device plan is one
-    untiled, unchunked pass in the caller; shapes without a dividing tile stay untiled."""
+def test_planner_picks_layouts_and_tiles_by_shape():
+    """CIFAR-10 quick's conv2 runs channels last; LeNet's conv1 (one input channel, a skinny
+    weight gradient) batch second with the per-sample weight gradient; a strided layer with
+    no dividing tile stays untiled, with col2im."""
     layer = make_layer("num_output: 32 kernel_size: 5 pad: 2", dtype=np.float32)
     bottom, top = blobs((100, 32, 16, 16), np.float32)
     layer.setup([bottom], [top])
     plan = layer.plan(0)
-    assert plan.tile != (1, 1) and plan.dgrad == "full" and plan.batch_last
-    odd = make_layer("num_output: 32 kernel_size: 5 pad: 2", dtype=np.float32)
-    b2, t2 = blobs((4, 32, 13, 13), np.float32)
+    assert plan.channels_last and plan.dgrad == "full" and plan.threaded
+    lenet = make_layer("num_output: 20 kernel_size: 5", dtype=np.float32)
+    b1, t1 = blobs((64, 1, 28, 28), np.float32)
+    lenet.setup([b1], [t1])
+    assert lenet.plan(0).layout == "CNHW" and lenet.plan(0).wgrad == "per_sample"
+    odd = make_layer("num_output: 32 kernel_size: 5 stride: 2", dtype=np.float32)
+    b2, t2 = blobs((4, 3, 25, 25), np.float32)
     odd.setup([b2], [t2])
-    assert odd.plan(0).tile == (1, 1)
+    assert odd.plan(0).tile == (1, 1) and odd.plan(0).dgrad == "col2im"
 
 
 def _fake_device_module() -> types.ModuleType:
