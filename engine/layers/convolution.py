@@ -580,13 +580,16 @@ class ConvolutionLayer(Layer):
             if ws.plan.wgrad == "per_sample" and not propagate_down[k]:
                 self._weight_gradient_per_sample(ws, top, bottom)
                 continue
-            self._weight_gradient(ws, top, bottom)
+            # col2im reads the top diff in internal layout: an untiled weight gradient leaves
+            # its chunks there instead of in scratch (one gather of the top diff, not two).
+            share = bool(propagate_down[k]) and ws.plan.dgrad == "col2im" and ws.plan.tile == (1, 1)
+            self._weight_gradient(ws, top, bottom, share)
             if not propagate_down[k]:
                 continue
             if ws.plan.dgrad == "full":
                 self._data_gradient_full(ws, top, bottom)
             else:
-                self._data_gradient_col2im(ws, top, bottom)
+                self._data_gradient_col2im(ws, top, bottom, gathered=share)
 
     # --- channels-last passes: patch-major columns, GEMM (pixels x K) x (K x M) ---------------
     def _patch_pass(
@@ -714,7 +717,7 @@ class ConvolutionLayer(Layer):
         geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
         self._patch_pass(ws, "d", dypad, wf.reshape(g, -1, c // g), geom, bottom.diff, None, False)
 
-    def _weight_gradient(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
+    def _weight_gradient(self, ws: _Workspace, top: Blob, bottom: Blob, share: bool) -> None:
         """dW += dy col^T and db += dy 1 per chunk (tiled as forward), summed over the parts,
         then the extended kernel's p*q shifted copies folded back into the weight diff."""
         xp, plan, g = self.xp, ws.plan, self.group
@@ -735,7 +738,8 @@ class ConvolutionLayer(Layer):
         sched = self._schedule(plan, rest[0], kdim * row)
         step = max(hi - lo for part in sched for _, lo, hi in part)
         cols = ws.kept if keep else self._scratch(ws, "w_col", kdim * step * row)
-        dys = self._scratch(ws, "w_dy", g * m * step * row)
+        dys = None if share else self._scratch(ws, "w_dy", g * m * step * row)
+        dy_int = self._array(ws, "dy", plan.internal_shape(o, plan.oh, plan.ow)) if share else None
         ones = self._scratch(ws, "w_ones", step * row)
         dwx = self._scratch(ws, "w_dw", g * m * (kdim // g))
         tmps = self._scratch(ws, "w_tmp", g * m * (kdim // g))
@@ -755,9 +759,13 @@ class ConvolutionLayer(Layer):
                 col = (cols[idx] if keep else cols[t])[: kdim * size * row]
                 if not keep:
                     col.reshape(c, ekh, ekw, size, *rest[1:])[...] = whole[:, :, :, lo:hi]
-                dyc = dys[t][: g * m * size * row]
-                dyc.reshape(g, p, q, og, size, *rest[1:])[...] = dy_t[:, :, :, :, lo:hi]
-                dy3 = dyc.reshape(g, m, size * row)
+                if dy_int is not None:  # untiled: the chunk of the internal-layout top diff
+                    dy_int[:, lo:hi] = dy_t[:, 0, 0, :, lo:hi].reshape(o, size, *rest[1:])
+                    dy3 = dy_int[:, lo:hi].reshape(g, m, size * row)
+                else:
+                    dyc = dys[t][: g * m * size * row]
+                    dyc.reshape(g, p, q, og, size, *rest[1:])[...] = dy_t[:, :, :, :, lo:hi]
+                    dy3 = dyc.reshape(g, m, size * row)
                 if with_bias:
                     db2 += xp.matmul(dy3, ones[t][: size * row])
                 col3 = col.reshape(g, kdim // g, size * row)
@@ -844,7 +852,9 @@ class ConvolutionLayer(Layer):
         geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
         self._conv_pass(ws, "d", dypad, wflip, geom, plan.dgrad_tile, bottom.diff, None, False)
 
-    def _data_gradient_col2im(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
+    def _data_gradient_col2im(
+        self, ws: _Workspace, top: Blob, bottom: Blob, gathered: bool = False
+    ) -> None:
         """Per part a share of the input channels: dcol = W^T dy in chunks, summed back into
         the padded image (col2im), then cropped into the bottom diff."""
         xp, plan, g = self.xp, ws.plan, self.group
@@ -854,7 +864,8 @@ class ConvolutionLayer(Layer):
         cg = c // g
         w3 = self.weight.data.reshape(g, o // g, cg * kk)
         dy = self._array(ws, "dy", plan.internal_shape(o, plan.oh, plan.ow))
-        self._copy_in(ws, dy, top.diff.transpose(plan.to_internal))
+        if not gathered:  # else the weight gradient left it there
+            self._copy_in(ws, dy, top.diff.transpose(plan.to_internal))
         dyg = dy.reshape(g, o // g, *dy.shape[1:])
         rest = dy.shape[2:]
         total = dy.shape[1]
