@@ -126,7 +126,7 @@ class PoolingLayer(Layer):
         hb = max((oh - 1) * self.sh + self.kh, h + self.ph)
         wb = max((ow - 1) * self.sw + self.kw, w + self.pw)
         buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow)}
-        # Two batch halves in two threads when there is enough work to pay for the hand-off.
+        # Batch slices on the engine's threads when there is enough work to pay for the hand-off.
         buf["parts"] = min(self._threads.count, n) if n * c * oh * ow >= _MIN_PARALLEL else 1
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0

@@ -224,7 +224,7 @@ def test_mask_top_only_for_max():
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
-    """Large inputs run as two batch halves in two threads; results equal the one-pass ones."""
+    """Large inputs run as batch halves on two threads; results equal the one-pass ones."""
     from engine import threads
     from engine.layers import pooling
 
