@@ -747,10 +747,12 @@ class ConvolutionLayer(Layer):
         dy_t = tile_view(top.diff, g, plan.tile, plan.batch_last)
         with_bias = self.bias is not None
 
+        # The transposed product dW^T = col dy^T: OpenBLAS ran these long-K GEMMs 10-40 %
+        # faster this way round than dy col^T (measured, one thread).
         def work(t: int) -> None:
-            dw3 = dwx[t][: g * m * (kdim // g)].reshape(g, m, kdim // g)
+            dw3 = dwx[t][: g * m * (kdim // g)].reshape(g, kdim // g, m)
             db2 = dbx[t][: g * m].reshape(g, m)
-            tmp = tmps[t][: g * m * (kdim // g)].reshape(g, m, kdim // g)
+            tmp = tmps[t][: g * m * (kdim // g)].reshape(g, kdim // g, m)
             dw3.fill(0)
             db2.fill(0)
             ones[t].fill(1)
@@ -769,13 +771,14 @@ class ConvolutionLayer(Layer):
                 if with_bias:
                     db2 += xp.matmul(dy3, ones[t][: size * row])
                 col3 = col.reshape(g, kdim // g, size * row)
-                xp.matmul(dy3, col3.transpose(0, 2, 1), out=tmp)
+                xp.matmul(col3, dy3.transpose(0, 2, 1), out=tmp)
                 dw3 += tmp
 
         self._threads.run(work, plan.parts, threaded=plan.threaded)
-        dw_ext = dwx[0][: g * m * (kdim // g)].reshape(g, p, q, og, cg, ekh, ekw)
+        dw_t = dwx[0][: g * m * (kdim // g)].reshape(g, kdim // g, m)
         for t in range(1, plan.parts):
-            dw_ext += dwx[t][: g * m * (kdim // g)].reshape(dw_ext.shape)
+            dw_t += dwx[t][: g * m * (kdim // g)].reshape(dw_t.shape)
+        dw_ext = dw_t.transpose(0, 2, 1).reshape(g, p, q, og, cg, ekh, ekw)
         wdiff = self.weight.diff.reshape(g, og, cg, kh, kw)
         if plan.tile == (1, 1):
             wdiff += dw_ext[:, 0, 0]
