@@ -274,8 +274,13 @@ PAD_ONE_AXIS = pytest.param(
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,geom,k,s,p", [*POOL_CASES, PAD_ONE_AXIS])
-def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p):
-    """Output size, values, MAX mask top and backward, AVE divisor and backward."""
+@pytest.mark.parametrize("scatter", [True, False])
+def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p, scatter, monkeypatch):
+    """Output size, values, MAX mask top and backward, AVE divisor and backward (MAX backward
+    both by np.add.at and per kernel offset)."""
+    from engine.layers import pooling
+
+    monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", scatter)
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
     ntops = 2 if method == "MAX" else 1

@@ -134,12 +134,21 @@ def test_floor_round_mode():
         ("global_pooling: true", (2, 3, 3, 4)),
     ],
 )
-def test_gradient_matches_finite_differences(method, pool, shape):
+def test_gradient_matches_finite_differences(method, pool, shape, max_backward):
     layer = make_layer(f"pool: {method} {pool}")
     check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
 
 
-def test_max_ties_route_gradient_to_first_in_scan_order():
+@pytest.fixture(params=["scatter", "per_offset"])
+def max_backward(request, monkeypatch):
+    """MAX backward by one np.add.at (NumPy), or one pass per kernel offset (the device path)."""
+    from engine.layers import pooling
+
+    monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", request.param == "scatter")
+    return request.param
+
+
+def test_max_ties_route_gradient_to_first_in_scan_order(max_backward):
     """Caffe's MAX keeps the first maximum (strict >), and backward sends the diff there only."""
     layer = make_layer("pool: MAX kernel_size: 2 stride: 2")
     bottom = Blob((1, 1, 2, 2), dtype=np.float64)
@@ -153,7 +162,7 @@ def test_max_ties_route_gradient_to_first_in_scan_order():
     np.testing.assert_array_equal(bottom.diff, [[[[0.0, 5.0], [0.0, 0.0]]]])
 
 
-def test_overlapping_max_windows_accumulate_gradient():
+def test_overlapping_max_windows_accumulate_gradient(max_backward):
     """An input that is the max of two windows receives both windows' diffs."""
     layer = make_layer("pool: MAX kernel_size: 3 stride: 2")
     bottom = Blob((1, 1, 5, 5), dtype=np.float64)
@@ -223,7 +232,7 @@ def test_mask_top_only_for_max():
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
+def test_threaded_batch_halves_match_single_pass(method, max_backward, monkeypatch):
     """Large inputs run as batch halves on two threads; results equal the one-pass ones."""
     from engine import threads
     from engine.layers import pooling
