@@ -226,13 +226,15 @@ class PoolingLayer(Layer):
         wb = buf["wb"]
         rm, aj, hj, sj = (buf[k][sl] for k in ("rowmax", "argj", "hitj", "stepj"))
         hr, last_w = rm.shape[2], self.sw * (ow - 1) + 1
-        rm[...] = src[:, :, :hr, 0 : last_w : self.sw]
+        first = src[:, :, :hr, 0 : last_w : self.sw]
         if self.kw == 1:
+            rm[...] = first
             aj.fill(0)
         for j in range(1, self.kw):
             v = src[:, :, :hr, j : j + last_w : self.sw]
-            xp.greater(v, rm, out=hj)
-            xp.maximum(rm, v, out=rm)
+            prev = first if j == 1 else rm  # j == 1 reads the first column in place, no copy
+            xp.greater(v, prev, out=hj)
+            xp.maximum(prev, v, out=rm)
             if j == 1:
                 aj[...] = hj
             else:
@@ -240,12 +242,14 @@ class PoolingLayer(Layer):
                 xp.maximum(aj, sj, out=aj)
         arg, hit, step = buf["arg"][sl], buf["hit"][sl], buf["step"][sl]
         last_h = self.sh * (oh - 1) + 1
-        out[...] = rm[:, :, 0 : last_h : self.sh]
         arg[...] = aj[:, :, 0 : last_h : self.sh]
+        if self.kh == 1:
+            out[...] = rm[:, :, 0 : last_h : self.sh]
         for i in range(1, self.kh):
             v = rm[:, :, i : i + last_h : self.sh]
-            xp.greater(v, out, out=hit)
-            xp.maximum(out, v, out=out)
+            prev = rm[:, :, 0 : last_h : self.sh] if i == 1 else out
+            xp.greater(v, prev, out=hit)
+            xp.maximum(prev, v, out=out)
             xp.add(aj[:, :, i : i + last_h : self.sh], step.dtype.type(i * wb), out=step)
             xp.multiply(step, hit, out=step)
             xp.maximum(arg, step, out=arg)
