@@ -308,6 +308,12 @@ def bench_one(
     n = _batch_size(net, inputs)
     backward = phase == "TRAIN"
     times = time_net(net, iterations, warmup, backward)
+    for row, layer in zip(times["layers"], net.layers, strict=True):
+        if hasattr(layer, "plan") and callable(layer.plan):  # Convolution: the chosen plan
+            plan = layer.plan(0)
+            row["plan"] = f"{plan.layout} tile {plan.tile[0]}x{plan.tile[1]} dgrad {plan.dgrad}"
+            if plan.wgrad != "gemm":
+                row["plan"] += f" wgrad {plan.wgrad}"
     f_flops, b_flops = useful_flops(net)
     flops = f_flops + (b_flops if backward else 0.0)
     gflops = flops / (times["ms_per_iter"] * 1e-3) / 1e9
@@ -419,7 +425,7 @@ def format_table(result: dict[str, Any]) -> str:
     for ly in result["layers"]:
         lines.append(
             f"{ly['name']:<20} {ly['type']:<16} {ly['forward_ms']:>11.3f} "
-            f"{ly['backward_ms']:>12.3f}"
+            f"{ly['backward_ms']:>12.3f}" + (f"  {ly['plan']}" if "plan" in ly else "")
         )
     lines.append(
         f"forward {result['forward_ms']:.2f} ms, backward {result['backward_ms']:.2f} ms, "

@@ -53,6 +53,8 @@ def test_json_lines_have_documented_keys(tiny, capsys, monkeypatch):
     assert row["ms_per_iter"] > 0 and row["images_per_s"] > 0
     assert 0 < row["peak_fraction"] == pytest.approx(row["gemm_gflops"] / 100.0)
     assert [ly["name"] for ly in row["layers"]][1:] == ["conv", "pool", "ip", "loss"]
+    conv = row["layers"][1]
+    assert conv["plan"].split()[0] in ("CNHW", "CHWN", "NHWC")  # the convolution's chosen plan
 
 
 def test_useful_flops_counts_forward_weight_and_data_gradients(tiny):
