@@ -159,10 +159,17 @@ class PoolingLayer(Layer):
             # loop, and measured ~4x faster than routing one kernel offset at a time.
             buf["scatter"] = xp is np and _SCATTER_BACKWARD
             if buf["scatter"]:
-                planes = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (hb * wb)
+                # int32 where it fits: AlexNet's batch 256 would hold ~0.5 GB of int64 indices.
+                ity = np.int32 if n * c * hb * wb < 2**31 else np.int64
+                # Planes counted from the first sample of each thread's batch slice.
+                local = np.arange(n)
+                for lo, hi in split(0, n, buf["parts"]):
+                    local[lo:hi] -= lo
+                planes = (local[:, None] * c + np.arange(c)).astype(ity).reshape(n, c, 1, 1)
+                planes *= ity(hb * wb)
                 origin = (np.arange(oh) * self.sh)[:, None] * wb + np.arange(ow) * self.sw
-                buf["base"] = planes + origin
-                buf["index"] = np.empty((n, c, oh, ow), np.int64)
+                buf["base"] = planes + origin.astype(ity)
+                buf["index"] = np.empty((n, c, oh, ow), ity)
         else:
             # Caffe's AVE divisor: window clipped to the padded extent [-p, H + p), not the image.
             hs = np.arange(oh) * self.sh - self.ph
@@ -301,7 +308,6 @@ class PoolingLayer(Layer):
         if buf["scatter"]:
             index = buf["index"][sl]
             np.add(buf["base"][sl], arg, out=index)
-            index -= buf["base"][sl][:1, :1, :1, :1]  # relative to this slice's first plane
             dpad.fill(0)
             np.add.at(dpad.reshape(-1), index.reshape(-1), dy.reshape(-1))
             return
