@@ -10,6 +10,10 @@ PyTorch is not a dependency of this project: point --torch-python at an interpre
 script says so and exits 0.
 
     python scripts/compare_torch.py [--nets lenet64,cifar100] [--rounds 3] [--iterations 10]
+    python scripts/compare_torch.py --baseline ../old-checkout    # a "before" column too
+
+Each engine (this checkout, and --baseline) and PyTorch run in their own worker process; every
+round times each net in each of them in turn, so load from elsewhere hits all columns alike.
 """
 
 from __future__ import annotations
@@ -181,10 +185,58 @@ def torch_spec(net: Any, inputs: list[tuple[str, tuple[int, ...]]]) -> dict[str,
     }
 
 
-def _ours_time(net: Any, iterations: int) -> list[float]:
-    from engine.timing import time_passes  # noqa: PLC0415
+def _engine_worker(root: str) -> int:
+    """Serve timing requests for the engine checked out at `root` (this one, or a baseline):
+    per line {"name", "iterations"}, answer per-iteration forward + backward ms."""
+    sys.path.insert(0, root)
+    from scripts import bench  # noqa: PLC0415  (that checkout's bench)
 
-    return time_passes(net, iterations, warmup=0).iteration_ms
+    nets: dict[str, Any] = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        name = req["name"]
+        if name not in nets:
+            spec = bench.NETS[name]
+            local = Path(root) / "prototxt" / spec.files[0].name
+            path = local if local.exists() else spec.path()
+            param, inputs, classes = bench.prepare_param(
+                path, spec.batch, spec.input_shape, keep_data=False
+            )
+            nets[name] = bench.build_net(param, inputs, classes, seed=0)
+            for _ in range(3):  # warm-up: buffers, thread pools
+                nets[name].forward_backward()
+        times = []
+        for _ in range(req["iterations"]):
+            t = time.perf_counter()
+            nets[name].forward_loss()
+            nets[name].backward()
+            times.append(1e3 * (time.perf_counter() - t))
+        print(json.dumps({"name": name, "ms": times, "load": os.getloadavg()[0]}), flush=True)
+    return 0
+
+
+class _Worker:
+    """A timing subprocess spoken to in JSON lines."""
+
+    def __init__(self, argv: list[str]) -> None:
+        env = os.environ | {"OMP_NUM_THREADS": str(_threads())}
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"timing worker {self.proc.args} ended early")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,11 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=10, help="timed iterations per round")
     ap.add_argument("--torch-python", help="an interpreter with torch (see the module doc)")
+    ap.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of this project (e.g. a git worktree of an older commit), timed "
+        "in the same interleaved rounds as a 'before' column",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object per net")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--engine-worker", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return _torch_worker()
+    if args.engine_worker:
+        return _engine_worker(args.engine_worker)
 
     import numpy as np  # noqa: PLC0415
 
@@ -216,56 +277,61 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name not in bench.NETS:
             raise SystemExit(f"unknown net '{name}' (known: {', '.join(bench.NETS)})")
-    worker = subprocess.Popen(
-        [python, str(Path(__file__).resolve()), "--worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"OMP_NUM_THREADS": str(_threads())},
-    )
-    nets, specs = {}, {}
-    for name in names:
+    specs = {}
+    for name in names:  # the PyTorch side's description, from this engine's build of the net
         spec = bench.NETS[name]
         param, inputs, classes = bench.prepare_param(
             spec.path(), spec.batch, spec.input_shape, keep_data=False
         )
-        nets[name] = bench.build_net(param, inputs, classes, seed=0)
-        specs[name] = torch_spec(nets[name], inputs)
-        for _ in range(3):  # warm-up: buffers, thread pools
-            nets[name].forward_backward()
-    ours: dict[str, list[float]] = {n: [] for n in names}
-    theirs: dict[str, list[float]] = {n: [] for n in names}
+        specs[name] = torch_spec(bench.build_net(param, inputs, classes, seed=0), inputs)
+    me = str(Path(__file__).resolve())
+    engines = {"this": _Worker([sys.executable, me, "--engine-worker", str(ROOT)])}
+    if args.baseline:
+        base = str(Path(args.baseline).resolve())
+        engines = {"baseline": _Worker([sys.executable, me, "--engine-worker", base])} | engines
+    workers = engines | {"torch": _Worker([python, me, "--worker"])}
+    times: dict[str, dict[str, list[float]]] = {w: {n: [] for n in names} for w in workers}
+    loads = []
     try:
         for _ in range(args.rounds):
             for name in names:
-                ours[name].append(float(np.median(_ours_time(nets[name], args.iterations))))
-                req = {"name": name, "spec": specs[name], "iterations": args.iterations}
-                worker.stdin.write(json.dumps(req) + "\n")
-                worker.stdin.flush()
-                reply = json.loads(worker.stdout.readline())
-                theirs[name].append(float(np.median(reply["ms"])))
+                for key, worker in workers.items():
+                    req: dict[str, Any] = {"name": name, "iterations": args.iterations}
+                    if key == "torch":
+                        req["spec"] = specs[name]
+                    reply = worker.ask(req)
+                    times[key][name].append(float(np.median(reply["ms"])))
+                loads.append(os.getloadavg()[0])
     finally:
-        worker.stdin.close()
-        worker.wait()
+        for worker in workers.values():
+            worker.close()
     print(
         f"# {args.rounds} interleaved rounds x {args.iterations} iterations, medians; "
-        f"{_threads()} threads; load {os.getloadavg()[0]:.2f}"
+        f"{_threads()} threads; load {min(loads):.2f}-{max(loads):.2f}"
     )
-    print("| net, batch | real Caffe 1.0 | this project | PyTorch | vs Caffe | vs PyTorch |")
-    print("|---|---|---|---|---|---|")
+    before = "baseline" in times
+    head = "| net, batch | real Caffe 1.0 | " + ("before | " if before else "")
+    head += "this project | PyTorch | vs Caffe | " + ("before vs PyTorch | " if before else "")
+    print(head + "vs PyTorch |")
+    print("|---" * head.count("|") + "|")
     for name in names:
-        o, t = float(np.median(ours[name])), float(np.median(theirs[name]))
+        o, t = float(np.median(times["this"][name])), float(np.median(times["torch"][name]))
+        b = float(np.median(times["baseline"][name])) if before else None
         caffe = CAFFE_MS.get(name)
         batch = bench.NETS[name].batch
         row = {"net": name, "batch": batch, "ours_ms": o, "torch_ms": t, "caffe_ms": caffe}
+        if before:
+            row["baseline_ms"] = b
         if args.json:
-            print(json.dumps(row | {"ours_rounds": ours[name], "torch_rounds": theirs[name]}))
+            print(json.dumps(row | {f"{k}_rounds": times[k][name] for k in times}))
             continue
         vs_caffe = f"{caffe / o:.2f}x" if caffe else "-"
-        print(
-            f"| {name}, {batch} | {caffe if caffe else '-'} | {o:.1f} | {t:.1f} | {vs_caffe} "
-            f"| {t / o:.2f}x |"
-        )
+        cells = [f"{name}, {batch}", str(caffe if caffe else "-")]
+        cells += [f"{b:.1f}"] if before else []
+        cells += [f"{o:.1f}", f"{t:.1f}", vs_caffe]
+        cells += [f"{t / b:.2f}x"] if before else []
+        cells += [f"{t / o:.2f}x"]
+        print("| " + " | ".join(cells) + " |")
     return 0
 
 

@@ -31,3 +31,17 @@ def test_without_torch_it_says_so_and_exits_0(capsys, monkeypatch):
     monkeypatch.setattr(compare_torch, "_find_torch_python", lambda given: None)
     assert compare_torch.main(["--nets", "lenet64"]) == 0
     assert "skipped, no interpreter with torch" in capsys.readouterr().out
+
+
+def test_engine_worker_answers_timing_requests(tmp_path, capsys, monkeypatch):
+    """The per-engine worker (this checkout or a --baseline one) times the requested net."""
+    import io
+    import json
+
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(TINY)
+    monkeypatch.setitem(bench.NETS, "tiny", bench.NetSpec("tiny", [path], 3, (2, 8, 8)))
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"name": "tiny", "iterations": 2}\n'))
+    assert compare_torch._engine_worker(str(bench.ROOT)) == 0
+    reply = json.loads(capsys.readouterr().out.strip())
+    assert reply["name"] == "tiny" and len(reply["ms"]) == 2 and min(reply["ms"]) > 0
