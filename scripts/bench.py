@@ -382,23 +382,24 @@ def train_step_one(
     param.ClearField("test_interval_seconds")
     param.snapshot = 0
     param.max_iter = warmup + iterations + 1
+    n = batch or spec.batch or int(net_param.layer[0].data_param.batch_size)
+    bench_param, inputs, classes = prepare_param(spec.path(), n, spec.input_shape, False)
+    bench_net = build_net(bench_param, inputs, classes, seed)
+    steps, fb = [], []
     with tempfile.TemporaryDirectory() as tmp:
         log = TrainLog(stream=io.StringIO(), json_path=Path(tmp) / "log.jsonl", progress=False)
         try:
             solver = Solver(param, log=log)
             solver.step(max(warmup, 1))
-            steps = []
-            for _ in range(iterations):
+            time_passes(bench_net, 0, warmup=max(warmup, 1))
+            for _ in range(iterations):  # interleaved: both see the same machine
                 t = time.perf_counter()
                 solver.step(1)
                 steps.append(1e3 * (time.perf_counter() - t))
+                fb += time_passes(bench_net, 1, warmup=0).iteration_ms
         finally:
             log.close()
-    n = int(net_param.layer[0].data_param.batch_size) if net_param.layer else 0
-    n = batch or spec.batch or n
-    bench_param, inputs, classes = prepare_param(spec.path(), n, spec.input_shape, False)
-    fb = time_passes(build_net(bench_param, inputs, classes, seed), iterations, warmup)
-    step_ms, fb_ms = float(np.median(steps)), float(np.median(fb.iteration_ms))
+    step_ms, fb_ms = float(np.median(steps)), float(np.median(fb))
     return {
         "net": name,
         "phase": "TRAIN",
