@@ -129,7 +129,11 @@ class PoolingLayer(Layer):
         # Padded extent: every window [o*s, o*s + k) in padded coordinates must fit.
         hb = max((oh - 1) * self.sh + self.kh, h + self.ph)
         wb = max((ow - 1) * self.sw + self.kw, w + self.pw)
-        buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow), "wb": wb}
+        # Argmax codes are offsets i * cw + j; without padding cw is the image width, so that
+        # the codes index the bottom itself (the overhang, -inf, is never a maximum).
+        unpadded = not (self.ph or self.pw)
+        cw = w if unpadded else wb
+        buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow), "wb": cw}
         # Batch slices on the engine's threads when there is enough work to pay for the hand-off.
         work = n * c * oh * ow * self.kh * self.kw
         buf["parts"] = min(self._threads.count, n) if work >= _MIN_PARALLEL else 1
@@ -138,9 +142,9 @@ class PoolingLayer(Layer):
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)
         buf["dpad"] = None if buf["direct"] else xp.zeros((n, c, hb, wb), dt)
         if self.method == MAX:
-            # The argmax is kept as its offset i * wb + j in the padded plane (codes grow along
+            # The argmax is kept as its offset i * cw + j from the window origin (codes grow along
             # Caffe's scan order, which the running maximum below relies on).
-            top_code = (self.kh - 1) * wb + self.kw
+            top_code = (self.kh - 1) * cw + self.kw
             idt = np.uint8 if top_code < 256 else np.uint16 if top_code < 65536 else np.uint32
             buf["arg"] = xp.empty((n, c, oh, ow), idt)
             buf["hit"] = xp.empty((n, c, oh, ow), bool)
@@ -158,6 +162,10 @@ class PoolingLayer(Layer):
             # (window origin + argmax offset): in output scan order with float32 sums, as Caffe's
             # loop, and measured ~4x faster than routing one kernel offset at a time.
             buf["scatter"] = xp is np and _SCATTER_BACKWARD
+            # Unpadded: scatter straight into the bottom diff (no padded buffer, no crop copy).
+            buf["scatter_bottom"] = buf["scatter"] and unpadded
+            if buf["scatter_bottom"]:
+                hb, wb = h, w
             if buf["scatter"]:
                 # int32 where it fits: AlexNet's batch 256 would hold ~0.5 GB of int64 indices.
                 ity = np.int32 if n * c * hb * wb < 2**31 else np.int64
@@ -286,6 +294,9 @@ class PoolingLayer(Layer):
     def _backward_chunk(self, dy: Any, dx: Any, sl: slice) -> None:
         xp, buf = self.xp, self._buf
         h, w = buf["dims"][2:4]
+        if self.method == MAX and buf["scatter_bottom"]:
+            self._scatter(dy, dx, sl)
+            return
         dpad = dx if buf["direct"] else buf["dpad"][sl]
         scaled = buf["scaled"][sl]
         if self.method == AVE:
@@ -299,6 +310,14 @@ class PoolingLayer(Layer):
         if not buf["direct"]:
             dx[...] = dpad[:, :, self.ph : self.ph + h, self.pw : self.pw + w]
 
+    def _scatter(self, dy: Any, plane: Any, sl: slice) -> None:
+        """plane = 0, then plane[window origin + argmax offset] += dy, in output order."""
+        buf = self._buf
+        index = buf["index"][sl]
+        np.add(buf["base"][sl], buf["arg"][sl], out=index)
+        plane.fill(0)
+        np.add.at(plane.reshape(-1), index.reshape(-1), dy.reshape(-1))
+
     def _backward_max(self, dy: Any, dpad: Any, sl: slice) -> None:
         """Route dy to each window's argmax: on NumPy one scatter-add over flat indices; else
         one pass per kernel offset (disjoint offsets assign, overlapping ones add)."""
@@ -306,10 +325,7 @@ class PoolingLayer(Layer):
         oh, ow = buf["dims"][4:6]
         arg, hit, scaled = buf["arg"][sl], buf["hit"][sl], buf["scaled"][sl]
         if buf["scatter"]:
-            index = buf["index"][sl]
-            np.add(buf["base"][sl], arg, out=index)
-            dpad.fill(0)
-            np.add.at(dpad.reshape(-1), index.reshape(-1), dy.reshape(-1))
+            self._scatter(dy, dpad, sl)
             return
         if buf["covers"]:
             dpad[:, :, self.sh * oh :] = 0
