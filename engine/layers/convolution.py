@@ -1,24 +1,31 @@
-"""Caffe's Convolution layer (2-D, groups, dilation): BaseConvolutionLayer's three passes, forward
-(im2col + GEMM), weight gradient and data gradient, run the way a per-shape ConvPlan says.
+"""Caffe's Convolution layer (2-D, groups, dilation): BaseConvolutionLayer's three passes, run the
+way a per-shape ConvPlan says. Caffe's forward_cpu_gemm is `_conv_pass` / `_patch_pass`, its
+weight_cpu_gemm (+ bias) `_weight_gradient` / `_patch_weight_gradient` /
+`_weight_gradient_per_sample`, its backward_cpu_gemm `_data_gradient_full` /
+`_data_gradient_col2im` / `_patch_data_gradient`; forward() and backward() pick by the plan.
 
-Blobs are NCHW at the interface. Internally the padded input is channel-major, batch second
-(C, N, H, W) or, for small maps, batch last (C, H, W, N), so that one GEMM covers many samples.
+Blobs are NCHW at the interface. Internally the padded input is kept in one of three layouts:
+channels first with the batch second (C, N, H, W) or, for small maps, last (C, H, W, N), where
+the column matrix is (C*kh*kw, pixels) and the GEMM weights x columns, as in Caffe's im2col; or
+channels last (N, H, W, C), where the columns are patch-major (pixels, kh*kw*C) and the GEMM is
+columns x weights^T. OpenBLAS runs the latter ~1.5x faster when num_output is 32-64 (CIFAR-10
+quick), so wide-channel stride-1 layers take it.
 
-Output tiles: a GEMM whose M side is the layer's num_output (32 or 64 in CIFAR-10 quick) runs at
-half of OpenBLAS's peak, since every column element is packed for only M multiply-adds. A tile
-of p x q neighbouring outputs computed by one GEMM row block (an "extended" kernel of
-(p-1)s + (k-1)d + 1 rows holding the weights p times, shifted, zeros elsewhere) makes M p*q times
-larger and the column matrix smaller, at the price of multiplying those zeros. The plan picks
-the tile per layer from a cost model measured on OpenBLAS (ConvPlan, plan_convolution).
+Output tiles (channels first): a GEMM whose M side is num_output runs below OpenBLAS's peak when M
+is small, since every column element is packed for only M multiply-adds. A tile of p x q
+neighbouring outputs computed by one GEMM row block (an "extended" kernel of (p-1)s + (k-1)d + 1
+rows holding the weights p times, shifted, zeros elsewhere) makes M p*q times larger and the
+column matrix smaller, at the price of multiplying those zeros.
 
 The work is cut along the axis after the channels (samples, or tile rows) into chunks whose column
 matrix stays in cache between im2col and its GEMM, and the chunks run on the engine's threads
 (engine.threads). When the whole column matrix is small, forward keeps it for the weight gradient.
 The data gradient is, for stride 1, a "full" convolution of the padded top diff with the flipped
-weights (tiled the same way), else GEMM + col2im.
+weights, else GEMM + col2im; skinny first layers (no data gradient) take the weight gradient per
+sample. plan_convolution chooses among these with a cost model measured on OpenBLAS.
 
 On a device (CuPy) there are no host threads and no chunks: one (batched over groups) GEMM per
-pass, untiled.
+pass, untiled, channels first.
 """
 
 from __future__ import annotations
@@ -410,12 +417,11 @@ class ConvolutionLayer(Layer):
         """Zero border of the top diff for the full data gradient: d(k-1) - p per axis."""
         return self.dh * (self.kh - 1) - self.ph, self.dw * (self.kw - 1) - self.pw
 
-    def _scratch(self, ws: _Workspace, key: str, size: int, zero: bool = False) -> list[Any]:
+    def _scratch(self, ws: _Workspace, key: str, size: int) -> list[Any]:
         """One flat scratch array of `size` elements per part, made on first use."""
         bufs = ws.scratch.get(key)
         if bufs is None or bufs[0].size < size:
-            make = self.xp.zeros if zero else self.xp.empty
-            bufs = [make((size,), self.dtype) for _ in range(ws.plan.parts)]
+            bufs = [self.xp.empty((size,), self.dtype) for _ in range(ws.plan.parts)]
             ws.scratch[key] = bufs
         return bufs
 
