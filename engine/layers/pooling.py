@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine.blob import Blob
-from engine.layer import Layer, register_layer
+from engine.layer import TEST, Layer, register_layer
 from engine.threads import EngineThreads, split
 
 # Work (output elements x kernel area) below which threading costs more than it saves:
@@ -205,10 +205,33 @@ class PoolingLayer(Layer):
     # --- forward ---------------------------------------------------------------------------
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         x, out = bottoms[0].data, tops[0].data
-        fn = self._forward_ave if self.method == AVE else self._forward_max
+        if self.method == AVE:
+            fn = self._forward_ave
+        elif self.phase == TEST and len(tops) == 1:
+            # A test pass reads only the values: the argmax (half of MAX's work) is made from
+            # the bottom if a backward ever asks for it (pycaffe can run one in TEST).
+            fn = self._forward_max_values
+            self._buf["arg_ready"] = False
+        else:
+            fn = self._forward_max
+            self._buf["arg_ready"] = True
         self._in_chunks(lambda sl: fn(x[sl], out[sl], sl))
         if len(tops) == 2:
             self._write_mask(tops[1].data)
+
+    def _forward_max_values(self, x: Any, out: Any, sl: slice) -> None:
+        """Separable max without the argmax: along w within each row, then along h."""
+        xp, buf = self.xp, self._buf
+        src = self._source(x, sl)
+        oh, ow = buf["dims"][4:6]
+        rm = buf["rowmax"][sl]
+        hr, last_w, last_h = rm.shape[2], self.sw * (ow - 1) + 1, self.sh * (oh - 1) + 1
+        rm[...] = src[:, :, :hr, 0 : last_w : self.sw]
+        for j in range(1, self.kw):
+            xp.maximum(rm, src[:, :, :hr, j : j + last_w : self.sw], out=rm)
+        out[...] = rm[:, :, 0 : last_h : self.sh]
+        for i in range(1, self.kh):
+            xp.maximum(out, rm[:, :, i : i + last_h : self.sh], out=out)
 
     def _source(self, x: Any, sl: slice) -> Any:
         """The (padded) input of one batch slice."""
@@ -288,6 +311,10 @@ class PoolingLayer(Layer):
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
         if propagate_down[0]:
+            if self.method == MAX and not self._buf.get("arg_ready", True):
+                x, out = bottoms[0].data, tops[0].data  # the argmax a test pass skipped
+                self._in_chunks(lambda sl: self._forward_max(x[sl], out[sl], sl))
+                self._buf["arg_ready"] = True
             dy, dx = tops[0].diff, bottoms[0].diff
             self._in_chunks(lambda sl: self._backward_chunk(dy[sl], dx[sl], sl))
 

@@ -253,3 +253,26 @@ def test_threaded_batch_halves_match_single_pass(method, max_backward, monkeypat
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
+
+
+@pytest.mark.parametrize("pool", ["kernel_size: 3 stride: 2", "kernel_size: 3 stride: 2 pad: 1"])
+def test_test_phase_max_skips_the_argmax_until_a_backward_needs_it(pool, max_backward):
+    """A TEST forward computes values only; a backward run after it (pycaffe allows one) makes
+    the argmax from the bottom and gives the TRAIN gradient, ties included."""
+    text = f'name: "pool" type: "Pooling" pooling_param {{ pool: MAX {pool} }}'
+    param = text_format.Parse(text, caffe_pb2.LayerParameter())
+    x = np.random.default_rng(2).integers(0, 3, (2, 3, 9, 9)).astype(np.float64)  # many ties
+    dy = np.random.default_rng(3).standard_normal((2, 3, 5, 5))
+    results = []
+    for phase in ("TRAIN", "TEST"):
+        layer = PoolingLayer(param, phase=phase, dtype=np.float64)
+        bottom, top = Blob(x.shape, dtype=np.float64), Blob(dtype=np.float64)
+        bottom.data[...] = x
+        layer.setup([bottom], [top])
+        layer.forward([bottom], [top])
+        assert layer._buf["arg_ready"] == (phase == "TRAIN")
+        top.diff[...] = dy[:, :, : top.shape[2], : top.shape[3]]
+        layer.backward([top], [True], [bottom])
+        results.append((top.data.copy(), bottom.diff.copy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
