@@ -1,4 +1,5 @@
-"""im2col / col2im over channel-major images, one strided copy per kernel offset.
+"""im2col / col2im over channel-major images, one strided copy per kernel offset, and the
+patch-major (channels-last) column view.
 
 An image buffer is channel-first with the batch axis either second, (C, N, H, W), or last,
 (C, H, W, N); `spatial` names the two spatial axes (2, 3) or (1, 2). The column buffer is
@@ -16,6 +17,7 @@ from engine.backend import as_strided
 
 NCHW_TO_CNHW, CNHW_TO_NCHW = (1, 0, 2, 3), (1, 0, 2, 3)
 NCHW_TO_CHWN, CHWN_TO_NCHW = (1, 2, 3, 0), (3, 0, 1, 2)
+NCHW_TO_NHWC = (0, 2, 3, 1)
 
 
 def conv_out_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
@@ -81,3 +83,21 @@ def col2im(
         for j in range(geom[1]):
             view = window(img, i, j, geom, out_hw, spatial)
             view += col[:, i, j]
+
+
+def patches_view(
+    xp: Any, img: Any, geom: tuple[int, ...], out_hw: tuple[int, int], group: int = 1
+) -> Any:
+    """All patches of a channels-last image (N, H, W, C) as one read-only strided view
+    (N, OH, OW, group, kh, kw, C/group): row (n, y, x) of the patch-major column matrix.
+
+    Each (kh, kw) row of a patch reads kw*C/group neighbouring floats, so copying a slice
+    of it runs long contiguous stretches when C is not tiny.
+    """
+    kh, kw, sh, sw, dh, dw = geom
+    oh, ow = out_hw
+    n, _, _, c = img.shape
+    s_n, s_h, s_w, s_c = img.strides
+    shape = (n, oh, ow, group, kh, kw, c // group)
+    strides = (s_n, s_h * sh, s_w * sw, s_c * (c // group), s_h * dh, s_w * dw, s_c)
+    return as_strided(xp, img, shape, strides)

@@ -1,18 +1,25 @@
-"""`caffe time` for this engine: per-layer and per-iteration forward/backward times of TRAIN nets.
+"""`caffe time` for this engine: per-layer and per-iteration forward/backward times of the nets.
 
 Data layers are swapped for Input layers holding random images and in-range labels (unless
 --data lmdb), and the float32 GEMM peak is measured in the same run so that the achieved
 GFLOP/s of the useful convolution/inner-product work can be reported as a fraction of it.
+--phase TEST times the TEST net forward only (a test pass); --train-step times whole `isgd train`
+iterations through the real Solver on the LMDB-backed net (Data layer, forward, backward, update,
+ISGD bookkeeping, JSON log) beside the forward + backward of the same net in the same run.
 
     python scripts/bench.py [--nets lenet64,lenet1000,cifar100,alexnet32] [--iterations K] [--json]
+    python scripts/bench.py --phase TEST --nets lenet64,cifar100
+    python scripts/bench.py --train-step --nets lenet64,cifar100
     python scripts/bench.py --model path/to/train.prototxt --batch 32 --input-shape 3,32,32
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +34,12 @@ if str(ROOT) not in sys.path:  # allow `python scripts/bench.py` from a checkout
 from engine.net import Net  # noqa: E402
 from engine.proto import caffe_pb2  # noqa: E402
 from engine.proto_io import read_net_param  # noqa: E402
+from engine.timing import time_layers, time_passes  # noqa: E402
+from solvers.solver import Solver, load_solver_param  # noqa: E402
+from solvers.train_log import TrainLog  # noqa: E402
 
-EXAMPLES = Path("/work/shared/caffe-examples")
+# Caffe's own example prototxts, where a checkout of the shared folder sits beside the repo.
+EXAMPLES = ROOT.parent / "shared" / "caffe-examples"
 DATA_TYPES = {
     "Data",
     "ImageData",
@@ -54,6 +65,7 @@ class NetSpec:
     files: list[Path]
     batch: int | None
     input_shape: tuple[int, ...] | None = None
+    solver: str | None = None  # solver file under prototxt/ for --train-step
     extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self) -> Path:
@@ -63,8 +75,15 @@ class NetSpec:
         raise FileNotFoundError(f"net '{self.name}': none of {[str(f) for f in self.files]}")
 
 
-def _spec(name: str, local: str, example: str, batch: int, shape: tuple[int, ...]) -> NetSpec:
-    return NetSpec(name, [ROOT / "prototxt" / local, EXAMPLES / example], batch, shape)
+def _spec(
+    name: str,
+    local: str,
+    example: str,
+    batch: int,
+    shape: tuple[int, ...],
+    solver: str | None = None,
+) -> NetSpec:
+    return NetSpec(name, [ROOT / "prototxt" / local, EXAMPLES / example], batch, shape, solver)
 
 
 NETS = {
@@ -74,6 +93,7 @@ NETS = {
         "examples/mnist/lenet_train_test.prototxt",
         64,
         (1, 28, 28),
+        "lenet_isgd_solver.prototxt",
     ),
     "lenet1000": _spec(
         "lenet1000",
@@ -81,6 +101,7 @@ NETS = {
         "examples/mnist/lenet_train_test.prototxt",
         1000,
         (1, 28, 28),
+        "lenet_isgd_solver.prototxt",
     ),
     "cifar100": _spec(
         "cifar100",
@@ -88,6 +109,7 @@ NETS = {
         "examples/cifar10/cifar10_quick_train_test.prototxt",
         100,
         (3, 32, 32),
+        "cifar10_quick_isgd_solver.prototxt",
     ),
     "alexnet32": _spec(
         "alexnet32",
@@ -95,6 +117,7 @@ NETS = {
         "models/bvlc_alexnet/train_val.prototxt",
         32,
         (3, 227, 227),
+        "alexnet_isgd_solver.prototxt",
     ),
 }
 
@@ -127,19 +150,42 @@ def _image_shape(layer: Any) -> tuple[int, ...] | None:
     return (3, crop, crop) if crop else None
 
 
+def _absolute_sources(param: Any) -> None:
+    """Data sources and mean files given relative to the repository (as in prototxt/) made
+    absolute, so that the bench runs from any directory."""
+    for layer in param.layer:
+        if layer.HasField("data_param") and layer.data_param.source:
+            src = Path(layer.data_param.source)
+            if not src.is_absolute() and (ROOT / src).exists():
+                layer.data_param.source = str(ROOT / src)
+        if layer.HasField("transform_param") and layer.transform_param.mean_file:
+            mean = Path(layer.transform_param.mean_file)
+            if not mean.is_absolute() and (ROOT / mean).exists():
+                layer.transform_param.mean_file = str(ROOT / mean)
+
+
+def _other_phase_only(layer: Any, phase: str) -> bool:
+    other = caffe_pb2.TEST if phase == "TRAIN" else caffe_pb2.TRAIN
+    return any(rule.HasField("phase") and rule.phase == other for rule in layer.include)
+
+
 def prepare_param(
-    path: Path, batch: int | None, shape: tuple[int, ...] | None, keep_data: bool
+    path: Path,
+    batch: int | None,
+    shape: tuple[int, ...] | None,
+    keep_data: bool,
+    phase: str = "TRAIN",
 ) -> tuple[Any, list[tuple[str, tuple[int, ...]]], int]:
-    """The TRAIN NetParameter with data layers replaced by Input layers of the right shapes."""
+    """The NetParameter with the phase's data layers replaced by Input layers of the right
+    shapes (or kept, with repository-relative sources made absolute)."""
     param = read_net_param(str(path))
     inputs: list[tuple[str, tuple[int, ...]]] = []
     classes = _num_classes(param)
     if keep_data:
+        _absolute_sources(param)
         return param, inputs, classes
     for layer in param.layer:
-        if layer.type not in DATA_TYPES:
-            continue
-        if any(rule.HasField("phase") and rule.phase == caffe_pb2.TEST for rule in layer.include):
+        if layer.type not in DATA_TYPES or _other_phase_only(layer, phase):
             continue
         declared = _declared_shape(layer)
         n = batch or layer.data_param.batch_size or (declared[0] if declared else 1)
@@ -161,10 +207,14 @@ def prepare_param(
 
 
 def build_net(
-    param: Any, inputs: list[tuple[str, tuple[int, ...]]], classes: int, seed: int
+    param: Any,
+    inputs: list[tuple[str, tuple[int, ...]]],
+    classes: int,
+    seed: int,
+    phase: str = "TRAIN",
 ) -> Net:
-    """Build the TRAIN net and fill its inputs: images ~ N(0, 1), labels uniform in range."""
-    net = Net(param, phase="TRAIN", seed=seed)
+    """Build the net and fill its inputs: images ~ N(0, 1), labels uniform in range."""
+    net = Net(param, phase=phase, seed=seed)
     rng = np.random.default_rng(seed)
     for i, (name, _) in enumerate(inputs):
         blob = net.blobs[name]
@@ -211,47 +261,33 @@ def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn: Any) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
 # --- timing ------------------------------------------------------------------------------------
-def time_net(net: Net, iterations: int, warmup: int = 5) -> dict[str, Any]:
-    """Steady-state whole-iteration times (forward, backward) and per-layer times, in ms.
+def time_net(net: Net, iterations: int, warmup: int = 5, backward: bool = True) -> dict[str, Any]:
+    """Steady-state whole-pass times (forward, backward) and per-layer times, in ms.
 
     `warmup` untimed iterations first: buffers allocated, thread pools started, pages touched.
+    Per-layer times come from Caffe's loop (engine.timing.time_layers, as `isgd time`).
     """
-    n_layers = len(net.layers)
-    for _ in range(max(warmup, 1)):
-        net.forward_backward()
-    fwd, bwd = [], []
-    for _ in range(iterations):
-        fwd.append(_timed(net.forward_loss))
-        bwd.append(_timed(net.backward))
-    layer_f = np.zeros(n_layers)
-    layer_b = np.zeros(n_layers)
-    for _ in range(iterations):
-        for i in range(n_layers):
-            layer_f[i] += _timed(lambda i=i: net.forward_from_to(i, i))
-        for i in reversed(range(n_layers)):
-            layer_b[i] += _timed(lambda i=i: net.backward_from_to(i, i))
-    total = np.add(fwd, bwd)
+    passes = time_passes(net, iterations, warmup=max(warmup, 1), backward=backward)
+    layers = time_layers(net, iterations, backward=backward)
+    total = passes.iteration_ms
     return {
-        "forward_ms": 1e3 * float(np.mean(fwd)),
-        "backward_ms": 1e3 * float(np.mean(bwd)),
-        "ms_per_iter": 1e3 * float(np.mean(total)),
-        "ms_per_iter_best": 1e3 * float(np.min(total)),
-        "ms_per_iter_median": 1e3 * float(np.median(total)),
+        "forward_ms": float(np.mean(passes.forward_ms)),
+        "backward_ms": float(np.mean(passes.backward_ms)) if backward else 0.0,
+        "ms_per_iter": float(np.mean(total)),
+        "ms_per_iter_best": float(np.min(total)),
+        "ms_per_iter_median": float(np.median(total)),
         "layers": [
-            {
-                "name": net.layer_names[i],
-                "type": net.layers[i].type_name,
-                "forward_ms": 1e3 * layer_f[i] / iterations,
-                "backward_ms": 1e3 * layer_b[i] / iterations,
-            }
-            for i in range(n_layers)
+            {"name": name, "type": kind, "forward_ms": f, "backward_ms": b}
+            for name, kind, f, b in zip(
+                layers.names, layers.types, layers.forward_ms, layers.backward_ms, strict=True
+            )
         ],
     }
 
@@ -266,20 +302,26 @@ def bench_one(
     peak: float,
     seed: int,
     warmup: int = 5,
+    phase: str = "TRAIN",
 ) -> dict[str, Any]:
-    param, inputs, classes = prepare_param(path, batch, shape, keep_data)
-    net = build_net(param, inputs, classes, seed)
-    first = (
-        net.blobs[inputs[0][0]]
-        if inputs
-        else net.blobs[net.top_vecs and net.layers[0].param.top[0]]
-    )
-    n = first.shape[0]
-    times = time_net(net, iterations, warmup)
+    """Time one net (TRAIN: forward + backward; TEST: forward only) and count its FLOPs."""
+    param, inputs, classes = prepare_param(path, batch, shape, keep_data, phase)
+    net = build_net(param, inputs, classes, seed, phase)
+    n = _batch_size(net, inputs)
+    backward = phase == "TRAIN"
+    times = time_net(net, iterations, warmup, backward)
+    for row, layer in zip(times["layers"], net.layers, strict=True):
+        if hasattr(layer, "plan") and callable(layer.plan):  # Convolution: the chosen plan
+            plan = layer.plan(0)
+            row["plan"] = f"{plan.layout} tile {plan.tile[0]}x{plan.tile[1]} dgrad {plan.dgrad}"
+            if plan.wgrad != "gemm":
+                row["plan"] += f" wgrad {plan.wgrad}"
     f_flops, b_flops = useful_flops(net)
-    gflops = (f_flops + b_flops) / (times["ms_per_iter"] * 1e-3) / 1e9
+    flops = f_flops + (b_flops if backward else 0.0)
+    gflops = flops / (times["ms_per_iter"] * 1e-3) / 1e9
     return {
         "net": name,
+        "phase": phase,
         "batch": int(n),
         "ms_per_iter": times["ms_per_iter"],
         "forward_ms": times["forward_ms"],
@@ -288,7 +330,7 @@ def bench_one(
         "gemm_gflops": gflops,
         "peak_fraction": gflops / peak,
         "peak_gflops": peak,
-        "gflop_per_iter": (f_flops + b_flops) / 1e9,
+        "gflop_per_iter": flops / 1e9,
         "ms_per_iter_best": times["ms_per_iter_best"],
         "ms_per_iter_median": times["ms_per_iter_median"],
         "source": str(path),
@@ -296,16 +338,95 @@ def bench_one(
     }
 
 
+def _batch_size(net: Net, inputs: list[tuple[str, tuple[int, ...]]]) -> int:
+    """The batch: the first input's, else the first data layer's first top's."""
+    if inputs:
+        return int(net.blobs[inputs[0][0]].shape[0])
+    return int(net.top_vecs[0][0].shape[0])
+
+
+# --- a whole training step -------------------------------------------------------------------
+def _missing_sources(param: Any, phase: str) -> list[str]:
+    return [
+        layer.data_param.source
+        for layer in param.layer
+        if layer.type in ("Data", "DATA")
+        and not _other_phase_only(layer, phase)
+        and not Path(layer.data_param.source).exists()
+    ]
+
+
+def train_step_one(
+    name: str, spec: NetSpec, batch: int | None, iterations: int, warmup: int, seed: int
+) -> dict[str, Any]:
+    """ms per `isgd train` iteration (Solver.step: Data layer, forward, backward, ISGD
+    statistics, update, JSON log to a temp file) beside the bench's forward + backward of the
+    same net (Input layers), both timed in this run; raises FileNotFoundError without LMDBs."""
+
+    if spec.solver is None:
+        raise FileNotFoundError(f"net '{name}' has no solver file for --train-step")
+    param, _ = load_solver_param(str(ROOT / "prototxt" / spec.solver))
+    net_param, _, _ = prepare_param(spec.path(), None, None, keep_data=True)
+    for layer in net_param.layer:
+        if layer.type in ("Data", "DATA") and not _other_phase_only(layer, "TRAIN"):
+            layer.data_param.batch_size = batch or spec.batch or layer.data_param.batch_size
+    missing = _missing_sources(net_param, "TRAIN")
+    if missing:
+        raise FileNotFoundError(
+            f"no LMDB at {', '.join(missing)} (build them: ISGD_DATA_DIR=../shared/data make data)"
+        )
+    param.ClearField("net")
+    param.net_param.CopyFrom(net_param)
+    param.ClearField("test_iter")  # no test net: the training clock excludes tests anyway
+    param.test_interval = 0
+    param.ClearField("test_interval_seconds")
+    param.snapshot = 0
+    param.max_iter = warmup + iterations + 1
+    n = batch or spec.batch or int(net_param.layer[0].data_param.batch_size)
+    bench_param, inputs, classes = prepare_param(spec.path(), n, spec.input_shape, False)
+    bench_net = build_net(bench_param, inputs, classes, seed)
+    steps, fb = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = TrainLog(stream=io.StringIO(), json_path=Path(tmp) / "log.jsonl", progress=False)
+        try:
+            solver = Solver(param, log=log)
+            solver.step(max(warmup, 1))
+            time_passes(bench_net, 0, warmup=max(warmup, 1))
+            for _ in range(iterations):  # interleaved: both see the same machine
+                t = time.perf_counter()
+                solver.step(1)
+                steps.append(1e3 * (time.perf_counter() - t))
+                fb += time_passes(bench_net, 1, warmup=0).iteration_ms
+        finally:
+            log.close()
+    step_ms, fb_ms = float(np.median(steps)), float(np.median(fb))
+    return {
+        "net": name,
+        "phase": "TRAIN",
+        "batch": int(n),
+        "train_step_ms": step_ms,
+        "forward_backward_ms": fb_ms,
+        "overhead": step_ms / fb_ms - 1.0,
+        "source": str(spec.path()),
+    }
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Caffe-time-like text: per-layer rows, then the totals."""
+    if "train_step_ms" in result:
+        return (
+            f"== {result['net']} (batch {result['batch']}) train step from {result['source']}\n"
+            f"isgd train iteration {result['train_step_ms']:.2f} ms, forward + backward "
+            f"{result['forward_backward_ms']:.2f} ms: {100 * result['overhead']:+.1f} %"
+        )
     lines = [
-        f"== {result['net']} (batch {result['batch']}) from {result['source']}",
+        f"== {result['net']} (batch {result['batch']}, {result['phase']}) from {result['source']}",
         f"{'layer':<20} {'type':<16} {'forward ms':>11} {'backward ms':>12}",
     ]
     for ly in result["layers"]:
         lines.append(
             f"{ly['name']:<20} {ly['type']:<16} {ly['forward_ms']:>11.3f} "
-            f"{ly['backward_ms']:>12.3f}"
+            f"{ly['backward_ms']:>12.3f}" + (f"  {ly['plan']}" if "plan" in ly else "")
         )
     lines.append(
         f"forward {result['forward_ms']:.2f} ms, backward {result['backward_ms']:.2f} ms, "
@@ -338,9 +459,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="dummy",
         help="lmdb keeps the prototxt's real Data layers",
     )
+    ap.add_argument(
+        "--phase",
+        choices=["TRAIN", "TEST"],
+        default="TRAIN",
+        help="TEST: the test net, forward only, at its own batch size unless --batch",
+    )
+    ap.add_argument(
+        "--train-step",
+        action="store_true",
+        help="time whole `isgd train` iterations (Solver, LMDB data, update, ISGD, JSON log)",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object per line per net")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result), flush=True)
+    else:
+        print(format_table(result), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,15 +487,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 1:
         raise SystemExit("--iterations must be at least 1")
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+    names = [] if args.model else [n for n in args.nets.split(",") if n]
+    for name in names:
+        if name not in NETS:
+            raise SystemExit(f"unknown net '{name}' (known: {', '.join(NETS)})")
+    if args.train_step:
+        if args.model:
+            raise SystemExit("--train-step times the built-in nets (--nets), not --model")
+        for name in names:
+            try:
+                result = train_step_one(
+                    name, NETS[name], args.batch, args.iterations, args.warmup, args.seed
+                )
+            except FileNotFoundError as exc:
+                print(f"== {name}: train step skipped: {exc}", flush=True)
+                continue
+            _print(result, args.json)
+        return 0
+    jobs = []
     if args.model:
-        jobs = [(Path(args.model).stem, Path(args.model), args.batch, shape)]
-    else:
-        jobs = []
-        for name in filter(None, args.nets.split(",")):
-            if name not in NETS:
-                raise SystemExit(f"unknown net '{name}' (known: {', '.join(NETS)})")
-            spec = NETS[name]
-            jobs.append((name, spec.path(), args.batch or spec.batch, shape or spec.input_shape))
+        jobs.append((Path(args.model).stem, Path(args.model), args.batch, shape))
+    for name in names:
+        spec = NETS[name]
+        try:
+            path = spec.path()
+        except FileNotFoundError as exc:
+            print(f"== {name}: skipped: {exc}", flush=True)
+            continue
+        batch = args.batch or (spec.batch if args.phase == "TRAIN" else None)
+        jobs.append((name, path, batch, shape or spec.input_shape))
     peak = gemm_peak_gflops()
     for name, path, batch, image in jobs:
         result = bench_one(
@@ -369,17 +528,9 @@ def main(argv: list[str] | None = None) -> int:
             peak,
             args.seed,
             args.warmup,
+            args.phase,
         )
-        if args.json:
-            print(
-                json.dumps(
-                    {k: v for k, v in result.items() if k != "layers"}
-                    | {"layers": result["layers"]}
-                ),
-                flush=True,
-            )
-        else:
-            print(format_table(result), flush=True)
+        _print(result, args.json)
     return 0
 
 

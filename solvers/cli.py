@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from data_tools.cli import main as data_main
-from engine.backend import synchronize
 from engine.errors import EngineError
 from engine.net import Net
+from engine.timing import time_layers
 from solvers import launch, startup
 from solvers.comm import Comm, SerialComm
 from solvers.launch import AgreedExit, StartupMismatchError, get_comm, rank_prefix
@@ -359,7 +359,7 @@ def test(args: argparse.Namespace) -> int:
 
 
 def time_(args: argparse.Namespace) -> int:
-    """`isgd time`: per-layer forward/backward timing, as Caffe's time()."""
+    """`isgd time`: per-layer forward/backward timing, as Caffe's time() (engine.timing)."""
     if not args.model:
         raise SystemExit("isgd time: need a model definition to time (-model FILE)")
     iterations = 50 if args.iterations is None else args.iterations
@@ -369,50 +369,26 @@ def time_(args: argparse.Namespace) -> int:
     log = TrainLog(source="cli.py:0", progress=False)
     xp = startup.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase=phase, xp=xp, stages=_stages(args.stage), level=args.level)
-
-    def sync() -> None:  # device work must end before the clock stops
-        synchronize(xp)
-
     log.info("Performing Forward")
     log.info(f"Initial loss: {fmt(net.forward_loss())}")
     log.info("Performing Backward")
     net.backward()
-    n = len(net.layers)
-    fwd, bwd = [0.0] * n, [0.0] * n
-    forward_total = backward_total = 0.0
     log.info("*** Benchmark begins ***")
     log.info(f"Testing for {iterations} iterations.")
-    total_start = time.perf_counter()
-    for j in range(iterations):
-        iter_start = time.perf_counter()
-        for i, layer in enumerate(net.layers):
-            t = time.perf_counter()
-            layer.reshape(net.bottom_vecs[i], net.top_vecs[i])
-            layer.forward(net.bottom_vecs[i], net.top_vecs[i])
-            sync()
-            fwd[i] += time.perf_counter() - t
-        forward_total += time.perf_counter() - iter_start
-        back_start = time.perf_counter()
-        for i in range(n - 1, -1, -1):
-            if not net.layer_need_backward[i]:
-                continue
-            t = time.perf_counter()
-            net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
-            sync()
-            bwd[i] += time.perf_counter() - t
-        backward_total += time.perf_counter() - back_start
-        ms = (time.perf_counter() - iter_start) * 1e3
-        log.info(f"Iteration: {j + 1} forward-backward time: {fmt(ms)} ms.")
-    total_ms = (time.perf_counter() - total_start) * 1e3
+    times = time_layers(
+        net,
+        iterations,
+        on_iteration=lambda j, ms: log.info(f"Iteration: {j} forward-backward time: {fmt(ms)} ms."),
+    )
     k = max(iterations, 1)
     log.info("Average time per layer: ")
-    for i, name in enumerate(net.layer_names):
-        log.info(f"{name:>10}\tforward: {fmt(fwd[i] * 1e3 / k)} ms.")
-        log.info(f"{name:>10}\tbackward: {fmt(bwd[i] * 1e3 / k)} ms.")
-    log.info(f"Average Forward pass: {fmt(forward_total * 1e3 / k)} ms.")
-    log.info(f"Average Backward pass: {fmt(backward_total * 1e3 / k)} ms.")
-    log.info(f"Average Forward-Backward: {fmt(total_ms / k)} ms.")
-    log.info(f"Total Time: {fmt(total_ms)} ms.")
+    for i, name in enumerate(times.names):
+        log.info(f"{name:>10}\tforward: {fmt(times.forward_ms[i])} ms.")
+        log.info(f"{name:>10}\tbackward: {fmt(times.backward_ms[i])} ms.")
+    log.info(f"Average Forward pass: {fmt(times.forward_pass_ms)} ms.")
+    log.info(f"Average Backward pass: {fmt(times.backward_pass_ms)} ms.")
+    log.info(f"Average Forward-Backward: {fmt(times.total_ms / k)} ms.")
+    log.info(f"Total Time: {fmt(times.total_ms)} ms.")
     log.info("*** Benchmark ends ***")
     return 0
 

@@ -1,52 +1,81 @@
-"""Caffe's Convolution layer (2-D, groups, dilation) as batch-folded im2col + GEMM, in chunks.
+"""Caffe's Convolution layer (2-D, groups, dilation): BaseConvolutionLayer's three passes, run the
+way a per-shape ConvPlan says. Caffe's forward_cpu_gemm is `_conv_pass` / `_patch_pass`, its
+weight_cpu_gemm (+ bias) `_weight_gradient` / `_patch_weight_gradient` /
+`_weight_gradient_per_sample`, its backward_cpu_gemm `_data_gradient_full` /
+`_data_gradient_col2im` / `_patch_data_gradient`; forward() and backward() pick by the plan.
 
-Blobs are NCHW at the interface. Internally the padded input is kept channel-major, batch second
-(C, N, H, W) or, for small maps, batch last (C, H, W, N). The work is cut along the axis after
-the channels (samples, or output rows) into chunks whose column matrix (C*kh*kw, chunk) stays
-in cache between im2col and its GEMM; the chunks run on two threads (engine.conv_gemm).
-Each chunk's im2col is one copy from a strided view. When the whole column matrix is small,
-forward keeps it for the weight gradient; with the batch second (and group 1) and no data
-gradient, the weight gradient is one GEMM per sample read straight from the NCHW top diff.
-The data gradient uses col2im, or for stride 1 a "full" convolution of the padded top diff with
-the flipped weights when that moves fewer bytes (a cost model, measured on OpenBLAS).
+Blobs are NCHW at the interface. Internally the padded input is kept in one of three layouts:
+channels first with the batch second (C, N, H, W) or, for small maps, last (C, H, W, N), where
+the column matrix is (C*kh*kw, pixels) and the GEMM weights x columns, as in Caffe's im2col; or
+channels last (N, H, W, C), where the columns are patch-major (pixels, kh*kw*C) and the GEMM is
+columns x weights^T. OpenBLAS runs the latter ~1.5x faster when num_output is 32-64 (CIFAR-10
+quick), so wide-channel stride-1 layers take it.
+
+Output tiles (channels first): a GEMM whose M side is num_output runs below OpenBLAS's peak when M
+is small, since every column element is packed for only M multiply-adds. A tile of p x q
+neighbouring outputs computed by one GEMM row block (an "extended" kernel of (p-1)s + (k-1)d + 1
+rows holding the weights p times, shifted, zeros elsewhere) makes M p*q times larger and the
+column matrix smaller, at the price of multiplying those zeros.
+
+The work is cut along the axis after the channels (samples, or tile rows) into chunks whose column
+matrix stays in cache between im2col and its GEMM, and the chunks run on the engine's threads
+(engine.threads). When the whole column matrix is small, forward keeps it for the weight gradient.
+The data gradient is, for stride 1, a "full" convolution of the padded top diff with the flipped
+weights, else GEMM + col2im; skinny first layers (no data gradient) take the weight gradient per
+sample. plan_convolution chooses among these with a cost model measured on OpenBLAS.
+
+On a device (CuPy) there are no host threads and no chunks: one (batched over groups) GEMM per
+pass, untiled, channels first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from engine.blob import Blob
-from engine.conv_gemm import MIN_THREADED_BYTES, WORKERS, TwoCores, chunks, split
 from engine.im2col import (
-    CHWN_TO_NCHW,
-    CNHW_TO_NCHW,
     NCHW_TO_CHWN,
     NCHW_TO_CNHW,
+    NCHW_TO_NHWC,
     columns_view,
     conv_out_size,
+    patches_view,
     window,
 )
 from engine.layer import Layer, register_layer
+from engine.threads import MIN_THREADED_BYTES, THREADS, EngineThreads, chunks, split
 
-# Measured costs on 2 cores (ns per element for im2col copies and col2im adds, indexed by
-# batch-last; GFLOP/s of the GEMMs) used to pick the data-gradient algorithm.
+# Measured on OpenBLAS, 2 cores (ns per element of an in-cache im2col copy / col2im add, by
+# batch-last; GFLOP/s of a GEMM as _GEMM_PEAK * M / (M + _GEMM_HALF_M), M its row count).
 _NS_COPY = {False: 0.27, True: 0.13}
 _NS_COL2IM = {False: 0.66, True: 0.34}
-_GEMM_GFLOPS = 150.0
+_GEMM_PEAK = 290.0
+_GEMM_HALF_M = 36.0
+# Batch-last layout when output rows are at most this long (measured crossover near 16).
 _BATCH_LAST_MAX_OW = 16
+# Channels-last (patch-major columns, GEMM columns x weights) from this many input channels per
+# group: each patch row is then a long contiguous copy, and OpenBLAS ran the (pixels x K) x
+# (K x 32) GEMMs of CIFAR-10 quick at ~100 GFLOP/s per core where (32 x K) x (K x pixels) ran
+# at 60-90 (measured in chunks, one thread each).
+_CHANNELS_LAST_MIN_CG = 8
+# Weight gradients of fewer elements (per group) than this are "skinny" (LeNet conv1: 500).
+_SKINNY_WGRAD = 1024
+# Tile rows tried (tiles along the width interleave the output scatter into runs of q floats,
+# measured slower; the code supports them, the planner does not pick them).
+_TILES = ((1, 1), (2, 1), (3, 1), (4, 1))
 # Column-buffer chunk per thread: small enough to stay in cache between im2col and the GEMM.
 _CHUNK_BYTES = 2 << 20
 # Up to this whole-batch column size, forward keeps its columns for the weight gradient
-# instead of backward re-making them (LeNet batch 64: conv1 3.7 MB, conv2 8.2 MB).
+# instead of backward re-making them.
 _KEEP_COL_BYTES = 32 << 20
-# col2im chunks twice as large: fewer, wider GEMMs measured faster (LeNet conv2 1.42 -> 1.33 ms).
-_DGRAD_CHUNK_SCALE = 2
-_MIN_THREADED_WGRAD = 1024  # elements of one group's weight gradient
 
 
+# --- geometry (shared with Deconvolution) -------------------------------------------------------
 def _pair(
     values: Sequence[int],
     h: int | None,
@@ -76,8 +105,8 @@ def _pair(
     raise err(f"{what} has {len(values)} values; only 2-D convolution is supported")
 
 
-def _opt(p: Any, field: str) -> int | None:
-    return int(getattr(p, field)) if p.HasField(field) else None
+def _opt(p: Any, field_name: str) -> int | None:
+    return int(getattr(p, field_name)) if p.HasField(field_name) else None
 
 
 def read_geometry(layer: Layer, p: Any, bottom: Blob, kind: str) -> None:
@@ -110,6 +139,204 @@ def read_geometry(layer: Layer, p: Any, bottom: Blob, kind: str) -> None:
         raise err(f"num_output ({layer.num_output}) must be divisible by group ({layer.group})")
 
 
+# --- the plan ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvPlan:
+    """How one Convolution layer runs on one input shape (n, h, w): chosen once per shape.
+
+    layout: the internal image layout, "CNHW" (channels first, batch second), "CHWN" (batch
+    last) or "NHWC" (channels last: patch-major columns, GEMM columns x weights); tile: (p, q)
+    outputs per GEMM column in forward and the weight gradient (channels-first layouts);
+    dgrad: "full" (stride 1: convolution of the padded top diff with flipped weights, tiled by
+    dgrad_tile) or "col2im"; parts: pieces the work is split into (one per thread), run on
+    threads if `threaded`; chunk_bytes: column chunk per piece (0: the whole piece at once);
+    keep_columns: forward's columns are kept for the weight gradient; wgrad: "gemm", or
+    "per_sample" (untiled batch-second layout, group 1: when no data gradient is wanted, one
+    batched GEMM over the samples straight from the NCHW top diff, for skinny layers).
+    """
+
+    n: int
+    h: int
+    w: int
+    oh: int
+    ow: int
+    layout: str = "CNHW"
+    tile: tuple[int, int] = (1, 1)
+    dgrad: str = "col2im"
+    dgrad_tile: tuple[int, int] = (1, 1)
+    wgrad: str = "gemm"
+    parts: int = 1
+    threaded: bool = False
+    chunk_bytes: int = 0
+    keep_columns: bool = False
+
+    @property
+    def batch_last(self) -> bool:
+        return self.layout == "CHWN"
+
+    @property
+    def channels_last(self) -> bool:
+        return self.layout == "NHWC"
+
+    @property
+    def spatial(self) -> tuple[int, int]:
+        """The two spatial axes of the internal layout."""
+        return (1, 2) if self.layout in ("CHWN", "NHWC") else (2, 3)
+
+    @property
+    def to_internal(self) -> tuple[int, ...]:
+        """Transpose from NCHW to the internal layout."""
+        return {"CNHW": NCHW_TO_CNHW, "CHWN": NCHW_TO_CHWN, "NHWC": NCHW_TO_NHWC}[self.layout]
+
+    def internal_shape(self, channels: int, hh: int, ww: int) -> tuple[int, int, int, int]:
+        """Shape of a channels x hh x ww image batch in the internal layout."""
+        if self.layout == "CHWN":
+            return (channels, hh, ww, self.n)
+        if self.layout == "NHWC":
+            return (self.n, hh, ww, channels)
+        return (channels, self.n, hh, ww)
+
+
+def extended_kernel(k: int, stride: int, dilation: int, t: int) -> int:
+    """Extent of the kernel that computes t neighbouring outputs at once."""
+    return (t - 1) * stride + (k - 1) * dilation + 1
+
+
+def pass_geometry(geom: tuple[int, ...], tile: tuple[int, int]) -> tuple[int, ...]:
+    """The im2col geometry (kh, kw, sh, sw, dh, dw) of a p x q tiled pass: the dense extended
+    kernel at p*sh, q*sw strides; untiled, the layer's own (dilation kept, no zeros)."""
+    if tile == (1, 1):
+        return tuple(geom)
+    kh, kw, sh, sw, dh, dw = geom
+    p, q = tile
+    return (extended_kernel(kh, sh, dh, p), extended_kernel(kw, sw, dw, q), p * sh, q * sw, 1, 1)
+
+
+def _gemm_seconds(flops: float, m: int) -> float:
+    return flops / (1e9 * _GEMM_PEAK * m / (m + _GEMM_HALF_M))
+
+
+def pass_cost(
+    c_in: int,
+    c_out: int,
+    group: int,
+    geom: tuple[int, ...],
+    out_hw: tuple[int, int],
+    n: int,
+    tile: tuple[int, int],
+    batch_last: bool,
+    gemms: int = 1,
+) -> float:
+    """Modelled seconds of one tiled im2col + `gemms` GEMMs over its columns."""
+    p, q = tile
+    ekh, ekw = pass_geometry(geom, tile)[:2]
+    ncols = n * (out_hw[0] // p) * (out_hw[1] // q)
+    m = p * q * c_out // group
+    kdim = c_in // group * ekh * ekw
+    flops = 2.0 * group * m * kdim * ncols
+    return gemms * _gemm_seconds(flops, m) + 1e-9 * _NS_COPY[batch_last] * group * kdim * ncols
+
+
+def _tiles(out_hw: tuple[int, int]) -> list[tuple[int, int]]:
+    return [(p, q) for p, q in _TILES if out_hw[0] % p == 0 and out_hw[1] % q == 0]
+
+
+def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> ConvPlan:
+    """The plan for `layer` on (n, h, w) inputs: on NumPy the cheapest under the cost model,
+    on a device (CuPy) one untiled, unchunked GEMM per pass, in the caller."""
+    c, o, g = layer.channels, layer.num_output, layer.group
+    geom = (layer.kh, layer.kw, layer.sh, layer.sw, layer.dh, layer.dw)
+    qh = layer.dh * (layer.kh - 1) - layer.ph
+    qw = layer.dw * (layer.kw - 1) - layer.pw
+    full_ok = layer.sh == 1 and layer.sw == 1 and qh >= 0 and qw >= 0
+    base = ConvPlan(n, h, w, oh, ow, dgrad="full" if full_ok else "col2im")
+    if layer.xp is not np:
+        return base
+    item = np.dtype(layer.dtype).itemsize
+    threads = {"parts": THREADS, "chunk_bytes": _CHUNK_BYTES}
+    kk = layer.kh * layer.kw
+    # The full data gradient multiplies the top diff's zero border too: with little padding
+    # (LeNet: none) it costs more than GEMM + col2im, which only the channels-first code has.
+    t_full = _gemm_seconds(2.0 * c * o * kk / g * n * h * w, c // g)
+    t_col2im = _gemm_seconds(2.0 * c * o * kk / g * n * oh * ow, c // g)
+    t_col2im += 1e-9 * _NS_COL2IM[True] * c * kk * n * oh * ow
+    skinny = o // g * (c // g * kk) < _SKINNY_WGRAD
+    if skinny and g == 1 and ow > _BATCH_LAST_MAX_OW:
+        # One GEMM with a tiny M x N and a long K runs no faster on two threads than on one:
+        # the weight gradient goes per sample (batched) straight from the NCHW top diff.
+        col_bytes = c * kk * n * oh * ow * item
+        return dataclasses.replace(
+            base,
+            layout="CNHW",
+            wgrad="per_sample",
+            dgrad="full" if full_ok and t_full < t_col2im else "col2im",
+            threaded=col_bytes >= MIN_THREADED_BYTES,
+            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            **threads,
+        )
+    if full_ok and c // g >= _CHANNELS_LAST_MIN_CG and t_full < t_col2im:
+        col_bytes = c * layer.kh * layer.kw * n * oh * ow * item
+        return dataclasses.replace(
+            base,
+            layout="NHWC",
+            threaded=col_bytes >= MIN_THREADED_BYTES,
+            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            **threads,
+        )
+    best: tuple[float, tuple[int, int], bool] | None = None
+    for tile in _tiles((oh, ow)):
+        last = ow // tile[1] <= _BATCH_LAST_MAX_OW
+        cost = pass_cost(c, o, g, geom, (oh, ow), n, tile, last, gemms=2)  # forward + dW
+        if best is None or cost < best[0]:
+            best = (cost, tile, last)
+    assert best is not None
+    _, tile, last = best
+    dgrad, dtile = "col2im", (1, 1)
+    if full_ok:
+        fgeom = (layer.kh, layer.kw, 1, 1, layer.dh, layer.dw)
+        costs = {t: pass_cost(o, c, g, fgeom, (h, w), n, t, last) for t in _tiles((h, w))}
+        dtile = min(costs, key=costs.__getitem__)
+        t_col2im = _NS_COL2IM[last] * c * layer.kh * layer.kw * n * oh * ow * 1e-9
+        t_col2im += _gemm_seconds(2.0 * c * o * layer.kh * layer.kw / g * n * oh * ow, c // g)
+        if costs[dtile] < t_col2im:
+            dgrad = "full"
+    ekh, ekw = pass_geometry(geom, tile)[:2]
+    col_bytes = c * ekh * ekw * n * (oh // tile[0]) * (ow // tile[1]) * item
+    return dataclasses.replace(
+        base,
+        layout="CHWN" if last else "CNHW",
+        tile=tile,
+        dgrad=dgrad,
+        dgrad_tile=dtile,
+        threaded=col_bytes >= MIN_THREADED_BYTES,
+        keep_columns=col_bytes <= _KEEP_COL_BYTES,
+        **threads,
+    )
+
+
+def tile_view(a: Any, group: int, tile: tuple[int, int], batch_last: bool) -> Any:
+    """An NCHW array (N, M, TY*p, TX*q) as the (group, p, q, M/group, *rest) view that a tiled
+    GEMM's product fills, rest being (N, TY, TX), or (TY, TX, N) when batch_last."""
+    n, m, hh, ww = a.shape
+    p, q = tile
+    v = a.reshape(n, group, m // group, hh // p, p, ww // q, q)  # n g mg ty a tx b
+    if batch_last:
+        return v.transpose(1, 4, 6, 2, 3, 5, 0)
+    return v.transpose(1, 4, 6, 2, 0, 3, 5)
+
+
+@dataclass
+class _Workspace:
+    """Buffers of one bottom's plan, reused across iterations (Caffe's col_buffer_ and kin)."""
+
+    plan: ConvPlan
+    xpad: Any = None  # padded input, internal layout (None: read the bottom directly)
+    scratch: dict[str, list[Any]] = field(default_factory=dict)  # per-part flat buffers
+    kept: Any = None  # forward's column chunks, (count, chunk size)
+    kept_ready: bool = False
+    arrays: dict[str, Any] = field(default_factory=dict)  # named buffers made on first use
+
+
 @register_layer("Convolution", v1_name="CONVOLUTION")
 class ConvolutionLayer(Layer):
     """y = W * x + b over 2-D images, weights (num_output, channels/group, kh, kw)."""
@@ -130,11 +357,10 @@ class ConvolutionLayer(Layer):
         self.bias = None
         if self.bias_term:
             self.bias = self.new_param_blob((self.num_output,), p.bias_filler)
-        self._buffers: list[dict[str, Any]] = [{} for _ in bottoms]
-        self._cores = TwoCores(self.xp, self.name)
-        self._key: list[tuple[int, ...] | None] = [None for _ in bottoms]
+        self._threads = EngineThreads(self.xp, self.name)
+        self._ws: list[_Workspace | None] = [None for _ in bottoms]
 
-    # --- shapes and buffers ----------------------------------------------------------------
+    # --- shapes, plans, buffers --------------------------------------------------------------
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             shape = bottom.shape
@@ -149,352 +375,557 @@ class ConvolutionLayer(Layer):
             if oh <= 0 or ow <= 0:
                 raise self.error(f"kernel larger than the padded input {h}x{w}")
             top.reshape((n, self.num_output, oh, ow))
-            if self._key[k] != (n, h, w):
-                self._key[k] = (n, h, w)
-                self._buffers[k] = self._make_buffers(n, h, w, oh, ow)
+            ws = self._ws[k]
+            if ws is None or (ws.plan.n, ws.plan.h, ws.plan.w) != (n, h, w):
+                self.use_plan(k, plan_convolution(self, n, h, w, oh, ow))
 
-    def _make_buffers(self, n: int, h: int, w: int, oh: int, ow: int) -> dict[str, Any]:
-        xp, dt = self.xp, self.dtype
-        c, o, g = self.channels, self.num_output, self.group
-        kk = self.kh * self.kw
-        npix = n * oh * ow
-        # Layout: batch-last (C, H, W, N) copies faster when output rows are short; measured
-        # crossover on OpenBLAS/2 cores near OW = 16 (CIFAR conv2/3, LeNet conv2 vs conv1).
-        last = ow <= _BATCH_LAST_MAX_OW
-        buf: dict[str, Any] = {"dims": (n, h, w, oh, ow), "batch_last": last}
-        buf["to_int"], buf["to_nchw"] = (
-            (NCHW_TO_CHWN, CHWN_TO_NCHW) if last else (NCHW_TO_CNHW, CNHW_TO_NCHW)
-        )
-        buf["spatial"] = (1, 2) if last else (2, 3)
+    def plan(self, k: int = 0) -> ConvPlan:
+        """The plan in use for bottom k (after setup/reshape)."""
+        ws = self._ws[k]
+        if ws is None:
+            raise self.error("no plan before reshape")
+        return ws.plan
 
-        def shape(ch: int, hh: int, ww: int) -> tuple[int, ...]:
-            return (ch, hh, ww, n) if last else (ch, n, hh, ww)
+    def use_plan(self, k: int, plan: ConvPlan) -> None:
+        """Run bottom k with `plan` (checked), dropping the buffers of the previous one."""
+        if plan.oh % plan.tile[0] or plan.ow % plan.tile[1]:
+            raise self.error(f"tile {plan.tile} does not divide the output {plan.oh}x{plan.ow}")
+        if plan.dgrad == "full":
+            if plan.h % plan.dgrad_tile[0] or plan.w % plan.dgrad_tile[1]:
+                raise self.error(f"data-gradient tile {plan.dgrad_tile} does not divide the input")
+            if self.sh != 1 or self.sw != 1 or min(self._full_pad()) < 0:
+                raise self.error("the full data gradient needs stride 1 and pad <= d(k-1)")
+        elif plan.dgrad != "col2im":
+            raise self.error(f"unknown data-gradient algorithm {plan.dgrad!r}")
+        if plan.layout not in ("CNHW", "CHWN", "NHWC"):
+            raise self.error(f"unknown layout {plan.layout!r}")
+        if plan.channels_last and (plan.tile, plan.dgrad) != ((1, 1), "full"):
+            raise self.error("the channels-last layout runs untiled, with the full data gradient")
+        if plan.wgrad == "per_sample" and (plan.layout, plan.tile, self.group) != (
+            "CNHW",
+            (1, 1),
+            1,
+        ):
+            raise self.error("the per-sample weight gradient needs layout CNHW, no tile, group 1")
+        ws = _Workspace(plan)
+        hp, wp = plan.h + 2 * self.ph, plan.w + 2 * self.pw
+        if self.ph or self.pw or plan.layout != "CNHW":  # copy: gather the batch / channels
+            ws.xpad = self.xp.zeros(plan.internal_shape(self.channels, hp, wp), self.dtype)
+        self._ws[k] = ws
 
-        buf["shape"] = shape
-        hp, wp = h + 2 * self.ph, w + 2 * self.pw
-        if self.ph or self.pw or last:  # batch-last: gather the batch axis once, not per offset
-            buf["xpad"] = xp.zeros(shape(c, hp, wp), dt)
-        buf["dy"] = xp.empty(shape(o, oh, ow), dt)
-        col_bytes = c * kk * npix * np.dtype(dt).itemsize
-        buf["threaded"] = col_bytes >= MIN_THREADED_BYTES
-        buf["keep"] = col_bytes <= _KEEP_COL_BYTES
-        # OpenBLAS runs a skinny weight-gradient GEMM (tiny M x N, long K) no faster on two
-        # threads than on one (LeNet conv1, 20 x 25: measured slower). With the batch second,
-        # one GEMM per sample straight from the NCHW top diff (no copy of it) scales instead:
-        # LeNet conv1 b64 0.55 -> 0.33 ms, b1000 16 -> 8 ms; CIFAR conv1 -4%, AlexNet conv1 -1%.
-        skinny = o // g * (c // g * kk) < _MIN_THREADED_WGRAD
-        buf["per_sample"] = not last and g == 1
-        buf["wgrad_threaded"] = buf["threaded"] and not skinny
-        buf["dw"] = [xp.zeros((g, o // g, c // g * kk), dt) for _ in range(WORKERS)]
-        buf["db"] = [xp.zeros((o,), dt) for _ in range(WORKERS)]
-        buf["dw_tmp"] = [xp.empty((o // g, c // g * kk), dt) for _ in range(WORKERS)]
-        # Data-gradient algorithm: col2im, or (stride 1) full convolution with flipped weights,
-        # whichever the cost model (bytes moved + GEMM FLOPs) says is cheaper.
-        qh = self.dh * (self.kh - 1) - self.ph
-        qw = self.dw * (self.kw - 1) - self.pw
-        full_ok = self.sh == 1 and self.sw == 1 and qh >= 0 and qw >= 0
-        ns_copy, ns_add = _NS_COPY[last], _NS_COL2IM[last]
-        flops = 2.0 * c * o * kk / g
-        t_col2im = ns_add * c * kk * npix + flops * npix / _GEMM_GFLOPS
-        t_full = ns_copy * o * kk * n * h * w + flops * n * h * w / _GEMM_GFLOPS
-        buf["full"] = full_ok and t_full < t_col2im
-        buf["q"] = (qh, qw)
-        return buf
+    def _full_pad(self) -> tuple[int, int]:
+        """Zero border of the top diff for the full data gradient: d(k-1) - p per axis."""
+        return self.dh * (self.kh - 1) - self.ph, self.dw * (self.kw - 1) - self.pw
 
-    def _geom(self) -> tuple[int, ...]:
-        return (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
+    def _scratch(self, ws: _Workspace, key: str, size: int) -> list[Any]:
+        """One flat scratch array of `size` elements per part, made on first use."""
+        bufs = ws.scratch.get(key)
+        if bufs is None or bufs[0].size < size:
+            bufs = [self.xp.empty((size,), self.dtype) for _ in range(ws.plan.parts)]
+            ws.scratch[key] = bufs
+        return bufs
 
-    def _thread_buffer(self, buf: dict[str, Any], key: str, shape: tuple[int, ...]) -> list[Any]:
-        """One scratch array per thread, created on first use."""
-        if key not in buf:
-            buf[key] = [self.xp.empty(shape, self.dtype) for _ in range(WORKERS)]
-        return buf[key]
+    def _array(self, ws: _Workspace, key: str, shape: tuple[int, ...]) -> Any:
+        """A named zero-initialized buffer of `shape`, made on first use."""
+        a = ws.arrays.get(key)
+        if a is None or a.shape != shape:
+            a = ws.arrays[key] = self.xp.zeros(shape, self.dtype)
+        return a
 
-    def _plan(self, total: int, step: int) -> list[list[tuple[int, int, int]]]:
-        """Per thread its chunks (index, lo, hi) of the outer axis; forward and backward agree."""
-        plan, q = [], 0
-        for lo_t, hi_t in split(0, total, WORKERS):
+    def _schedule(self, plan: ConvPlan, total: int, row_elems: int) -> list[list[tuple]]:
+        """Per part its chunks (index, lo, hi) of the outer axis; forward and backward agree."""
+        item = np.dtype(self.dtype).itemsize
+        step = total
+        if plan.chunk_bytes:
+            step = max(1, min(total, plan.chunk_bytes // max(1, row_elems * item)))
+        out, idx = [], 0
+        for lo_t, hi_t in split(0, total, plan.parts):
             mine = []
             for lo, hi in chunks(lo_t, hi_t, step):
-                mine.append((q, lo, hi))
-                q += 1
-            plan.append(mine)
-        return plan
+                mine.append((idx, lo, hi))
+                idx += 1
+            out.append(mine)
+        return out
 
-    def _kept_columns(self, buf: dict[str, Any], shape: tuple[int, ...], count: int) -> Any:
-        """The store of forward's column chunks, (count, *chunk shape), created on first use."""
-        if "kept" not in buf or buf["kept"].shape != (count, *shape):
-            buf["kept"] = self.xp.empty((count, *shape), self.dtype)
-        return buf["kept"]
-
-    def _interior(self, buf: dict[str, Any], ph: int, pw: int, h: int, w: int) -> tuple:
+    def _interior(self, plan: ConvPlan, ph: int, pw: int, h: int, w: int) -> tuple:
         """Index of the unpadded h x w region inside a padded internal-layout image."""
         inner: list[slice] = [slice(None)] * 4
-        sp = buf["spatial"]
-        inner[sp[0]] = slice(ph, ph + h)
-        inner[sp[1]] = slice(pw, pw + w)
+        inner[plan.spatial[0]] = slice(ph, ph + h)
+        inner[plan.spatial[1]] = slice(pw, pw + w)
         return tuple(inner)
 
-    def _step(self, rows: int, per_row: int, scale: int = 1) -> int:
-        """Chunk length along the outer axis so one column chunk is about scale*_CHUNK_BYTES."""
-        item = np.dtype(self.dtype).itemsize
-        return max(1, min(rows, scale * _CHUNK_BYTES // max(1, per_row * item)))
+    def _copy_in(self, ws: _Workspace, dst: Any, src: Any) -> None:
+        """dst[...] = src, split by channels over the parts (large strided copies)."""
+        parts = split(0, src.shape[0], ws.plan.parts)
+        self._threads.run(
+            lambda t: dst.__setitem__(slice(*parts[t]), src[slice(*parts[t])]),
+            ws.plan.parts,
+            threaded=ws.plan.threaded,
+        )
 
+    def _input(self, ws: _Workspace, x: Any) -> Any:
+        """The input in internal layout, copied into the zero-padded buffer when there is one."""
+        plan = ws.plan
+        x_int = x.transpose(plan.to_internal)
+        if ws.xpad is None:
+            return x_int
+        inner = self._interior(plan, self.ph, self.pw, plan.h, plan.w)
+        self._copy_in(ws, ws.xpad[inner], x_int)
+        return ws.xpad
+
+    def _extended_weights(
+        self, ws: _Workspace, key: str, wbase: Any, geom: tuple[int, ...], tile: tuple[int, int]
+    ) -> Any:
+        """wbase (g, M, Cs, kh, kw) as the (g, p*q*M, Cs*KH*KW) matrix of a p x q output tile:
+        for tile position (a, b) the weights sit at row offset a*s_h, column offset b*s_w."""
+        g, m, cs, kh, kw = wbase.shape
+        p, q = tile
+        if tile == (1, 1):
+            return wbase.reshape(g, m, cs * kh * kw)
+        _, _, sh, sw, dh, dw = geom
+        ekh, ekw = extended_kernel(kh, sh, dh, p), extended_kernel(kw, sw, dw, q)
+        wext = self._array(ws, "wext_" + key, (g, p, q, m, cs, ekh, ekw))
+        for a in range(p):
+            for b in range(q):
+                rows = slice(a * sh, a * sh + (kh - 1) * dh + 1, dh)
+                cols = slice(b * sw, b * sw + (kw - 1) * dw + 1, dw)
+                wext[:, a, b, :, :, rows, cols] = wbase
+        return wext.reshape(g, p * q * m, cs * ekh * ekw)
+
+    # --- the passes ----------------------------------------------------------------------------
     def _conv_pass(
         self,
-        buf: dict[str, Any],
+        ws: _Workspace,
         key: str,
         src: Any,
-        wmat: Any,
-        out: Any,
+        wbase: Any,
         geom: tuple[int, ...],
-        out_hw: tuple[int, int],
+        tile: tuple[int, int],
+        out: Any,
         bias: Any,
+        keep: bool,
     ) -> None:
-        """out (internal layout, may be a transposed view) = wmat (g, M, K) conv src (+ bias).
-
-        Chunks of the outer axis: im2col into a per-thread column buffer, one GEMM per group
-        into a per-thread product buffer, then one write into `out` (adding the bias).
-        """
-        xp, g = self.xp, self.group
-        csrc, m = src.shape[0], out.shape[0]
-        kh, kw = geom[0], geom[1]
-        rest = out.shape[2:]
-        per = csrc * kh * kw * rest[0] * rest[1]
-        total = out.shape[1]
-        step = self._step(total, per)
-        plan = self._plan(total, step)
-        keep = key == "f" and buf["keep"]
+        """out (NCHW) = wbase (g, M, Cs, kh, kw) convolved with src (internal layout, padded),
+        plus bias: per chunk a tiled im2col copy, one GEMM per group, one write into out."""
+        xp, plan, g = self.xp, ws.plan, self.group
+        p, q = tile
+        m, cs = wbase.shape[1], src.shape[0]
+        wext = self._extended_weights(ws, key, wbase, geom, tile)
+        pgeom = pass_geometry(geom, tile)
+        ekh, ekw = pgeom[:2]
+        out_hw = (out.shape[2] // p, out.shape[3] // q)
+        whole = columns_view(xp, src, pgeom, out_hw, plan.spatial)
+        rest = whole.shape[3:]
+        row = rest[1] * rest[2]
+        kdim = cs * ekh * ekw
+        sched = self._schedule(plan, rest[0], kdim * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part) if rest[0] else 0
         if keep:
-            cols = self._kept_columns(buf, (csrc, kh, kw, step, *rest), plan[-1][-1][0] + 1)
+            count = sum(len(part) for part in sched)
+            if ws.kept is None or ws.kept.shape != (count, kdim * step * row):
+                ws.kept = xp.empty((count, kdim * step * row), self.dtype)
+            cols = ws.kept
         else:
-            cols = self._thread_buffer(buf, key + "_col", (csrc, kh, kw, step, *rest))
-        prods = self._thread_buffer(buf, key + "_prod", (m, step, *rest))
-        sp = buf["spatial"]
-        bias_b = None if bias is None else bias.reshape(m, 1, 1, 1)
-        kdim = csrc // g * kh * kw
-
-        whole = columns_view(xp, src, geom, out_hw, sp)
+            cols = self._scratch(ws, key + "_col", kdim * step * row)
+        prods = self._scratch(ws, key + "_prod", g * p * q * m * step * row)
+        out_t = tile_view(out, g, tile, plan.batch_last)
+        bias_b = None if bias is None else bias.reshape(g, 1, 1, m, 1, 1, 1)
 
         def work(t: int) -> None:
-            for q, lo, hi in plan[t]:
-                col = (cols[q] if keep else cols[t])[:, :, :, : hi - lo]
-                col[...] = whole[:, :, :, lo:hi]
-                colg = col.reshape(g, kdim, -1)
-                prod = prods[t][:, : hi - lo]
-                prodg = prod.reshape(g, m // g, -1)
-                for gi in range(g):
-                    xp.matmul(wmat[gi], colg[gi], out=prodg[gi])
+            for idx, lo, hi in sched[t]:
+                size = hi - lo
+                col = (cols[idx] if keep else cols[t])[: kdim * size * row]
+                col.reshape(cs, ekh, ekw, size, *rest[1:])[...] = whole[:, :, :, lo:hi]
+                prod = prods[t][: g * p * q * m * size * row]
+                xp.matmul(
+                    wext,
+                    col.reshape(g, kdim // g, size * row),
+                    out=prod.reshape(g, p * q * m, size * row),
+                )
+                prod7 = prod.reshape(g, p, q, m, size, *rest[1:])
                 if bias_b is not None:
-                    prod += bias_b  # in cache; a ufunc writing a transposed view is slow
-                out[:, lo:hi] = prod
+                    prod7 += bias_b  # in cache; a ufunc writing a strided view is slow
+                out_t[:, :, :, :, lo:hi] = prod7
 
-        self._cores.run(work, threaded=buf["threaded"])
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        if keep:
+            ws.kept_ready = True
 
-    def _pad_input(self, buf: dict[str, Any], x: Any) -> Any:
-        """The input in internal layout, copied into the zero-padded buffer when there is one."""
-        x_int = x.transpose(buf["to_int"])
-        if "xpad" not in buf:
-            return x_int
-        n, h, w = buf["dims"][:3]
-        xpad = buf["xpad"]
-        inner = self._interior(buf, self.ph, self.pw, h, w)
-        parts = split(0, self.channels, WORKERS)
-
-        def copy(t: int) -> None:
-            sl = slice(*parts[t])
-            xpad[sl][(slice(None), *inner[1:])] = x_int[sl]
-
-        self._cores.run(copy, threaded=buf["threaded"])
-        return xpad
-
-    # --- forward ---------------------------------------------------------------------------
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        """Caffe's forward_cpu_gemm (+ bias) over the whole batch."""
         g, o = self.group, self.num_output
-        w3 = self.weight.data.reshape(g, o // g, -1)
+        w5 = self.weight.data.reshape(g, o // g, self.channels // g, self.kh, self.kw)
         bias = None if self.bias is None else self.bias.data
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
-            buf = self._buffers[k]
-            oh, ow = buf["dims"][3:5]
-            src = self._pad_input(buf, bottom.data)
-            out = top.data.transpose(buf["to_int"])
-            self._conv_pass(buf, "f", src, w3, out, self._geom(), (oh, ow), bias)
+            ws = self._ws[k]
+            plan = ws.plan
+            src = self._input(ws, bottom.data)
+            geom = (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
+            ws.kept_ready = False
+            if plan.channels_last:
+                wt = self._array(ws, "wt", (g, self.kh, self.kw, self.channels // g, o // g))
+                wt[...] = w5.transpose(0, 3, 4, 2, 1)
+                wt3 = wt.reshape(g, -1, o // g)
+                self._patch_pass(ws, "f", src, wt3, geom, top.data, bias, plan.keep_columns)
+            else:
+                self._conv_pass(
+                    ws, "f", src, w5, geom, plan.tile, top.data, bias, plan.keep_columns
+                )
 
-    # --- backward --------------------------------------------------------------------------
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
+        """Weight and bias gradients (accumulated), then the data gradient (overwritten)."""
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
-            buf = self._buffers[k]
-            if buf["per_sample"] and not propagate_down[k]:
-                self._param_grads_per_sample(buf, top, bottom)
+            ws = self._ws[k]
+            if ws.plan.channels_last:
+                # With a data gradient the top diff is gathered once, into the padded
+                # channels-last buffer, and the weight gradient copies its chunks from there
+                # (the NCHW -> NHWC gather is the slow copy: 9 ms for AlexNet's conv2 top).
+                dypad = self._padded_top_diff(ws, top) if propagate_down[k] else None
+                self._patch_weight_gradient(ws, top, dypad)
+                if dypad is not None:
+                    self._patch_data_gradient(ws, dypad, bottom)
                 continue
-            self._param_grads(buf, top, bottom, bool(propagate_down[k]))
+            if ws.plan.wgrad == "per_sample" and not propagate_down[k]:
+                self._weight_gradient_per_sample(ws, top, bottom)
+                continue
+            # col2im reads the top diff in internal layout: an untiled weight gradient leaves
+            # its chunks there instead of in scratch (one gather of the top diff, not two).
+            share = bool(propagate_down[k]) and ws.plan.dgrad == "col2im" and ws.plan.tile == (1, 1)
+            self._weight_gradient(ws, top, bottom, share)
             if not propagate_down[k]:
                 continue
-            if buf["full"]:
-                self._data_grad_full(buf, bottom)
+            if ws.plan.dgrad == "full":
+                self._data_gradient_full(ws, top, bottom)
             else:
-                self._data_grad_col2im(buf, bottom)
+                self._data_gradient_col2im(ws, top, bottom, gathered=share)
 
-    def _param_grads(self, buf: dict[str, Any], top: Blob, bottom: Blob, down: bool) -> None:
-        """Chunks of the top diff: copy into internal layout (and the padded copy the full data
-        gradient reads), bias sums, weight gradient from re-made columns; sum the threads."""
-        xp, g = self.xp, self.group
+    # --- channels-last passes: patch-major columns, GEMM (pixels x K) x (K x M) ---------------
+    def _patch_pass(
+        self,
+        ws: _Workspace,
+        key: str,
+        src: Any,
+        wt3: Any,
+        geom: tuple[int, ...],
+        out: Any,
+        bias: Any,
+        keep: bool,
+    ) -> None:
+        """out (NCHW) = src (N, H, W, Cs, padded) convolved with wt3 (g, kh*kw*Cs/g, M/g),
+        plus bias: per chunk of samples a patch-major im2col copy, one GEMM per group, one
+        write into out."""
+        xp, plan, g = self.xp, ws.plan, self.group
+        n, m, oh, ow = out.shape
+        kdim = wt3.shape[1]
+        whole = patches_view(xp, src, geom, (oh, ow), g)
+        row = oh * ow
+        sched = self._schedule(plan, n, g * kdim * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part) if n else 0
+        if keep:
+            count = sum(len(part) for part in sched)
+            if ws.kept is None or ws.kept.shape != (count, g * kdim * step * row):
+                ws.kept = xp.empty((count, g * kdim * step * row), self.dtype)
+            cols = ws.kept
+        else:
+            cols = self._scratch(ws, key + "_col", g * kdim * step * row)
+        prods = self._scratch(ws, key + "_prod", m * step * row)
+        out_v = out.transpose(NCHW_TO_NHWC)
+
+        def work(t: int) -> None:
+            for idx, lo, hi in sched[t]:
+                rows = (hi - lo) * row
+                col = (cols[idx] if keep else cols[t])[: g * kdim * rows]
+                col.reshape(hi - lo, *whole.shape[1:])[...] = whole[lo:hi]
+                prod = prods[t][: m * rows].reshape(rows, m)
+                if g == 1:
+                    xp.matmul(col.reshape(rows, kdim), wt3[0], out=prod)
+                else:
+                    xp.matmul(
+                        col.reshape(rows, g, kdim).transpose(1, 0, 2),
+                        wt3,
+                        out=prod.reshape(rows, g, m // g).transpose(1, 0, 2),
+                    )
+                if bias is not None:
+                    prod += bias
+                out_v[lo:hi] = prod.reshape(hi - lo, oh, ow, m)
+
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        if keep:
+            ws.kept_ready = True
+
+    def _padded_top_diff(self, ws: _Workspace, top: Blob) -> Any:
+        """The top diff channels last, zero-padded by d(k-1)-p for the full data gradient."""
+        plan = ws.plan
+        qh, qw = self._full_pad()
+        o = self.num_output
+        dypad = self._array(ws, "dypad", plan.internal_shape(o, plan.oh + 2 * qh, plan.ow + 2 * qw))
+        inner = self._interior(plan, qh, qw, plan.oh, plan.ow)
+        self._copy_in(ws, dypad[inner], top.diff.transpose(NCHW_TO_NHWC))
+        return dypad
+
+    def _patch_weight_gradient(self, ws: _Workspace, top: Blob, dypad: Any = None) -> None:
+        """dW^T += cols^T dy and db += 1^T dy per chunk of samples, summed over the parts;
+        dy chunks from the padded channels-last top diff when given, else from the top."""
+        xp, plan, g = self.xp, ws.plan, self.group
         o, c = self.num_output, self.channels
-        n, h, w, oh, ow = buf["dims"]
-        geom = self._geom()
+        og, cg = o // g, c // g
         kh, kw = self.kh, self.kw
-        ckk = c // g * kh * kw
-        # The columns of forward's input (forward left its padded copy in place).
-        src = buf["xpad"] if "xpad" in buf else bottom.data.transpose(buf["to_int"])
-        dy = buf["dy"]
-        dy_top = top.diff.transpose(buf["to_int"])
-        rest = dy.shape[2:]
-        total = dy.shape[1]
-        step = self._step(total, c * kh * kw * rest[0] * rest[1])
-        plan = self._plan(total, step)
-        keep = buf["keep"] and "kept" in buf
-        cols = buf["kept"] if keep else self._thread_buffer(buf, "w_col", (c, kh, kw, step, *rest))
-        ones = self._thread_buffer(buf, "ones", (step * rest[0] * rest[1],))
-        full = down and buf["full"]
-        if full:
-            qh, qw = buf["q"]
-            if "dypad" not in buf:
-                buf["dypad"] = xp.zeros(buf["shape"](o, oh + 2 * qh, ow + 2 * qw), self.dtype)
-            dypad = buf["dypad"]
-            inner = self._interior(buf, qh, qw, oh, ow)
-            off = inner[1].start if buf["batch_last"] else 0
-        whole = None if keep else columns_view(xp, src, geom, (oh, ow), buf["spatial"])
+        kdim = kh * kw * cg
+        geom = (kh, kw, self.sh, self.sw, self.dh, self.dw)
+        whole = patches_view(xp, ws.xpad, geom, (plan.oh, plan.ow), g)
+        row = plan.oh * plan.ow
+        sched = self._schedule(plan, plan.n, g * kdim * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part)
+        keep = plan.keep_columns and ws.kept_ready
+        cols = ws.kept if keep else self._scratch(ws, "w_col", g * kdim * step * row)
+        dys = self._scratch(ws, "w_dy", o * step * row)
+        ones = self._scratch(ws, "w_ones", step * row)
+        dwx = self._scratch(ws, "w_dw", g * kdim * og)
+        tmps = self._scratch(ws, "w_tmp", g * kdim * og)
+        dbx = self._scratch(ws, "w_db", o)
+        if dypad is None:
+            dy_v = top.diff.transpose(NCHW_TO_NHWC)
+        else:
+            dy_v = dypad[self._interior(plan, *self._full_pad(), plan.oh, plan.ow)]
+        with_bias = self.bias is not None
 
         def work(t: int) -> None:
-            dw, db, tmp, one = buf["dw"][t], buf["db"][t], buf["dw_tmp"][t], ones[t]
-            dw.fill(0)
+            dw3 = dwx[t][: g * kdim * og].reshape(g, kdim, og)
+            tmp = tmps[t][: g * kdim * og].reshape(g, kdim, og)
+            db = dbx[t][:o]
+            dw3.fill(0)
             db.fill(0)
-            one.fill(1)
-            for q, lo, hi in plan[t]:
-                dyc = dy[:, lo:hi]
-                dyc[...] = dy_top[:, lo:hi]
-                if full:
-                    dst = list(inner)
-                    dst[1] = slice(off + lo, off + hi)
-                    dypad[tuple(dst)] = dyc
-                dy2 = dyc.reshape(o, -1)
-                if self.bias is not None:
-                    db += dy2 @ one[: dy2.shape[1]]
-                col = (cols[q] if keep else cols[t])[:, :, :, : hi - lo]
+            ones[t].fill(1)
+            for idx, lo, hi in sched[t]:
+                rows = (hi - lo) * row
+                col = (cols[idx] if keep else cols[t])[: g * kdim * rows]
                 if not keep:
-                    col[...] = whole[:, :, :, lo:hi]
-                colg = col.reshape(g, ckk, -1)
-                dyg = dy2.reshape(g, o // g, -1)
-                for gi in range(g):
-                    xp.matmul(dyg[gi], colg[gi].T, out=tmp)
-                    dw[gi] += tmp
+                    col.reshape(hi - lo, *whole.shape[1:])[...] = whole[lo:hi]
+                dyc = dys[t][: o * rows]
+                dyc.reshape(hi - lo, plan.oh, plan.ow, o)[...] = dy_v[lo:hi]
+                dy2 = dyc.reshape(rows, o)
+                if with_bias:
+                    db += xp.matmul(ones[t][:rows], dy2)
+                xp.matmul(
+                    col.reshape(rows, g, kdim).transpose(1, 2, 0),
+                    dy2.reshape(rows, g, og).transpose(1, 0, 2),
+                    out=tmp,
+                )
+                dw3 += tmp
 
-        self._cores.run(work, threaded=buf["wgrad_threaded"])
-        wdiff = self.weight.diff.reshape(g, o // g, ckk)
-        for t in range(WORKERS):
-            wdiff += buf["dw"][t]
-            if self.bias is not None:
-                self.bias.diff += buf["db"][t]
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        total = dwx[0][: g * kdim * og].reshape(g, kh, kw, cg, og)
+        for t in range(1, plan.parts):
+            total += dwx[t][: g * kdim * og].reshape(total.shape)
+        self.weight.diff.reshape(g, og, cg, kh, kw)[...] += total.transpose(0, 4, 3, 1, 2)
+        if with_bias:
+            db = dbx[0][:o]
+            for t in range(1, plan.parts):
+                db += dbx[t][:o]
+            self.bias.diff += db
 
-    def _param_grads_per_sample(self, buf: dict[str, Any], top: Blob, bottom: Blob) -> None:
-        """Batch-second layout, group 1, no data gradient: per sample dW += dy_n col_n^T as one
-        batched GEMM over the NCHW top diff (no copy of it), columns kept or re-made."""
-        xp, o = self.xp, self.num_output
-        n, h, w, oh, ow = buf["dims"]
-        ckk = self.channels * self.kh * self.kw
-        src = buf["xpad"] if "xpad" in buf else bottom.data.transpose(buf["to_int"])
-        dy3 = top.diff.reshape(n, o, oh * ow)
-        step = self._step(n, ckk * oh * ow)
-        plan = self._plan(n, step)
-        keep = buf["keep"] and "kept" in buf
-        shape = (self.channels, self.kh, self.kw, step, oh, ow)
-        cols = buf["kept"] if keep else self._thread_buffer(buf, "ps_col", shape)
-        prods = self._thread_buffer(buf, "ps_prod", (step, o, ckk))
-        ones = self._thread_buffer(buf, "ps_ones", (oh * ow,))
-        whole = None if keep else columns_view(xp, src, self._geom(), (oh, ow), buf["spatial"])
-
-        def work(t: int) -> None:
-            dw, db, tmp, one = buf["dw"][t][0], buf["db"][t], buf["dw_tmp"][t], ones[t]
-            dw.fill(0)
-            db.fill(0)
-            one.fill(1)
-            for q, lo, hi in plan[t]:
-                col = (cols[q] if keep else cols[t])[:, :, :, : hi - lo]
-                if not keep:
-                    col[...] = whole[:, :, :, lo:hi]
-                per = col.reshape(ckk, hi - lo, oh * ow).transpose(1, 2, 0)
-                prod = prods[t][: hi - lo]
-                xp.matmul(dy3[lo:hi], per, out=prod)
-                dw += prod.sum(axis=0, out=tmp)
-                if self.bias is not None:
-                    db += (dy3[lo:hi] @ one).sum(axis=0)
-
-        self._cores.run(work, threaded=buf["threaded"])
-        wdiff = self.weight.diff.reshape(o, ckk)
-        for t in range(WORKERS):
-            wdiff += buf["dw"][t][0]
-            if self.bias is not None:
-                self.bias.diff += buf["db"][t]
-
-    def _data_grad_col2im(self, buf: dict[str, Any], bottom: Blob) -> None:
-        """Per thread a share of the input channels: dcol = W^T dy in chunks, summed back into
-        the padded image (col2im), then cropped into the bottom diff."""
-        xp, g = self.xp, self.group
+    def _patch_data_gradient(self, ws: _Workspace, dypad: Any, bottom: Blob) -> None:
+        """dx = (top diff zero-padded by d(k-1)-p, channels last) convolved with the flipped
+        weights: a channels-last pass into the bottom diff."""
+        g = self.group
         o, c = self.num_output, self.channels
-        n, h, w, oh, ow = buf["dims"]
+        wg = self.weight.data.reshape(g, o // g, c // g, self.kh, self.kw)
+        wf = self._array(ws, "wflip_t", (g, self.kh, self.kw, o // g, c // g))
+        wf[...] = wg[:, :, :, ::-1, ::-1].transpose(0, 3, 4, 1, 2)
+        geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
+        self._patch_pass(ws, "d", dypad, wf.reshape(g, -1, c // g), geom, bottom.diff, None, False)
+
+    def _weight_gradient(self, ws: _Workspace, top: Blob, bottom: Blob, share: bool) -> None:
+        """dW += dy col^T and db += dy 1 per chunk (tiled as forward), summed over the parts,
+        then the extended kernel's p*q shifted copies folded back into the weight diff."""
+        xp, plan, g = self.xp, ws.plan, self.group
+        o, c = self.num_output, self.channels
+        og, cg = o // g, c // g
+        kh, kw, sh, sw, dh, dw = self.kh, self.kw, self.sh, self.sw, self.dh, self.dw
+        p, q = plan.tile
+        pgeom = pass_geometry((kh, kw, sh, sw, dh, dw), plan.tile)
+        ekh, ekw = pgeom[:2]
+        kdim = c * ekh * ekw
+        m = p * q * og
+        keep = plan.keep_columns and ws.kept_ready
+        src = ws.xpad if ws.xpad is not None else bottom.data.transpose(plan.to_internal)
+        out_hw = (plan.oh // p, plan.ow // q)
+        whole = columns_view(xp, src, pgeom, out_hw, plan.spatial)
+        rest = whole.shape[3:]
+        row = rest[1] * rest[2]
+        sched = self._schedule(plan, rest[0], kdim * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part)
+        cols = ws.kept if keep else self._scratch(ws, "w_col", kdim * step * row)
+        dys = None if share else self._scratch(ws, "w_dy", g * m * step * row)
+        dy_int = self._array(ws, "dy", plan.internal_shape(o, plan.oh, plan.ow)) if share else None
+        ones = self._scratch(ws, "w_ones", step * row)
+        dwx = self._scratch(ws, "w_dw", g * m * (kdim // g))
+        tmps = self._scratch(ws, "w_tmp", g * m * (kdim // g))
+        dbx = self._scratch(ws, "w_db", g * m)
+        dy_t = tile_view(top.diff, g, plan.tile, plan.batch_last)
+        with_bias = self.bias is not None
+
+        # The transposed product dW^T = col dy^T: OpenBLAS ran these long-K GEMMs 10-40 %
+        # faster this way round than dy col^T (measured, one thread).
+        def work(t: int) -> None:
+            dw3 = dwx[t][: g * m * (kdim // g)].reshape(g, kdim // g, m)
+            db2 = dbx[t][: g * m].reshape(g, m)
+            tmp = tmps[t][: g * m * (kdim // g)].reshape(g, kdim // g, m)
+            dw3.fill(0)
+            db2.fill(0)
+            ones[t].fill(1)
+            for idx, lo, hi in sched[t]:
+                size = hi - lo
+                col = (cols[idx] if keep else cols[t])[: kdim * size * row]
+                if not keep:
+                    col.reshape(c, ekh, ekw, size, *rest[1:])[...] = whole[:, :, :, lo:hi]
+                if dy_int is not None:  # untiled: the chunk of the internal-layout top diff
+                    dy_int[:, lo:hi] = dy_t[:, 0, 0, :, lo:hi].reshape(o, size, *rest[1:])
+                    dy3 = dy_int[:, lo:hi].reshape(g, m, size * row)
+                else:
+                    dyc = dys[t][: g * m * size * row]
+                    dyc.reshape(g, p, q, og, size, *rest[1:])[...] = dy_t[:, :, :, :, lo:hi]
+                    dy3 = dyc.reshape(g, m, size * row)
+                if with_bias:
+                    db2 += xp.matmul(dy3, ones[t][: size * row])
+                col3 = col.reshape(g, kdim // g, size * row)
+                xp.matmul(col3, dy3.transpose(0, 2, 1), out=tmp)
+                dw3 += tmp
+
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        dw_t = dwx[0][: g * m * (kdim // g)].reshape(g, kdim // g, m)
+        for t in range(1, plan.parts):
+            dw_t += dwx[t][: g * m * (kdim // g)].reshape(dw_t.shape)
+        dw_ext = dw_t.transpose(0, 2, 1).reshape(g, p, q, og, cg, ekh, ekw)
+        wdiff = self.weight.diff.reshape(g, og, cg, kh, kw)
+        if plan.tile == (1, 1):
+            wdiff += dw_ext[:, 0, 0]
+        for a in range(p) if plan.tile != (1, 1) else ():
+            for b in range(q):
+                rows = slice(a * sh, a * sh + (kh - 1) * dh + 1, dh)
+                cols_ = slice(b * sw, b * sw + (kw - 1) * dw + 1, dw)
+                wdiff += dw_ext[:, a, b, :, :, rows, cols_]
+        if with_bias:
+            db = dbx[0][: g * m].reshape(g, p, q, og)
+            for t in range(1, plan.parts):
+                db += dbx[t][: g * m].reshape(g, p, q, og)
+            self.bias.diff += db.sum(axis=(1, 2)).reshape(o)
+
+    def _weight_gradient_per_sample(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
+        """Batch-second layout, group 1, no tile: per sample dW += dy_n col_n^T as one batched
+        GEMM over a chunk of samples, reading the NCHW top diff in place; columns kept or
+        re-made."""
+        xp, plan, o = self.xp, ws.plan, self.num_output
+        ckk = self.channels * self.kh * self.kw
+        row = plan.oh * plan.ow
+        geom = (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
+        src = ws.xpad if ws.xpad is not None else bottom.data.transpose(plan.to_internal)
+        whole = columns_view(xp, src, geom, (plan.oh, plan.ow), plan.spatial)
+        dy3 = top.diff.reshape(plan.n, o, row)
+        sched = self._schedule(plan, plan.n, ckk * row)
+        step = max(hi - lo for part in sched for _, lo, hi in part)
+        keep = plan.keep_columns and ws.kept_ready
+        cols = ws.kept if keep else self._scratch(ws, "ps_col", ckk * step * row)
+        prods = self._scratch(ws, "ps_prod", step * o * ckk)
+        ones = self._scratch(ws, "ps_ones", row)
+        dwx = self._scratch(ws, "ps_dw", o * ckk)
+        tmps = self._scratch(ws, "ps_tmp", o * ckk)
+        dbx = self._scratch(ws, "ps_db", o)
+        with_bias = self.bias is not None
+
+        def work(t: int) -> None:
+            dw, tmp, db = dwx[t][: o * ckk], tmps[t][: o * ckk], dbx[t][:o]
+            dw.fill(0)
+            db.fill(0)
+            ones[t].fill(1)
+            for idx, lo, hi in sched[t]:
+                size = hi - lo
+                col = (cols[idx] if keep else cols[t])[: ckk * size * row]
+                col5 = col.reshape(self.channels, self.kh, self.kw, size, row)
+                if not keep:
+                    col5[...] = whole[:, :, :, lo:hi].reshape(col5.shape)
+                per = col.reshape(ckk, size, row).transpose(1, 2, 0)
+                prod = prods[t][: size * o * ckk].reshape(size, o, ckk)
+                xp.matmul(dy3[lo:hi], per, out=prod)
+                dw += prod.sum(axis=0, out=tmp.reshape(o, ckk)).reshape(-1)
+                if with_bias:
+                    db += xp.matmul(dy3[lo:hi], ones[t][:row]).sum(axis=0)
+
+        self._threads.run(work, plan.parts, threaded=plan.threaded)
+        wdiff = self.weight.diff.reshape(-1)
+        for t in range(plan.parts):
+            wdiff += dwx[t][: o * ckk]
+            if with_bias:
+                self.bias.diff += dbx[t][:o]
+
+    def _data_gradient_full(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:
+        """Stride 1: dx = (top diff zero-padded by d(k-1)-p) convolved with the flipped weights."""
+        plan, g = ws.plan, self.group
+        o, c = self.num_output, self.channels
+        qh, qw = self._full_pad()
+        shape = plan.internal_shape(o, plan.oh + 2 * qh, plan.ow + 2 * qw)
+        dypad = self._array(ws, "dypad", shape)  # borders stay zero
+        inner = self._interior(plan, qh, qw, plan.oh, plan.ow)
+        self._copy_in(ws, dypad[inner], top.diff.transpose(plan.to_internal))
+        wflip = self._array(ws, "wflip", (g, c // g, o // g, self.kh, self.kw))
+        wg = self.weight.data.reshape(g, o // g, c // g, self.kh, self.kw)
+        wflip[...] = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
+        self._conv_pass(ws, "d", dypad, wflip, geom, plan.dgrad_tile, bottom.diff, None, False)
+
+    def _data_gradient_col2im(
+        self, ws: _Workspace, top: Blob, bottom: Blob, gathered: bool = False
+    ) -> None:
+        """Per part a share of the input channels: dcol = W^T dy in chunks, summed back into
+        the padded image (col2im), then cropped into the bottom diff."""
+        xp, plan, g = self.xp, ws.plan, self.group
+        o, c = self.num_output, self.channels
         kh, kw, kk = self.kh, self.kw, self.kh * self.kw
-        geom = self._geom()
+        geom = (kh, kw, self.sh, self.sw, self.dh, self.dw)
         cg = c // g
         w3 = self.weight.data.reshape(g, o // g, cg * kk)
-        dy = buf["dy"]
+        dy = self._array(ws, "dy", plan.internal_shape(o, plan.oh, plan.ow))
+        if not gathered:  # else the weight gradient left it there
+            self._copy_in(ws, dy, top.diff.transpose(plan.to_internal))
         dyg = dy.reshape(g, o // g, *dy.shape[1:])
         rest = dy.shape[2:]
         total = dy.shape[1]
-        if "dxpad" not in buf:
-            buf["dxpad"] = xp.empty(buf["shape"](c, h + 2 * self.ph, w + 2 * self.pw), self.dtype)
-        dxpad = buf["dxpad"]
+        hp, wp = plan.h + 2 * self.ph, plan.w + 2 * self.pw
+        dxpad = self._array(ws, "dxpad", plan.internal_shape(c, hp, wp))
         # Work items: (group, channel range in the group); channel halves when g == 1.
-        per_group = max(1, WORKERS // g)
+        per_group = max(1, plan.parts // g)
         items = [(gi, a, b) for gi in range(g) for a, b in split(0, cg, per_group) if b > a]
         cmax = max(b - a for _, a, b in items)
-        step = self._step(total, cmax * kk * rest[0] * rest[1], _DGRAD_CHUNK_SCALE)
-        cols = self._thread_buffer(buf, "d_col", (cmax, kh, kw, step, *rest))
-        sp = buf["spatial"]
-        inner = self._interior(buf, self.ph, self.pw, h, w)
-        dx_int = bottom.diff.transpose(buf["to_int"])
+        item = np.dtype(self.dtype).itemsize
+        row = rest[0] * rest[1]
+        step = total
+        if plan.chunk_bytes:
+            step = max(1, min(total, 2 * plan.chunk_bytes // max(1, cmax * kk * row * item)))
+        cols = self._scratch(ws, "d_col", cmax * kk * step * row)
+        inner = self._interior(plan, self.ph, self.pw, plan.h, plan.w)
+        dx_int = bottom.diff.transpose(plan.to_internal)
+        nparts = min(plan.parts, len(items))
 
         def work(t: int) -> None:
-            for gi, a, b in items[t::WORKERS]:
+            for gi, a, b in items[t::nparts]:
                 ca, cb = gi * cg + a, gi * cg + b
                 img = dxpad[ca:cb]
                 img.fill(0)
                 wt = w3[gi][:, a * kk : b * kk].T
                 for lo, hi in chunks(0, total, step):
-                    col = cols[t][: b - a, :, :, : hi - lo]
+                    size = (b - a) * kk * (hi - lo) * row
+                    col = cols[t][:size].reshape(b - a, kh, kw, hi - lo, *rest)
                     xp.matmul(
-                        wt, dyg[gi][:, lo:hi].reshape(o // g, -1), out=col.reshape((b - a) * kk, -1)
+                        wt,
+                        dyg[gi][:, lo:hi].reshape(o // g, -1),
+                        out=col.reshape((b - a) * kk, -1),
                     )
                     for i in range(kh):
                         for j in range(kw):
-                            view = window(img, i, j, geom, (oh, ow), sp)[:, lo:hi]
-                            view += col[:, i, j]
+                            view = window(img, i, j, geom, (plan.oh, plan.ow), plan.spatial)
+                            view[:, lo:hi] += col[:, i, j]
                 dx_int[ca:cb] = img[(slice(None), *inner[1:])]
 
-        self._cores.run(work, min(WORKERS, len(items)), threaded=buf["threaded"])
-
-    def _data_grad_full(self, buf: dict[str, Any], bottom: Blob) -> None:
-        """Stride 1: dx = (top diff zero-padded by d(k-1)-p) correlated with flipped weights."""
-        g = self.group
-        o, c = self.num_output, self.channels
-        n, h, w, oh, ow = buf["dims"]
-        if "wflip" not in buf:
-            buf["wflip"] = self.xp.empty((g, c // g, o // g, self.kh, self.kw), self.dtype)
-        wflip = buf["wflip"]
-        wg = self.weight.data.reshape(g, o // g, c // g, self.kh, self.kw)
-        wflip[...] = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-        wf3 = wflip.reshape(g, c // g, -1)
-        dx_int = bottom.diff.transpose(buf["to_int"])
-        geom = (self.kh, self.kw, 1, 1, self.dh, self.dw)
-        self._conv_pass(buf, "d", buf["dypad"], wf3, dx_int, geom, (h, w), None)
+        self._threads.run(work, nparts, threaded=plan.threaded)

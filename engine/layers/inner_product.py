@@ -1,7 +1,8 @@
 """Caffe's InnerProduct layer: y = x W^T + b over the dims from `axis` on (one GEMM each way).
 
-Each GEMM is split over two threads by hand with OpenBLAS at one thread (engine.conv_gemm), so
-OpenBLAS's spinning workers never compete with the threaded copies of other layers.
+Each GEMM is split over the engine's threads by hand with OpenBLAS at one thread (engine.threads),
+so OpenBLAS's spinning workers never compete with the threaded copies of other layers; on a device
+(CuPy) each is one matmul.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.blob import Blob
-from engine.conv_gemm import TwoCores, parallel_matmul
 from engine.layer import Layer, register_layer
+from engine.threads import EngineThreads, parallel_matmul
 
 
 @register_layer("InnerProduct", v1_name="INNER_PRODUCT")
@@ -38,7 +39,7 @@ class InnerProductLayer(Layer):
         if p.bias_term:
             self.bias = self.new_param_blob((self.num_output,), p.bias_filler)
         self._dw = self.xp.empty(shape, self.dtype)  # product buffer for the accumulating GEMM
-        self._cores = TwoCores(self.xp, self.name)
+        self._cores = EngineThreads(self.xp, self.name)
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         bottom = bottoms[0]

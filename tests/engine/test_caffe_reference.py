@@ -155,9 +155,37 @@ CONV_CASES = [
 ]
 
 
+def _force_conv_plan(monkeypatch, kind: str) -> None:
+    """Make Convolution take one family of its plans wherever the geometry allows it."""
+    import dataclasses
+
+    from engine.layers import convolution as conv
+
+    monkeypatch.setattr(conv, "_SKINNY_WGRAD", 0)
+    monkeypatch.setattr(conv, "_CHANNELS_LAST_MIN_CG", 0 if kind == "channels_last" else 10**6)
+    if kind != "tiled":
+        return
+    real = conv.plan_convolution
+
+    def tiled(layer, n, h, w, oh, ow):
+        plan = real(layer, n, h, w, oh, ow)
+        fits = [t for t in ((3, 1), (2, 2), (2, 1), (1, 2)) if oh % t[0] == 0 and ow % t[1] == 0]
+        dfits = [t for t in ((2, 3), (3, 1), (2, 1)) if h % t[0] == 0 and w % t[1] == 0]
+        tile = fits[0] if fits else (1, 1)
+        dtile = dfits[0] if dfits and plan.dgrad == "full" else (1, 1)
+        return dataclasses.replace(plan, tile=tile, dgrad_tile=dtile)
+
+    monkeypatch.setattr(conv, "plan_convolution", tiled)
+
+
+@pytest.mark.parametrize("plan", ["default", "channels_last", "tiled"])
 @pytest.mark.parametrize("shape,num_output,geom,k,s,p,d,group", CONV_CASES)
-def test_convolution_matches_caffe_im2col_loops(shape, num_output, geom, k, s, p, d, group):
-    """Conv forward, weight/bias/data gradients with pad_h/pad_w, stride, dilation and group."""
+def test_convolution_matches_caffe_im2col_loops(
+    shape, num_output, geom, k, s, p, d, group, plan, monkeypatch
+):
+    """Conv forward, weight/bias/data gradients with pad_h/pad_w, stride, dilation and group,
+    under each family of plans (the default choice, channels last, output tiles)."""
+    _force_conv_plan(monkeypatch, plan)
     rng = np.random.default_rng(7)
     layer = make(
         f'name: "conv" type: "Convolution" convolution_param {{ num_output: {num_output} {geom}'
@@ -250,8 +278,13 @@ PAD_ONE_AXIS = pytest.param(
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,geom,k,s,p", [*POOL_CASES, PAD_ONE_AXIS])
-def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p):
-    """Output size, values, MAX mask top and backward, AVE divisor and backward."""
+@pytest.mark.parametrize("scatter", [True, False])
+def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p, scatter, monkeypatch):
+    """Output size, values, MAX mask top and backward, AVE divisor and backward (MAX backward
+    both by np.add.at and per kernel offset)."""
+    from engine.layers import pooling
+
+    monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", scatter)
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
     ntops = 2 if method == "MAX" else 1

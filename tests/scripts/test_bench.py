@@ -53,6 +53,8 @@ def test_json_lines_have_documented_keys(tiny, capsys, monkeypatch):
     assert row["ms_per_iter"] > 0 and row["images_per_s"] > 0
     assert 0 < row["peak_fraction"] == pytest.approx(row["gemm_gflops"] / 100.0)
     assert [ly["name"] for ly in row["layers"]][1:] == ["conv", "pool", "ip", "loss"]
+    conv = row["layers"][1]
+    assert conv["plan"].split()[0] in ("CNHW", "CHWN", "NHWC")  # the convolution's chosen plan
 
 
 def test_useful_flops_counts_forward_weight_and_data_gradients(tiny):
@@ -78,3 +80,74 @@ def test_table_output_names_layers(tiny, capsys, monkeypatch):
 def test_unknown_net_is_a_clear_error():
     with pytest.raises(SystemExit, match="unknown net"):
         bench.main(["--nets", "vgg"])
+
+
+def test_phase_test_times_the_forward_pass_only(tiny, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "gemm_peak_gflops", lambda: 100.0)
+    assert bench.main(["--model", str(tiny), "--phase", "TEST", "--iterations", "1", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["phase"] == "TEST" and row["batch"] == 4  # the data layer's own batch
+    assert row["backward_ms"] == 0 and row["forward_ms"] > 0
+    assert all(ly["backward_ms"] == 0 for ly in row["layers"])
+    assert any(ly["forward_ms"] > 0 for ly in row["layers"])
+
+
+LMDB_NET = """
+name: "tiny_lmdb"
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+  data_param { source: "SOURCE" batch_size: 4 backend: LMDB } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+  inner_product_param { num_output: 5 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+SOLVER = """
+net: "NET"
+base_lr: 0.01 lr_policy: "fixed" momentum: 0.9 max_iter: 100 random_seed: 1 display: 1
+isgd_param { control_limit: 3 epsilon: 0.1 stop: 5 }
+"""
+
+
+def _lmdb_spec(tmp_path, with_data: bool) -> bench.NetSpec:
+    from data_tools.lmdb_io import LmdbWriter
+    from engine.datum import make_datum
+
+    source = tmp_path / "train_lmdb"
+    if with_data:
+        rng = np.random.default_rng(0)
+        with LmdbWriter(source, progress=False) as db:
+            for i in range(12):
+                image = rng.integers(0, 256, (2, 6, 6), dtype=np.uint8)
+                db.put(b"%08d" % i, make_datum(image, i % 5).SerializeToString())
+    net = tmp_path / "net.prototxt"
+    net.write_text(LMDB_NET.replace("SOURCE", str(source)))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(SOLVER.replace("NET", str(net)))
+    return bench.NetSpec("tinylmdb", [net], 4, (2, 6, 6), str(solver))
+
+
+def test_train_step_runs_the_real_solver_beside_forward_backward(tmp_path, capsys, monkeypatch):
+    """--train-step: Solver.step on the LMDB net (ISGD on) and the bench's fwd+bwd, one run."""
+    monkeypatch.setitem(bench.NETS, "tinylmdb", _lmdb_spec(tmp_path, with_data=True))
+    argv = ["--train-step", "--nets", "tinylmdb", "--iterations", "2", "--warmup", "1", "--json"]
+    assert bench.main(argv) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["net"] == "tinylmdb" and row["batch"] == 4
+    assert row["train_step_ms"] > 0 and row["forward_backward_ms"] > 0
+    assert row["overhead"] == pytest.approx(row["train_step_ms"] / row["forward_backward_ms"] - 1)
+
+
+def test_missing_lmdb_or_prototxt_is_skipped_with_the_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(bench.NETS, "tinylmdb", _lmdb_spec(tmp_path, with_data=False))
+    monkeypatch.setitem(bench.NETS, "gone", bench.NetSpec("gone", [tmp_path / "no.prototxt"], 1))
+    monkeypatch.setattr(bench, "gemm_peak_gflops", lambda: 100.0)
+    assert bench.main(["--train-step", "--nets", "tinylmdb"]) == 0
+    assert "train step skipped: no LMDB at" in capsys.readouterr().out
+    assert bench.main(["--nets", "gone"]) == 0
+    assert "gone: skipped: net 'gone': none of" in capsys.readouterr().out
+
+
+def test_examples_path_is_relative_to_the_repository():
+    assert bench.EXAMPLES == bench.ROOT.parent / "shared" / "caffe-examples"

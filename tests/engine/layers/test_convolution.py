@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -14,13 +17,28 @@ from engine.proto import caffe_pb2
 from tests.gradcheck import check_layer_gradient
 
 
-@pytest.fixture(params=["batch_last", "batch_second"])
-def layout(request, monkeypatch):
-    """Run a test with both internal layouts, (C, H, W, N) and (C, N, H, W)."""
+def _set_layout(monkeypatch, name: str) -> str:
+    """Make the planner pick one internal layout where the geometry allows it."""
+    monkeypatch.setattr(convolution, "_BATCH_LAST_MAX_OW", 10**6 if name == "batch_last" else -1)
     monkeypatch.setattr(
-        convolution, "_BATCH_LAST_MAX_OW", 10**6 if request.param == "batch_last" else -1
+        convolution, "_CHANNELS_LAST_MIN_CG", 0 if name == "channels_last" else 10**6
     )
-    return request.param
+    monkeypatch.setattr(convolution, "_SKINNY_WGRAD", 10**9 if name == "per_sample" else 0)
+    return name
+
+
+@pytest.fixture(params=["batch_last", "batch_second", "channels_last", "per_sample"])
+def layout(request, monkeypatch):
+    """Run a test with each internal layout, (C, H, W, N), (C, N, H, W) and (N, H, W, C)
+    (channels last where the full data gradient applies, else a channels-first one), and
+    the per-sample weight gradient of skinny group-1 layers (batch second)."""
+    return _set_layout(monkeypatch, request.param)
+
+
+@pytest.fixture(params=["batch_last", "batch_second"])
+def cf_layout(request, monkeypatch):
+    """The channels-first layouts only (tiles and col2im run there)."""
+    return _set_layout(monkeypatch, request.param)
 
 
 def make_layer(conv: str, dtype=np.float64, seed: int = 0) -> ConvolutionLayer:
@@ -147,14 +165,14 @@ def test_gradient_matches_finite_differences(conv, shape, layout):
     check_layer_gradient(layer, [bottom], [top])
 
 
-@pytest.mark.parametrize("full", [True, False])
-def test_both_data_gradient_algorithms_agree(full, layout):
+@pytest.mark.parametrize("dgrad", ["full", "col2im"])
+def test_both_data_gradient_algorithms_agree(dgrad, cf_layout):
     """The stride-1 full-convolution path and the col2im path give the same bottom diff."""
     layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 group: 1 {GAUSS}")
     bottom, top = blobs((2, 2, 5, 5))
     layer.setup([bottom], [top])
-    layer._buffers[0]["full"] = full
-    assert layer._buffers[0]["batch_last"] == (layout == "batch_last")
+    layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
+    assert layer.plan(0).batch_last == (cf_layout == "batch_last")
     check_layer_gradient(layer, [bottom], [top])
 
 
@@ -247,10 +265,10 @@ def test_registered_under_v1_name():
     assert layer_class("CONVOLUTION") is ConvolutionLayer
 
 
-@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("dgrad", ["col2im", "full"])
 @pytest.mark.parametrize("group", [1, 2])
-def test_threaded_small_chunks_match_single_pass(full, group, layout, monkeypatch):
-    """Chunked, two-thread work (many tiny column chunks) gives the same top, bottom diff and
+def test_threaded_small_chunks_match_single_pass(dgrad, group, layout, monkeypatch):
+    """Chunked, threaded work (many tiny column chunks) gives the same top, bottom diff and
     accumulated param diffs as one whole-batch pass in the caller."""
     conv = f"num_output: 4 kernel_size: 3 pad: 1 group: {group} {GAUSS}"
     results = []
@@ -260,9 +278,10 @@ def test_threaded_small_chunks_match_single_pass(full, group, layout, monkeypatc
         layer = make_layer(conv)
         bottom, top = blobs((5, 4, 7, 6))
         layer.setup([bottom], [top])
-        layer.reshape([bottom], [top])
-        layer._buffers[0]["full"] = full
-        assert layer._buffers[0]["threaded"] is threaded
+        if layer.plan(0).layout == "CNHW" or layer.plan(0).batch_last:  # not channels last
+            layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
+        assert layer.plan(0).channels_last == (layout == "channels_last")
+        assert layer.plan(0).threaded is threaded
         layer.forward([bottom], [top])
         top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
         layer.weight.diff[...] = 1.0  # accumulation must add onto what is there
@@ -297,15 +316,6 @@ def test_param_gradient_without_bottom_gradient(
     layer = make_layer(f"{conv} {GAUSS}")
     bottom, top = blobs(shape)
     check_layer_gradient(layer, [bottom], [top], check_bottoms=[])
-
-
-def test_lenet_conv1_takes_the_per_sample_weight_gradient():
-    """The batched per-sample weight gradient is used where measured faster (LeNet conv1)."""
-    layer = make_layer(f"num_output: 20 kernel_size: 5 {GAUSS}", dtype=np.float32)
-    bottom, top = blobs((4, 1, 28, 28), np.float32)
-    layer.setup([bottom], [top])
-    buf = layer._buffers[0]
-    assert buf["per_sample"] and buf["keep"] and not buf["batch_last"]
 
 
 def test_kept_columns_follow_the_latest_forward():
@@ -343,3 +353,198 @@ def test_propagate_down_may_change_between_backward_calls(layout):
     for later in diffs[1:]:
         for a, b in zip(diffs[0], later, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- plans: output tiles, data-gradient algorithms, the device path ------------------------------
+def force_plan(monkeypatch, **changes) -> None:
+    """Make every plan the layer chooses carry `changes` (setup and reshape re-plan)."""
+    real = convolution.plan_convolution
+    changes.setdefault("wgrad", "gemm")
+    monkeypatch.setattr(
+        convolution, "plan_convolution", lambda *a: dataclasses.replace(real(*a), **changes)
+    )
+
+
+TILED = [
+    # conv, shape, stride, pad, dil, group, tile, data-gradient tile (None: col2im)
+    (
+        "num_output: 4 kernel_size: 3 pad: 1 stride: 2",
+        (2, 3, 7, 7),
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        1,
+        (2, 2),
+        None,
+    ),
+    (
+        "num_output: 4 kernel_size: 3 pad: 1 stride: 2",
+        (2, 3, 7, 7),
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        1,
+        (4, 1),
+        None,
+    ),
+    (
+        "num_output: 3 kernel_h: 3 kernel_w: 2 pad_h: 1 stride_h: 1 stride_w: 2",
+        (2, 2, 6, 5),
+        (1, 2),
+        (1, 0),
+        (1, 1),
+        1,
+        (3, 2),
+        None,
+    ),
+    (
+        "num_output: 4 kernel_size: 3 group: 2 pad: 1",
+        (2, 4, 6, 6),
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        2,
+        (2, 3),
+        (3, 1),
+    ),
+    (
+        "num_output: 4 kernel_size: 3 group: 2 pad: 1",
+        (2, 4, 6, 6),
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        2,
+        (3, 1),
+        (2, 2),
+    ),
+    (
+        "num_output: 4 kernel_size: 2 dilation: 2 pad: 1",
+        (1, 3, 6, 6),
+        (1, 1),
+        (1, 1),
+        (2, 2),
+        1,
+        (2, 1),
+        (3, 2),
+    ),
+    (
+        "num_output: 5 kernel_size: 5 pad: 2",
+        (3, 2, 6, 6),
+        (1, 1),
+        (2, 2),
+        (1, 1),
+        1,
+        (2, 1),
+        (2, 3),
+    ),
+    (
+        "num_output: 5 kernel_size: 5 pad: 2",
+        (3, 2, 6, 6),
+        (1, 1),
+        (2, 2),
+        (1, 1),
+        1,
+        (3, 3),
+        (6, 1),
+    ),
+]
+
+
+@pytest.mark.parametrize("conv, shape, stride, pad, dil, group, tile, dtile", TILED)
+def test_tiled_plans_match_reference_and_finite_differences(
+    conv, shape, stride, pad, dil, group, tile, dtile, cf_layout, monkeypatch
+):
+    """Output tiles (extended kernels) in forward, weight and data gradients, with stride, pad,
+    dilation, groups and non-square tiles: forward equals the direct loop, gradients equal
+    central differences."""
+    dgrad = {"dgrad": "col2im"} if dtile is None else {"dgrad": "full", "dgrad_tile": dtile}
+    force_plan(monkeypatch, tile=tile, **dgrad)
+    layer = make_layer(f"{conv} {GAUSS}")
+    bottom, top = blobs(shape)
+    layer.setup([bottom], [top])
+    assert layer.plan(0).tile == tile
+    layer.forward([bottom], [top])
+    want = reference_conv(
+        bottom.data, layer.blobs[0].data, layer.blobs[1].data, stride, pad, dil, group
+    )
+    np.testing.assert_allclose(top.data, want, rtol=1e-10, atol=1e-10)
+    check_layer_gradient(layer, [bottom], [top])
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_tiled_chunks_on_threads_match_one_pass(kept, cf_layout, monkeypatch):
+    """Tiny chunks on threads, kept or re-made columns: the same numbers as one untiled pass."""
+    conv = f"num_output: 4 kernel_size: 3 pad: 1 {GAUSS}"
+    results = []
+    for tiled in (False, True):
+        if tiled:
+            monkeypatch.setattr(convolution, "MIN_THREADED_BYTES", 0)
+            monkeypatch.setattr(convolution, "_CHUNK_BYTES", 64)
+            monkeypatch.setattr(convolution, "_KEEP_COL_BYTES", 1 << 40 if kept else -1)
+        force_plan(
+            monkeypatch,
+            tile=(2, 1) if tiled else (1, 1),
+            dgrad="full",
+            dgrad_tile=(3, 1) if tiled else (1, 1),
+        )
+        layer = make_layer(conv)
+        bottom, top = blobs((5, 3, 6, 7))
+        layer.setup([bottom], [top])
+        assert layer.plan(0).threaded is tiled and layer.plan(0).keep_columns is (kept or not tiled)
+        layer.forward([bottom], [top])
+        top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
+        layer.weight.diff[...] = 1.0
+        layer.backward([top], [True], [bottom])
+        results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
+    for one, tiled in zip(*results, strict=True):
+        np.testing.assert_allclose(tiled, one, rtol=1e-11, atol=1e-11)
+
+
+def test_planner_picks_layouts_and_tiles_by_shape():
+    """CIFAR-10 quick's conv2 runs channels last; LeNet's conv1 (one input channel, a skinny
+    weight gradient) batch second with the per-sample weight gradient; a strided layer with
+    no dividing tile stays untiled, with col2im."""
+    layer = make_layer("num_output: 32 kernel_size: 5 pad: 2", dtype=np.float32)
+    bottom, top = blobs((100, 32, 16, 16), np.float32)
+    layer.setup([bottom], [top])
+    plan = layer.plan(0)
+    assert plan.channels_last and plan.dgrad == "full" and plan.threaded
+    lenet = make_layer("num_output: 20 kernel_size: 5", dtype=np.float32)
+    b1, t1 = blobs((64, 1, 28, 28), np.float32)
+    lenet.setup([b1], [t1])
+    assert lenet.plan(0).layout == "CNHW" and lenet.plan(0).wgrad == "per_sample"
+    odd = make_layer("num_output: 32 kernel_size: 5 stride: 2", dtype=np.float32)
+    b2, t2 = blobs((4, 3, 25, 25), np.float32)
+    odd.setup([b2], [t2])
+    assert odd.plan(0).tile == (1, 1) and odd.plan(0).dgrad == "col2im"
+
+
+def _fake_device_module() -> types.ModuleType:
+    """An array module that is not NumPy (as CuPy is not) but computes with it."""
+    fake = types.ModuleType("fake_device")
+    fake.__getattr__ = lambda name: getattr(np, name)  # type: ignore[method-assign]
+    return fake
+
+
+def test_device_path_is_one_untiled_pass_and_matches_numpy():
+    """With a non-NumPy array module: no threads, one chunk, no tile; same numbers."""
+    conv = f"num_output: 4 kernel_size: 3 pad: 1 group: 2 {GAUSS}"
+    results = []
+    for xp in (np, _fake_device_module()):
+        text = f'name: "conv" type: "Convolution" convolution_param {{ {conv} }}'
+        param = text_format.Parse(text, caffe_pb2.LayerParameter())
+        layer = ConvolutionLayer(param, xp=xp, dtype=np.float64, seed=0)
+        bottom = Blob((3, 4, 6, 6), xp=xp, dtype=np.float64)
+        bottom.data[...] = np.random.default_rng(1).standard_normal(bottom.shape)
+        top = Blob(xp=xp, dtype=np.float64)
+        layer.setup([bottom], [top])
+        plan = layer.plan(0)
+        if xp is not np:
+            assert (plan.tile, plan.parts, plan.chunk_bytes, plan.threaded) == ((1, 1), 1, 0, False)
+            assert not layer._threads.parallel
+        layer.forward([bottom], [top])
+        top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
+        layer.backward([top], [True], [bottom])
+        results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)

@@ -134,12 +134,21 @@ def test_floor_round_mode():
         ("global_pooling: true", (2, 3, 3, 4)),
     ],
 )
-def test_gradient_matches_finite_differences(method, pool, shape):
+def test_gradient_matches_finite_differences(method, pool, shape, max_backward):
     layer = make_layer(f"pool: {method} {pool}")
     check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
 
 
-def test_max_ties_route_gradient_to_first_in_scan_order():
+@pytest.fixture(params=["scatter", "per_offset"])
+def max_backward(request, monkeypatch):
+    """MAX backward by one np.add.at (NumPy), or one pass per kernel offset (the device path)."""
+    from engine.layers import pooling
+
+    monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", request.param == "scatter")
+    return request.param
+
+
+def test_max_ties_route_gradient_to_first_in_scan_order(max_backward):
     """Caffe's MAX keeps the first maximum (strict >), and backward sends the diff there only."""
     layer = make_layer("pool: MAX kernel_size: 2 stride: 2")
     bottom = Blob((1, 1, 2, 2), dtype=np.float64)
@@ -153,7 +162,7 @@ def test_max_ties_route_gradient_to_first_in_scan_order():
     np.testing.assert_array_equal(bottom.diff, [[[[0.0, 5.0], [0.0, 0.0]]]])
 
 
-def test_overlapping_max_windows_accumulate_gradient():
+def test_overlapping_max_windows_accumulate_gradient(max_backward):
     """An input that is the max of two windows receives both windows' diffs."""
     layer = make_layer("pool: MAX kernel_size: 3 stride: 2")
     bottom = Blob((1, 1, 5, 5), dtype=np.float64)
@@ -223,13 +232,14 @@ def test_mask_top_only_for_max():
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
-    """Large inputs run as two batch halves in two threads; results equal the one-pass ones."""
+def test_threaded_batch_halves_match_single_pass(method, max_backward, monkeypatch):
+    """Large inputs run as batch halves on two threads; results equal the one-pass ones."""
+    from engine import threads
     from engine.layers import pooling
 
     shape = (5, 3, 9, 9)
     results = []
-    monkeypatch.setattr(pooling, "WORKERS", 2)  # whatever OMP_NUM_THREADS says
+    monkeypatch.setattr(threads, "THREADS", 2)  # whatever OMP_NUM_THREADS says
     for threshold in (10**9, 1):
         monkeypatch.setattr(pooling, "_MIN_PARALLEL", threshold)
         layer = make_layer(f"pool: {method} kernel_size: 3 stride: 2 pad: 1")
@@ -243,3 +253,26 @@ def test_threaded_batch_halves_match_single_pass(method, monkeypatch):
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
+
+
+@pytest.mark.parametrize("pool", ["kernel_size: 3 stride: 2", "kernel_size: 3 stride: 2 pad: 1"])
+def test_test_phase_max_skips_the_argmax_until_a_backward_needs_it(pool, max_backward):
+    """A TEST forward computes values only; a backward run after it (pycaffe allows one) makes
+    the argmax from the bottom and gives the TRAIN gradient, ties included."""
+    text = f'name: "pool" type: "Pooling" pooling_param {{ pool: MAX {pool} }}'
+    param = text_format.Parse(text, caffe_pb2.LayerParameter())
+    x = np.random.default_rng(2).integers(0, 3, (2, 3, 9, 9)).astype(np.float64)  # many ties
+    dy = np.random.default_rng(3).standard_normal((2, 3, 5, 5))
+    results = []
+    for phase in ("TRAIN", "TEST"):
+        layer = PoolingLayer(param, phase=phase, dtype=np.float64)
+        bottom, top = Blob(x.shape, dtype=np.float64), Blob(dtype=np.float64)
+        bottom.data[...] = x
+        layer.setup([bottom], [top])
+        layer.forward([bottom], [top])
+        assert layer._buf["arg_ready"] == (phase == "TRAIN")
+        top.diff[...] = dy[:, :, : top.shape[2], : top.shape[3]]
+        layer.backward([top], [True], [bottom])
+        results.append((top.data.copy(), bottom.diff.copy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

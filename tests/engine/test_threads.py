@@ -1,4 +1,4 @@
-"""Two-core helpers: OpenBLAS thread limit is restored, split/chunk ranges cover the work."""
+"""Engine threads: OpenBLAS thread limit is restored, split/chunk ranges cover the work."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from engine.conv_gemm import (
-    TwoCores,
+from engine.threads import (
+    EngineThreads,
     _openblas_setter,
     chunks,
     parallel_matmul,
@@ -40,7 +40,7 @@ def test_parallel_matmul_equals_matmul(shape):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
     out = np.empty((m, n))
-    parallel_matmul(TwoCores(np, "t"), a, b, out)
+    parallel_matmul(EngineThreads(np, "t"), a, b, out)
     np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-10)
 
 
@@ -50,12 +50,12 @@ def test_worker_errors_reach_the_caller():
             raise ValueError("part 1 failed")
 
     with pytest.raises(ValueError, match="part 1"):
-        TwoCores(np, "t").run(fail, parts=2)
+        EngineThreads(np, "t").run(fail, parts=2)
 
 
 def test_engine_threads_follow_omp_num_threads(monkeypatch):
     """MPI ranks run with OMP_NUM_THREADS=1: the engine's own threads must not oversubscribe."""
-    from engine.conv_gemm import engine_threads
+    from engine.threads import engine_threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert engine_threads() == 1

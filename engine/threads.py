@@ -1,10 +1,10 @@
-"""GEMM and two-core helpers for the convolution, pooling and inner-product layers.
+"""The engine's worker threads and OpenBLAS thread control (convolution, pooling, inner product).
 
 Plain matmul with out= into preallocated buffers. SciPy's BLAS (which has beta = 1) is not
 used on purpose: it loads a second OpenBLAS whose thread pool fights NumPy's for the cores,
 which made some GEMMs 10-40x slower in measurements.
 
-Work is split by hand over two threads (NumPy releases the GIL in copies and matmul) with
+Work is split by hand over THREADS threads (NumPy releases the GIL in copies and matmul) with
 NumPy's OpenBLAS held to one thread meanwhile: OpenBLAS's own workers busy-wait after each
 call and measurably slowed the threaded copies and pooling passes that followed a GEMM.
 The hand-off to the worker is a pair of locks (about 13 us, a futures pool took about 30).
@@ -36,24 +36,10 @@ def engine_threads() -> int:
     return max(1, min(wanted, os.cpu_count() or 1))
 
 
-WORKERS = engine_threads()
+THREADS = engine_threads()
 # Below these sizes the thread hand-off costs more than it saves (measured on LeNet batch 64).
 MIN_THREADED_MACS = 1 << 22
 MIN_THREADED_BYTES = 2 << 20
-
-
-def gemm(
-    xp: ModuleType, a: Any, b: Any, out: Any, accumulate: bool = False, scratch: Any = None
-) -> Any:
-    """out = a @ b, or out += a @ b when `accumulate` (then `scratch`, shaped like out, holds
-    the product; one is allocated if not given)."""
-    if not accumulate:
-        xp.matmul(a, b, out=out)
-        return out
-    tmp = scratch if scratch is not None else xp.empty(out.shape, out.dtype)
-    xp.matmul(a, b, out=tmp)
-    out += tmp
-    return out
 
 
 @cache
@@ -126,33 +112,39 @@ class _Worker:
             raise error
 
 
-class TwoCores:
+class EngineThreads:
     """Runs a function over parts of the work, one in the caller and the rest in worker threads.
 
-    On NumPy the parts run concurrently with OpenBLAS at one thread; on other array modules
-    (CuPy) they run one after another in the caller.
+    On NumPy the parts run concurrently on THREADS threads (OMP_NUM_THREADS, default 2) with
+    OpenBLAS at one thread; on other array modules (CuPy, whose current device is per thread)
+    they run one after another in the caller, with no BLAS thread control.
     """
 
     def __init__(self, xp: ModuleType, name: str) -> None:
         self.xp = xp
         self.parallel = xp is np
+        self.count = THREADS if self.parallel else 1  # parts worth splitting work into
         self.name = name
         self._workers: list[_Worker] = []
 
-    def run(self, fn: Callable[[int], None], parts: int = WORKERS, threaded: bool = True) -> None:
-        """Call fn(0), ..., fn(parts - 1), concurrently where possible; re-raise errors.
+    def run(
+        self, fn: Callable[[int], None], parts: int | None = None, threaded: bool = True
+    ) -> None:
+        """Call fn(0), ..., fn(parts - 1) (default: one part per thread), concurrently where
+        possible; re-raise errors.
 
         threaded=False (work too small to pay for the hand-off) calls them in turn in the
         caller, still with OpenBLAS at one thread so that its workers never wake up to spin.
-        Part 0 runs in the caller; parts 1.. go round-robin to WORKERS - 1 threads.
+        Part 0 runs in the caller; parts 1.. go round-robin to THREADS - 1 threads.
         """
-        if not threaded or not self.parallel or parts == 1 or WORKERS == 1:
+        parts = self.count if parts is None else parts
+        if not threaded or not self.parallel or parts == 1 or THREADS == 1:
             with single_threaded_blas() if self.parallel else _null():
                 for k in range(parts):
                     fn(k)
             return
         if not self._workers:
-            self._workers = [_Worker(f"{self.name}-{i}") for i in range(WORKERS - 1)]
+            self._workers = [_Worker(f"{self.name}-{i}") for i in range(THREADS - 1)]
         nw = len(self._workers)
         started, errors = [], []
         with single_threaded_blas():
@@ -189,15 +181,15 @@ def chunks(lo: int, hi: int, step: int) -> Sequence[tuple[int, int]]:
     return [(a, min(a + step, hi)) for a in range(lo, hi, max(step, 1))]
 
 
-def parallel_matmul(workers: TwoCores, a: Any, b: Any, out: Any) -> None:
+def parallel_matmul(workers: EngineThreads, a: Any, b: Any, out: Any) -> None:
     """out = a @ b with the rows of a (or, when a has few rows, the columns of b) split over
-    the two threads; small products go to BLAS whole."""
+    the engine's threads; small products, and any on a device, are one matmul."""
     mm = workers.xp.matmul
-    if a.shape[0] * a.shape[1] * b.shape[1] < MIN_THREADED_MACS:
+    if workers.count == 1 or a.shape[0] * a.shape[1] * b.shape[1] < MIN_THREADED_MACS:
         workers.run(lambda k: mm(a, b, out=out), parts=1)
     elif a.shape[0] >= b.shape[1]:
-        parts = split(0, a.shape[0], WORKERS)
+        parts = split(0, a.shape[0], THREADS)
         workers.run(lambda k: mm(a[slice(*parts[k])], b, out=out[slice(*parts[k])]))
     else:
-        parts = split(0, b.shape[1], WORKERS)
+        parts = split(0, b.shape[1], THREADS)
         workers.run(lambda k: mm(a, b[:, slice(*parts[k])], out=out[:, slice(*parts[k])]))
