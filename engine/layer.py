@@ -80,6 +80,9 @@ class Layer:
     # each rank gets its own stream (Net.set_rank), or every rank would drop the same units of its
     # slice; a resumed run is exact only if this stream is restored (Net.set_rng_state).
     device_noise: ClassVar[bool] = False
+    # Layers that draw random numbers in forward (Dropout masks, DummyData refills): the solver
+    # saves their streams at every iteration's start (Net.forward_rng_state) to undo a pass.
+    draws_in_forward: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -460,6 +460,17 @@ class Net:
                 states[f"{key}:host"] = rng_state(layer.rng)
         return states
 
+    def forward_rng_state(self) -> dict[str, Any]:
+        """rng_state() of the layers that draw in forward only (cheap to take every iteration)."""
+        states: dict[str, Any] = {}
+        for index, layer in enumerate(self.layers):
+            if layer.draws_in_forward and not layer.reads_dataset:
+                key = f"{index}:{layer.name}"
+                states[key] = rng_state(layer.xp_rng)
+                if layer.rng is not layer.xp_rng:
+                    states[f"{key}:host"] = rng_state(layer.rng)
+        return states
+
     def set_rng_state(self, states: dict[str, Any]) -> list[str]:
         """Restore the streams of rng_state(). Returns the noise layers (Dropout) whose device
         stream could not be restored because the other backend (NumPy vs CuPy) saved it: those

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module, to_numpy
+from engine.backend import get_array_module, host_threads_allowed, to_numpy
 from engine.errors import EngineError, PrototxtError
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
+from engine.threads import EngineThreads
 from solvers import lr_policy, snapshot
 from solvers.comm import Comm, SerialComm
 from solvers.isgd import Alg2Result, Decision, Isgd, IsgdConfig
@@ -143,6 +144,8 @@ class Solver:
         self.history = [
             [self._view(h, i) for h in self.history_flat] for i in range(len(self._offsets))
         ]
+        self._flat_update = FlatUpdate.make(self)
+        self.diffs_clear = False  # the param diffs are known to be all zero
         self.isgd = self._make_isgd()
         self.requested_early_exit = False
         self._stop_pending = False  # master: a signal or a test asked to stop; told next iteration
@@ -183,9 +186,7 @@ class Solver:
 
     def _param_offsets(self) -> list[tuple[int, int]]:
         blobs = self.net.learnable_params
-        return [
-            (int(o), int(b.count)) for o, b in zip(self.net.param_offsets, blobs, strict=True)
-        ]
+        return [(int(o), int(b.count)) for o, b in zip(self.net.param_offsets, blobs, strict=True)]
 
     def _view(self, flat: Any, i: int) -> Any:
         start, count = self._offsets[i]
@@ -296,6 +297,9 @@ class Solver:
                 f"Gradient clipping: scaling down gradients (L2 norm {norm:g} > "
                 f"{float(f32(p.clip_gradients)):g}) by scale factor {scale:g}"
             )
+        if self._flat_update is not None:
+            self._flat_update.apply(rate)  # the update below, on the flat buffers at once
+            return rate
         weight_decay = f32(p.weight_decay)
         for i, blob in enumerate(blobs):
             normalize(blob.diff, int(p.iter_size))
@@ -309,7 +313,7 @@ class Solver:
     # ------------------------------------------------------------------ Caffe's seams, ISGD
     def _on_start(self) -> BatchStart:
         """Caffe's on_start(): remember where batch d_t starts (Alg. 2 re-reads it)."""
-        return BatchStart(self.net.data_cursors(), self.net.rng_state())
+        return BatchStart(self.net.data_cursors(), self.net.forward_rng_state())
 
     def _control(self, loss: np.float32) -> Control:
         """On gradients ready: the master's decision on this batch (Alg. 1 lines 13-22), sent
@@ -340,6 +344,7 @@ class Solver:
             self.isgd.keep_anchor(self.net.flat_data)
         limit = control.decision.limit
         result = self._alg2(limit, rate, batch.cursors)
+        self.diffs_clear = False  # Alg. 2's passes left their gradients
         self.alg2_triggers += 1
         self.alg2_inner_steps += result.steps
         if self.comm.is_master:
@@ -400,7 +405,9 @@ class Solver:
         self._losses, self.smoothed_loss = [], f32(0.0)
         self._lap = (time.perf_counter(), self.iter)
         while self.iter < stop_iter and not self.budget_spent:
-            self.net.clear_param_diffs()
+            if not self.diffs_clear:  # Caffe's ClearParamDiffs (the flat update may have done it)
+                self.net.clear_param_diffs()
+            self.diffs_clear = False
             if master and self.test_nets and not self._stop_pending and self._test_due():
                 self.test_all()
             clock, comm_start = self.clock(), (self.comm_elapsed, self.control_seconds)
@@ -759,6 +766,89 @@ def weights_warning(source: str, layers: list[str]) -> str:
 def _shortest_decimal(value: Any) -> float:
     """A float32 as the shortest decimal that reads back to it (0.1, not 0.10000000149)."""
     return float(str(np.float32(value)))
+
+
+class FlatUpdate:
+    """Caffe's Normalize, L2 Regularize, SGD/Nesterov ComputeUpdateValue and Update over the
+    net's flat buffers: each param in cache-sized segments with its own scalar rate and decay,
+    so element by element the float32 arithmetic of the per-blob loop, in one pass over memory
+    split over the engine's threads (the update is bound by memory bandwidth)."""
+
+    BLOCK = 16384  # elements per segment: its arrays stay in cache between the operations
+
+    def __init__(self, solver: Solver) -> None:
+        self.solver = solver
+        net, xp = solver.net, solver.xp
+        weight_decay = f32(solver.param.weight_decay)
+        block = self.BLOCK if host_threads_allowed(xp) else None  # a device takes a param whole
+        segments = []  # (slice, lr_mult, local decay)
+        for (offset, count), lr_mult, decay_mult in zip(
+            solver._offsets, net.params_lr, net.params_weight_decay, strict=True
+        ):
+            step = block or max(count, 1)
+            decay = f32(weight_decay * f32(decay_mult))
+            for a in range(offset, offset + count, step):
+                segments.append((slice(a, min(a + step, offset + count)), f32(lr_mult), decay))
+        self.nesterov = solver.rule.name == "Nesterov"
+        self.momentum = solver.rule.momentum
+        self.scratch = xp.empty_like(net.flat_data)
+        self.previous = xp.empty_like(net.flat_data) if self.nesterov else None
+        self.threads = EngineThreads(xp, "update")
+        parts = max(1, min(self.threads.count, len(segments)))
+        total = sum(sl.stop - sl.start for sl, _, _ in segments)
+        self.parts: list[list[tuple[slice, np.float32, np.float32]]] = [[] for _ in range(parts)]
+        done = 0
+        for seg in segments:  # contiguous parts of about equal size
+            self.parts[min(parts - 1, done * parts // max(total, 1))].append(seg)
+            done += seg[0].stop - seg[0].start
+
+    @classmethod
+    def make(cls, solver: Solver) -> FlatUpdate | None:
+        """The flat path where it is exact: SGD or Nesterov with L2 (or no) weight decay."""
+        p = solver.param
+        elementwise = solver.rule.name in ("SGD", "Nesterov")
+        if not elementwise or p.regularization_type != "L2" or solver.net.flat_data.size == 0:
+            return None
+        return cls(solver)
+
+    def apply(self, rate: np.float32) -> None:
+        """w -= this iteration's update. The diff keeps the update value (Caffe's diff after
+        Update) only when snapshot_diff will write it; otherwise it is zeroed on the way, which
+        spares the next iteration's ClearParamDiffs a pass over memory."""
+        s = self.solver
+        normalize(s.net.flat_diff, int(s.param.iter_size))
+        keep = bool(s.param.snapshot_diff)
+        self.threads.run(lambda k: self._update(self.parts[k], rate, keep), len(self.parts))
+        s.diffs_clear = not keep
+
+    def _update(self, segments: list, rate: np.float32, keep_diff: bool) -> None:
+        s = self.solver
+        data, diff, history = s.net.flat_data, s.net.flat_diff, s.history_flat[0]
+        m, minus_m = self.momentum, -self.momentum
+        one_plus_m = f32(f32(1.0) + self.momentum)
+        multiply = s.xp.multiply
+        for b, lr_mult, decay in segments:
+            w, g, h, tmp = data[b], diff[b], history[b], self.scratch[b]
+            if decay:
+                multiply(w, decay, out=tmp)  # Regularize: g += decay * w
+                g += tmp
+            if self.nesterov:
+                step = self.previous[b]
+                step[...] = h
+            h *= m  # ComputeUpdateValue: h = momentum h + local_rate g
+            multiply(g, f32(rate * lr_mult), out=tmp)
+            h += tmp
+            if self.nesterov:  # step = (1 + momentum) h - momentum h_prev
+                step *= minus_m
+                multiply(h, one_plus_m, out=tmp)
+                step += tmp
+            else:
+                step = h
+            w -= step  # Update
+            if keep_diff:
+                g[...] = step
+            else:
+                g.fill(0)  # the next iteration's ClearParamDiffs, while the segment is in cache
 
 
 class _Alg2Ops:

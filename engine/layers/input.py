@@ -43,6 +43,8 @@ class InputLayer(Layer):
 class DummyDataLayer(Layer):
     """Tops filled by data_filler (constant 0 by default); random fillers refill every forward."""
 
+    draws_in_forward = True  # refills its tops from the fillers each forward
+
     exact_num_bottoms = 0
     min_tops = 1
 

@@ -115,6 +115,7 @@ class DropoutLayer(NeuronLayer):
     inverted dropout: the scale is applied in training)."""
 
     device_noise = True
+    draws_in_forward = True
 
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         p = self.param.dropout_param

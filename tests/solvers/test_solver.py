@@ -407,3 +407,27 @@ def test_resume_with_dropout_is_exact(tiny: Tiny, quiet_log, extra: str, fmt: st
         **{k: v for k, v in fields.items()},
     )
     assert not np.array_equal(other, straight)
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Nesterov"])
+@pytest.mark.parametrize("iter_size", [1, 2])
+def test_flat_update_is_bit_identical_to_the_per_param_loop(
+    tiny: Tiny, quiet_log, kind: str, iter_size: int
+) -> None:
+    """The flat-buffer SGD/Nesterov update (per-element lr_mult and decay_mult, blocked) does
+    Caffe's per-param Normalize, Regularize and ComputeUpdateValue bit for bit."""
+    runs = []
+    for flat in (True, False):
+        log, _, _ = quiet_log(f"{kind}{iter_size}{flat}")
+        path = tiny.solver(
+            name=f"f{flat}", type=kind, max_iter=6, iter_size=iter_size, test_interval=0
+        )
+        path.write_text(path.read_text().replace("test_iter: 2\n", ""))
+        solver = Solver(str(path), log=log)
+        assert solver._flat_update is not None
+        if not flat:
+            solver._flat_update = None
+        solver.solve()
+        runs.append((solver.net.flat_data.copy(), solver.history_flat[0].copy()))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
