@@ -43,6 +43,7 @@ class Plan:
     test_interval_seconds: float
     snapshot_every: int
     display: int
+    pairs: int | None = None  # this dataset's pairs, when it differs from the profile's runs
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class Profile:
     def seeds(self) -> list[int]:
         """Pair k uses random_seed k (1-based) in both arms."""
         return list(range(1, self.runs + 1))
+
+    def seeds_of(self, dataset: str) -> list[int]:
+        """The seeds of one dataset's pairs (its own `pairs`, else the profile's runs)."""
+        return list(range(1, (self.plans[dataset].pairs or self.runs) + 1))
 
 
 _PLAN_KEYS = {
@@ -131,7 +136,8 @@ def load_profile(
         if lacking:
             raise ProfileError(f"{path}: [{name}.{ds}] lacks {', '.join(lacking)}")
         kwargs = {k: cast(values[k]) for k, cast in _PLAN_KEYS.items()}
-        plans[ds] = Plan(dataset=_dataset(path, ds, known_datasets[ds]), **kwargs)
+        pairs = None if runs is not None or "pairs" not in values else int(values["pairs"])
+        plans[ds] = Plan(dataset=_dataset(path, ds, known_datasets[ds]), pairs=pairs, **kwargs)
     count = int(section.get("runs", 1)) if runs is None else int(runs)
     if count < 1:
         raise ProfileError(f"RUNS={count}: the number of pairs must be >= 1")

@@ -135,7 +135,7 @@ def plan_runs(profile: Profile, overrides: dict[str, dict[str, str]]) -> list[Ru
     first alternates with the seed, so slow drifts of the machine hit both arms alike."""
     specs = []
     for name, plan in profile.plans.items():
-        for seed in profile.seeds:
+        for seed in profile.seeds_of(name):
             arms = ARMS if seed % 2 else tuple(reversed(ARMS))
             for arm in arms:
                 specs.append(table1_spec(profile, plan, arm, seed, overrides.get(name, {})))
