@@ -472,6 +472,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--json", action="store_true", help="one JSON object per line per net")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--gpu",
+        nargs="?",
+        const=0,
+        type=int,
+        metavar="N",
+        help="time the nets on GPU N under CuPy (scripts/gpu_bench.py; default device 0)",
+    )
     return ap.parse_args(argv)
 
 
@@ -486,6 +494,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.iterations < 1:
         raise SystemExit("--iterations must be at least 1")
+    if args.gpu is not None:
+        if args.model or args.train_step or args.phase != "TRAIN" or args.data != "dummy":
+            raise SystemExit("--gpu times the built-in nets' TRAIN passes only (--nets)")
+        from scripts import gpu_bench  # it builds on this module: imported on use
+
+        forwarded = ["--nets", args.nets, "--iterations", str(args.iterations)]
+        forwarded += ["--warmup", str(args.warmup), "--device", str(args.gpu)]
+        forwarded += ["--seed", str(args.seed)] + (
+            ["--batch", str(args.batch)] if args.batch else []
+        )
+        return gpu_bench.main(forwarded + (["--json"] if args.json else []))
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
     names = [] if args.model else [n for n in args.nets.split(",") if n]
     for name in names:

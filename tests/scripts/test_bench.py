@@ -151,3 +151,18 @@ def test_missing_lmdb_or_prototxt_is_skipped_with_the_reason(tmp_path, capsys, m
 
 def test_examples_path_is_relative_to_the_repository():
     assert bench.EXAMPLES == bench.ROOT.parent / "shared" / "caffe-examples"
+
+
+def test_gpu_flag_hands_the_nets_to_the_gpu_benchmark(monkeypatch) -> None:
+    """`scripts/bench.py --gpu N` times the same nets under CuPy on device N (gpu_bench.py,
+    itself run on the strict stand-in in tests/solvers/test_standin_runs.py)."""
+    from scripts import bench, gpu_bench
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(gpu_bench, "main", lambda argv: seen.append(argv) or 0)
+    assert bench.main(["--gpu", "1", "--nets", "cifar100", "--iterations", "3", "--json"]) == 0
+    argv = seen[0]
+    assert argv[argv.index("--nets") + 1] == "cifar100" and argv[argv.index("--device") + 1] == "1"
+    assert "--json" in argv and argv[argv.index("--iterations") + 1] == "3"
+    with pytest.raises(SystemExit, match="--gpu times the built-in nets"):
+        bench.main(["--gpu", "--train-step"])
