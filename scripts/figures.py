@@ -537,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         notes_path = out / "figures.json"
         notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
         if not args.no_run:
-            ensure_data(profile, display.say)
+            controlled = {"controlled": tuple(figure_runs.CONTROLLED.values())}
+            ensure_data(profile, display.say, controlled if 1 in wanted else None)
             specs = [s for n in wanted if FIGURES[n][1] is not None for s in FIGURES[n][1](profile)]
             fig8_base = (
                 [

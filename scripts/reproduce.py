@@ -98,12 +98,19 @@ def imagenet_sources() -> dict[str, str] | None:
     return sources
 
 
-def ensure_data(profile: Profile, say: Callable[[str], None]) -> dict[str, dict[str, str]]:
-    """Build missing LMDBs (MNIST, CIFAR-10) from the originals in $ISGD_DATA_DIR (downloaded
-    with checksums when missing, unless ISGD_OFFLINE=1); ImageNet comes from the environment or
-    its row is skipped. Returns per-dataset source overrides."""
+def ensure_data(
+    profile: Profile, say: Callable[[str], None], extra: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, dict[str, str]]:
+    """Build missing LMDBs (MNIST, CIFAR-10, and `extra`: data-tools set -> the paths it writes,
+    e.g. Fig. 1's controlled sets) from the originals in $ISGD_DATA_DIR (downloaded with
+    checksums when missing, unless ISGD_OFFLINE=1); ImageNet comes from the environment or its
+    row is skipped. Returns per-dataset source overrides."""
     overrides: dict[str, dict[str, str]] = {}
-    missing = []
+    missing = [
+        name
+        for name, paths in (extra or {}).items()
+        if not all((ROOT / path).exists() for path in paths)
+    ]
     for name, plan in list(profile.plans.items()):
         if name == "imagenet":
             sources = imagenet_sources()

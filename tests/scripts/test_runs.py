@@ -91,6 +91,25 @@ def test_missing_data_offline_names_the_files_and_where_to_put_them(
         reproduce.ensure_data(profile, lambda _: None)
 
 
+def test_fig1_controlled_sets_are_prepared_with_the_datasets_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone has no Fig. 1 LMDBs: ensure_data builds them (CI failed on exactly this)."""
+    asked: list[tuple[str, ...]] = []
+    monkeypatch.setattr("scripts.reproduce.ROOT", tmp_path)
+    monkeypatch.setattr("scripts.reproduce.prepare", lambda **kw: asked.append(kw["only"]))
+    monkeypatch.setattr("scripts.reproduce.check_known_lmdb", lambda path: None)
+    profile = load_profile("smoke", ["mnist"])
+    extra = {"controlled": ("data/cifar10/single", "data/cifar10/iid")}
+    reproduce.ensure_data(profile, lambda _: None, extra)
+    assert asked == [("controlled", "mnist")]
+    for path in (*extra["controlled"], *profile.plans["mnist"].dataset.lmdbs):
+        (tmp_path / path).mkdir(parents=True)
+    asked.clear()
+    reproduce.ensure_data(profile, lambda _: None, extra)
+    assert asked == []
+
+
 def test_generated_solver_and_net_carry_the_profile(spec: RunSpec) -> None:
     net_path, solver_path = write_run_files(spec)
     solver = read_solver_param(str(solver_path))
