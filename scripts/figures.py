@@ -434,18 +434,33 @@ def fig8(profile: Profile, out: Path) -> str:
     """Fig. 8: time to target against batch size, SGD and ISGD (seed 1)."""
     specs = figure_runs.fig8_specs(profile)
     datasets = sorted({s.dataset for s in specs}, key=list(profile.plans).index)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 7), squeeze=False)
     notes = []
-    for ax, dataset in zip(axes[0], datasets, strict=True):
+    for ax, ax_top, dataset in zip(axes[0], axes[1], datasets, strict=True):
         plan = profile.plans[dataset]
         runs = _logs([s for s in specs if s.dataset == dataset])
         runs += [(s, lg) for s, lg in _table1_logs(profile, dataset) if s.seed == 1]
         ceiling = 0.0
         points: dict[str, list[tuple[int, float | None]]] = {"sgd": [], "isgd": []}
+        tops: dict[str, list[tuple[int, float]]] = {"sgd": [], "isgd": []}
         for spec, log in runs:
-            reached = time_to_target(test_series(log, plan.dataset.metric), plan.dataset.target)
+            series = test_series(log, plan.dataset.metric)
+            reached = time_to_target(series, plan.dataset.target)
             points[spec.arm].append((spec.batch, None if reached is None else reached.train_s))
+            if series:
+                tops[spec.arm].append((spec.batch, 100 * max(v for _, _, v in series)))
             ceiling = max(ceiling, float(iter_array(log, "train_s")[-1]))
+        for arm, top in tops.items():
+            top.sort()
+            ax_top.plot(
+                [b for b, _ in top], [a for _, a in top], "o-", color=COLORS[arm], label=LABELS[arm]
+            )
+        ax_top.axhline(100 * plan.dataset.target, color="gray", ls="--", lw=1, label="target")
+        ax_top.set_xlabel("batch size")
+        ax_top.set_ylabel(f"top {plan.dataset.metric} (%)")
+        ax_top.set_title(f"{dataset}: top accuracy at the same epochs")
+        ax_top.grid(alpha=0.3)
+        ax_top.legend(fontsize=7)
         for arm, values in points.items():
             values.sort()
             got = [(b, t) for b, t in values if t is not None]
@@ -459,13 +474,22 @@ def fig8(profile: Profile, out: Path) -> str:
                     [ceiling] * len(missed),
                     marker="x",
                     color=COLORS[arm],
-                    label=f"{LABELS[arm]}: not reached",
+                    label=f"{LABELS[arm]}: not reached (drawn at the longest run's length)",
                 )
+            top_of = dict(tops[arm])
             notes.append(
                 f"{dataset} {arm}: "
-                + ", ".join(f"b{b} {'—' if t is None else f'{t:.0f} s'}" for b, t in values)
+                + ", ".join(
+                    f"b{b} {'—' if t is None else f'{t:.0f} s'}"
+                    + (f" (top {top_of[b]:.2f} %)" if b in top_of else "")
+                    for b, t in values
+                )
             )
-        ax.set_xscale("log")
+        batches = sorted({spec.batch for spec, _ in runs})
+        for axis in (ax, ax_top):
+            axis.set_xscale("log")
+            axis.set_xticks(batches, [str(b) for b in batches])
+            axis.minorticks_off()
         ax.set_xlabel("batch size")
         ax.set_ylabel(f"time to {100 * plan.dataset.target:g} % (s)")
         ax.set_title(f"{dataset}: same epochs per run, seed 1")
