@@ -169,8 +169,10 @@ def _status_line(
     """The progress callback of one run: position, last test, ETA of the whole profile."""
 
     def show(p: Progress) -> None:
-        if p.grad_evals:
-            eta.learn(spec.dataset, time.monotonic() - started, p.grad_evals)
+        if p.started_at_evals is None:
+            return  # nothing from the child yet (a resumed run starts past iteration 0)
+        if p.evals_this_process:
+            eta.learn(spec.dataset, time.monotonic() - started, p.evals_this_process)
         acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
         display.status(
             f"{count} {spec.label}: iter {p.iteration}, {p.grad_evals}/{spec.budget} grad evals, "

@@ -235,6 +235,12 @@ class Progress:
     iteration: int = 0
     train_s: float = 0.0
     last_accuracy: float | None = None
+    started_at_evals: int | None = None  # where this process began (a resume's snapshot)
+
+    @property
+    def evals_this_process(self) -> int:
+        """Gradient evaluations done since the child started: what its wall time paid for."""
+        return self.grad_evals - (self.started_at_evals or 0)
 
 
 class LogFollower:
@@ -262,6 +268,8 @@ class LogFollower:
                 continue
             if event.get("event") in ("iter", "start"):
                 self.progress.grad_evals = int(event.get("grad_evals") or 0)
+                if event.get("event") == "start":
+                    self.progress.started_at_evals = self.progress.grad_evals
                 self.progress.iteration = int(event.get("iter") or 0)
                 self.progress.train_s = float(event.get("train_s") or 0.0)
             elif event.get("event") == "test":

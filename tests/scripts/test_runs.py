@@ -3,7 +3,9 @@ resume after an interruption (on tiny generated MNIST-shaped data)."""
 
 from __future__ import annotations
 
+import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import lmdb
@@ -14,7 +16,15 @@ from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
 from scripts import reproduce
 from scripts.profiles import Plan, ProfileError, load_profile
-from scripts.runs import RunSpec, full_test_batch, newest_snapshot, run, status, write_run_files
+from scripts.runs import (
+    LogFollower,
+    RunSpec,
+    full_test_batch,
+    newest_snapshot,
+    run,
+    status,
+    write_run_files,
+)
 from solvers.run_log import read_run_log
 
 
@@ -161,3 +171,32 @@ def test_a_started_run_without_snapshot_starts_again(spec: RunSpec) -> None:
     log = run(spec, said.append, lambda p: None)
     assert any("starting it again" in m for m in said)
     assert log.finished and len(read_run_log(spec.log_path).starts) == 1
+
+
+def test_progress_of_a_resumed_run_starts_at_its_snapshot_and_its_eta_counts_only_new_work(
+    spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed at 2000 of 2150 evaluations, 100 more in 10 s: 50 left at 0.1 s each = 5 s."""
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"event": "iter", "iter": 2500, "grad_evals": 2500}) + "\n")
+    follower = LogFollower(log, "accuracy")  # follows what the resumed child appends
+    lines: list[str] = []
+    display = reproduce.Display(io.StringIO())
+    monkeypatch.setattr(display, "status", lines.append)
+    resumed = replace(spec, budget_grad_evals=2150)
+    clock = iter([1000.0, 1010.0])
+    monkeypatch.setattr("scripts.reproduce.time.monotonic", lambda: next(clock))
+    show = reproduce._status_line(
+        display, reproduce.Eta(), "[1/1]", resumed, [resumed], started=next(clock)
+    )
+    show(follower.poll())
+    assert lines == []  # nothing from the child yet: no "iter 0" for a run resumed at 2000
+    with open(log, "a") as out:
+        for event in (
+            {"event": "start", "iter": 2000, "grad_evals": 2000, "train_s": 200.0},
+            {"event": "iter", "iter": 2099, "grad_evals": 2100, "train_s": 209.0},
+        ):
+            out.write(json.dumps(event) + "\n")
+    show(follower.poll())
+    assert lines[-1].startswith("[1/1] ") and "iter 2099, 2100/2150 grad evals" in lines[-1]
+    assert lines[-1].endswith("ETA 5 s")
