@@ -31,7 +31,7 @@ pass, untiled, channels first.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +137,21 @@ def read_geometry(layer: Layer, p: Any, bottom: Blob, kind: str) -> None:
         raise err(f"channels ({layer.channels}) must be divisible by group ({layer.group})")
     if layer.num_output % layer.group:
         raise err(f"num_output ({layer.num_output}) must be divisible by group ({layer.group})")
+
+
+def image_extents(
+    layer: Layer, k: int, shape: tuple[int, ...], out_size: Callable[..., int]
+) -> tuple[int, int, int, int, int]:
+    """(n, h, w, oh, ow) of bottom k for Convolution or Deconvolution (`out_size` is the
+    layer's extent rule); refuses a bottom that is not (N, channels, H, W)."""
+    if len(shape) != 4 or shape[1] != layer.channels:
+        raise layer.error(
+            f"bottom {k} shape {shape} does not match the layer's input (N, {layer.channels}, H, W)"
+        )
+    n, _, h, w = shape
+    oh = out_size(h, layer.kh, layer.ph, layer.sh, layer.dh)
+    ow = out_size(w, layer.kw, layer.pw, layer.sw, layer.dw)
+    return n, h, w, oh, ow
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -363,15 +378,7 @@ class ConvolutionLayer(Layer):
     # --- shapes, plans, buffers --------------------------------------------------------------
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
-            shape = bottom.shape
-            if len(shape) != 4 or shape[1] != self.channels:
-                raise self.error(
-                    f"bottom {k} shape {shape} does not match the layer's input "
-                    f"(N, {self.channels}, H, W)"
-                )
-            n, _, h, w = shape
-            oh = conv_out_size(h, self.kh, self.ph, self.sh, self.dh)
-            ow = conv_out_size(w, self.kw, self.pw, self.sw, self.dw)
+            n, h, w, oh, ow = image_extents(self, k, bottom.shape, conv_out_size)
             if oh <= 0 or ow <= 0:
                 raise self.error(f"kernel larger than the padded input {h}x{w}")
             top.reshape((n, self.num_output, oh, ow))

@@ -14,7 +14,7 @@ from typing import Any
 from engine.blob import Blob
 from engine.im2col import CNHW_TO_NCHW, NCHW_TO_CNHW, col2im, im2col
 from engine.layer import Layer, register_layer
-from engine.layers.convolution import read_geometry
+from engine.layers.convolution import image_extents, read_geometry
 
 _SPATIAL = (2, 3)
 
@@ -48,15 +48,7 @@ class DeconvolutionLayer(Layer):
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         xp, dt = self.xp, self.dtype
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
-            shape = bottom.shape
-            if len(shape) != 4 or shape[1] != self.channels:
-                raise self.error(
-                    f"bottom {k} shape {shape} does not match the layer's input "
-                    f"(N, {self.channels}, H, W)"
-                )
-            n, _, h, w = shape
-            oh = deconv_out_size(h, self.kh, self.ph, self.sh, self.dh)
-            ow = deconv_out_size(w, self.kw, self.pw, self.sw, self.dw)
+            n, h, w, oh, ow = image_extents(self, k, bottom.shape, deconv_out_size)
             if oh <= 0 or ow <= 0:
                 raise self.error(f"pad too large: output would be {oh}x{ow} from {h}x{w}")
             top.reshape((n, self.num_output, oh, ow))
