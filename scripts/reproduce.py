@@ -60,15 +60,21 @@ class Display:
             self.shown = False
 
 
+def _images(spec: RunSpec, grad_evals: int) -> int:
+    """Training images behind `grad_evals` passes of the run (all ranks)."""
+    return grad_evals * spec.batch * max(spec.ranks, 1)
+
+
 class Eta:
-    """Wall seconds per gradient evaluation, per dataset, learned from the runs as they go."""
+    """Wall seconds per training image, per dataset, learned from the runs as they go (per
+    image, not per pass, so a run at batch 1000 does not inflate the estimate of one at 100)."""
 
     def __init__(self) -> None:
         self.rate: dict[str, float] = {}
 
-    def learn(self, dataset: str, wall_s: float, grad_evals: int) -> None:
+    def learn(self, spec: RunSpec, wall_s: float, grad_evals: int) -> None:
         if grad_evals > 0 and wall_s > 0:
-            self.rate[dataset] = wall_s / grad_evals
+            self.rate[spec.dataset] = wall_s / _images(spec, grad_evals)
 
     def remaining(self, pending: list[RunSpec], current: RunSpec | None, done_evals: int) -> str:
         total = 0.0
@@ -77,7 +83,7 @@ class Eta:
             if rate is None:
                 return f"ETA after the first {spec.dataset} run"
             evals = spec.budget - (done_evals if spec is current else 0)
-            total += max(evals, 0) * rate
+            total += _images(spec, max(evals, 0)) * rate
         minutes = total / 60
         return f"ETA {minutes:.0f} min" if minutes >= 1 else f"ETA {total:.0f} s"
 
@@ -172,7 +178,7 @@ def _status_line(
         if p.started_at_evals is None:
             return  # nothing from the child yet (a resumed run starts past iteration 0)
         if p.evals_this_process:
-            eta.learn(spec.dataset, time.monotonic() - started, p.evals_this_process)
+            eta.learn(spec, time.monotonic() - started, p.evals_this_process)
         acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
         display.status(
             f"{count} {spec.label}: iter {p.iteration}, {p.grad_evals}/{spec.budget} grad evals, "
@@ -190,7 +196,7 @@ def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> N
     for spec in specs:  # what is already done teaches the ETA
         state, log = status(spec)
         if state == "done" and log is not None and log.of("iter"):
-            eta.learn(spec.dataset, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))
+            eta.learn(spec, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))
     done = sum(1 for spec in specs if status(spec)[0] == "done")
     for index, spec in enumerate(specs):
         if status(spec)[0] == "done":
@@ -202,7 +208,7 @@ def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> N
         show = _status_line(display, eta, f"[{done + 1}/{total}]", spec, pending, started)
         log = run(spec, display.say, show)
         done += 1
-        eta.learn(spec.dataset, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))
+        eta.learn(spec, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))
         display.say(f"[{done}/{total}] {spec.label}: done in {log.wall_s:.0f} s of wall time")
 
 

@@ -200,3 +200,15 @@ def test_progress_of_a_resumed_run_starts_at_its_snapshot_and_its_eta_counts_onl
     show(follower.poll())
     assert lines[-1].startswith("[1/1] ") and "iter 2099, 2100/2150 grad evals" in lines[-1]
     assert lines[-1].endswith("ETA 5 s")
+
+
+def test_eta_is_learned_per_image_so_batch_sizes_mix(spec: RunSpec) -> None:
+    """100 passes at batch 1000 in 100 s = 1 ms per image: 500 passes at batch 100 take 50 s."""
+    eta = reproduce.Eta()
+    big, small = (
+        replace(spec, batch_size=1000),
+        replace(spec, batch_size=100, budget_grad_evals=500),
+    )
+    eta.learn(big, 100.0, 100)
+    assert eta.remaining([small], None, 0) == "ETA 50 s"
+    assert eta.remaining([small], small, 400) == "ETA 10 s"
