@@ -112,7 +112,9 @@ def build(profile: str) -> Path:
     if table_csv.exists():
         rows = list(csv.DictReader(open(table_csv, encoding="utf-8")))
         machine = "; ".join(sorted({r.get("machine", "") for r in rows if r.get("machine")}))
-        commit = ", ".join(sorted({r.get("commit", "") for r in rows if r.get("commit")}))
+        commit = ", ".join(
+            sorted({c for r in rows for c in r.get("commit", "").replace(",", " ").split()})
+        )
     walls = _wall_minutes(profile)
     lines += [
         f"- Made by: `make reproduce-table1{arg}`, then `make figures{arg}` and "
@@ -138,7 +140,9 @@ def build(profile: str) -> Path:
             lines += [f"![Fig. {number}](figures/{name})", ""]
         note = notes.get(str(number))
         measured = f" Here: {note}." if note else " Not made yet."
-        lines += [f"{paper}{measured} Made by `{how.format(profile=profile)}`.", ""]
+        command, _, where = how.format(profile=profile).partition(" (")
+        made = f"`{command}`" + (f" ({where}" if where else "")
+        lines += [f"{paper}{measured} Made by {made}.", ""]
     sweep = out / "sweep.md"
     if sweep.exists():
         body = sweep.read_text(encoding="utf-8").split("\n", 1)[1]
