@@ -1,0 +1,34 @@
+"""The generated results README: machine and commits from the table, each listed once; a
+figure's note, picture and command; a figure not made yet says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts import results_readme
+
+
+def test_readme_lists_commits_once_and_says_what_made_each_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "smoke"
+    monkeypatch.setattr(results_readme, "results_dir", lambda profile: out)
+    monkeypatch.setattr(results_readme, "RUNS_DIR", tmp_path / "runs")
+    (out / "figures").mkdir(parents=True)
+    (out / "table1.md").write_text("# Table 1\n\n## Reading\n\nno gain\n")
+    (out / "table1.csv").write_text(
+        'dataset,machine,commit\nmnist,box,"aaa, bbb"\ncifar10,box,"bbb, ccc"\n'
+    )
+    (out / "figures" / "fig1_batch_losses.png").write_bytes(b"png")
+    (out / "figures" / "figures.json").write_text(json.dumps({"1": "losses 2.1 to 2.7"}))
+    text = results_readme.build("smoke").read_text()
+    assert "- Commit(s) of the runs: aaa, bbb, ccc\n" in text
+    assert "- Machine: box\n" in text and "### Reading" in text
+    assert "![Fig. 1](figures/fig1_batch_losses.png)" in text
+    assert (
+        "Here: losses 2.1 to 2.7. Made by `make figures` (runs results/runs/smoke/fig1/)." in text
+    )
+    assert "Not made yet. Made by `make reproduce-table1`." in text  # Fig. 2, no note
