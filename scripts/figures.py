@@ -353,7 +353,7 @@ def fig6(profile: Profile, out: Path) -> str:
     ax_e.set_title("e: validation accuracy")
     ax_c.set_xlabel("epoch")
     ax_d.set_xlabel("epoch")
-    ax_e.set_xlabel("gradient evaluations")  # not seconds: both arms, one machine load
+    ax_e.set_xlabel("gradient evaluations")  # seconds vary with load, even between identical runs
     ax_e.set_ylabel("accuracy (%)")
     for ax in (ax_a, ax_b, ax_c, ax_d, ax_e):
         ax.grid(alpha=0.3)
