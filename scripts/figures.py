@@ -433,7 +433,17 @@ def fig7(profile: Profile, out: Path) -> str:
             ]
             got = [r.train_s for r in times if r is not None]
             mean = f"{np.mean(got):.0f} s" if got else "—"
-            notes.append(f"{dataset} {arm}: reached {len(got)}/{len(times)}, mean time {mean}")
+            pace = [
+                1000 * float(iters[-1]["train_s"]) / int(iters[-1]["grad_evals"])
+                for s, lg in runs
+                if s.arm == arm and (iters := lg.of("iter")) and iters[-1].get("grad_evals")
+            ]
+            clock = (
+                f", {min(pace):.0f}-{max(pace):.0f} s per 1000 gradient evaluations" if pace else ""
+            )
+            notes.append(
+                f"{dataset} {arm}: reached {len(got)}/{len(times)}, mean time {mean}{clock}"
+            )
     fig.suptitle(
         "Fig. 7: SGD vs ISGD, accuracy and training loss against training time", fontsize=10
     )
