@@ -31,7 +31,7 @@ FIGURES = {
         "Fig. 2: the batch losses of each epoch, SGD on CIFAR-10 (the Table 1 run of seed 1)",
         "The paper reads the per-epoch losses as roughly normal around a mean that falls epoch "
         "by epoch, the assumption behind the 3-sigma limit.",
-        "make reproduce-table1",
+        "make figures (drawn from the Table 1 runs of make reproduce-table1)",
     ),
     3: (
         "fig3_control_limit.png",
@@ -39,7 +39,7 @@ FIGURES = {
         "triggered Alg. 2 in red (the Table 1 ISGD runs of seed 1)",
         "The paper (AlexNet) shows a handful of outliers above the limit, each then accelerated "
         "by Alg. 2.",
-        "make reproduce-table1",
+        "make figures (drawn from the Table 1 runs of make reproduce-table1)",
     ),
     5: (
         "fig5_batch_size_model.png",
@@ -63,7 +63,7 @@ FIGURES = {
         "Table 1 run",
         "The paper shows ISGD above SGD in accuracy and below it in loss throughout, reaching the "
         "target 23-29 % sooner.",
-        "make reproduce-table1",
+        "make figures (drawn from the Table 1 runs of make reproduce-table1)",
     ),
     8: (
         "fig8_batch_size.png",

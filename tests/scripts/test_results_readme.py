@@ -31,4 +31,4 @@ def test_readme_lists_commits_once_and_says_what_made_each_figure(
     assert (
         "Here: losses 2.1 to 2.7. Made by `make figures` (runs results/runs/smoke/fig1/)." in text
     )
-    assert "Not made yet. Made by `make reproduce-table1`." in text  # Fig. 2, no note
+    assert "Not made yet. Made by `make figures` (drawn from the Table 1 runs" in text  # Fig. 2
