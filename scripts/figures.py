@@ -308,7 +308,6 @@ def fig5(profile: Profile, out: Path) -> str:
     )
     _save(fig, out / "fig5_batch_size_model.png")
     text = "; ".join(lines)
-    print(f"Fig. 5 fit: {text}")
     return text
 
 
