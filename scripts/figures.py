@@ -375,7 +375,7 @@ def fig6(profile: Profile, out: Path) -> str:
     triggers = sum(1 for e in isgd_iters if e.get("under_trained"))
     alg2 = f"Alg. 2 ran on {triggers} of {len(isgd_iters)} ISGD iterations"
     if triggers == 0:
-        return f"{alg2}, so the ISGD run is the SGD run ({k} epochs); {acc}"
+        return f"{alg2}, so the ISGD run is the SGD run ({k} epoch{'s' if k != 1 else ''}); {acc}"
     return (
         f"{alg2}; ISGD's per-epoch loss std below SGD's in {lower_std} of {k} epochs, its mean "
         f"loss in {lower_mean} of {k}; {acc}"
