@@ -318,11 +318,20 @@ def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) ->
     }
 
 
+def _iterations(command: str, args: argparse.Namespace) -> int:
+    """-iterations of `isgd test` / `isgd time` (default 50); a count below 1 is refused (Caffe
+    would run nothing and print an empty or undefined result)."""
+    iterations = 50 if args.iterations is None else args.iterations
+    if iterations < 1:
+        raise SystemExit(
+            f"isgd {command}: -iterations {iterations}: the number of iterations must be >= 1"
+        )
+    return iterations
+
+
 def _launcher_comm() -> Comm:
     """MPIComm when started by mpiexec (solvers.launch decides), else SerialComm."""
     return get_comm()
-
-
 
 
 def test(args: argparse.Namespace) -> int:
@@ -331,7 +340,7 @@ def test(args: argparse.Namespace) -> int:
         raise SystemExit("isgd test: need a model definition to score (-model FILE)")
     if not args.weights:
         raise SystemExit("isgd test: need model weights to score (-weights FILE)")
-    iterations = 50 if args.iterations is None else args.iterations
+    iterations = _iterations("test", args)
     log = TrainLog(source="cli.py:0", progress=False)
     xp = startup.array_module(args.gpu, SerialComm(), log)
     net = Net(args.model, phase="TEST", xp=xp, stages=_stages(args.stage), level=args.level)
@@ -362,7 +371,7 @@ def time_(args: argparse.Namespace) -> int:
     """`isgd time`: per-layer forward/backward timing, as Caffe's time() (engine.timing)."""
     if not args.model:
         raise SystemExit("isgd time: need a model definition to time (-model FILE)")
-    iterations = 50 if args.iterations is None else args.iterations
+    iterations = _iterations("time", args)
     phase = args.phase or "TRAIN"
     if phase not in ("TRAIN", "TEST"):
         raise SystemExit('isgd time: phase must be "TRAIN" or "TEST"')

@@ -272,6 +272,19 @@ def test_zero_iterations_warn_and_negative_are_refused(tiny: Tiny, monkeypatch, 
     assert not (tiny.root / "snap" / "neg_log.jsonl").exists()
 
 
+@pytest.mark.parametrize("command", ["test", "time"])
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_test_and_time_refuse_fewer_than_one_iteration(
+    tiny: Tiny, monkeypatch, capsys, command: str, count: str
+) -> None:
+    """`isgd test` / `isgd time -iterations 0` would score or time nothing: refused in one line."""
+    monkeypatch.chdir(tiny.root)
+    args = [command, "-model", str(tiny.net), "-weights", "none.caffemodel", "-iterations", count]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"isgd {command}: -iterations {count}: the number of iterations must be >= 1"
+
+
 def test_divergence_stops_with_one_message_and_no_numpy_warnings(
     tiny: Tiny, quiet_log, recwarn
 ) -> None:
