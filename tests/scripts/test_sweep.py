@@ -66,3 +66,13 @@ def test_reading_points_to_top_accuracy_when_too_few_pairs_reach_the_target(logs
     assert "| +0.23 [" in text
     assert "1 of 2 settings have fewer than 2 pairs" in text
     assert "lies above 0: mnist/k2, mnist/k2" in text
+
+
+def test_reading_with_one_pair_per_setting_says_there_is_no_interval(logs: dict) -> None:
+    profile = load_profile("default", ["mnist"], runs=1)
+    row = sweep.summarize_setting(profile, profile.plans["mnist"], sweep.SETTINGS[1])
+    assert row["top_pairs"] == 1 and row["top_acc_diff_low"] is None
+    text = sweep.markdown([row], profile)
+    assert (
+        "fewer than 2 pairs per setting, so no interval; the single differences (+0.20 to " in text
+    )
