@@ -6,8 +6,8 @@ net from torch.nn modules. Rounds are interleaved (ours, PyTorch, ours, ...) and
 Ours: forward + backward (no update, as `caffe time`); PyTorch: forward + backward + SGD step.
 
 PyTorch is not a dependency of this project: point --torch-python at an interpreter that has it
-(default: $ISGD_TORCH_PYTHON, else /work/torchenv/bin/python, else this one); without it the
-script says so and exits 0.
+(default: $ISGD_TORCH_PYTHON, else ../torchenv/bin/python beside the repository, else this one);
+without it the script says so and exits 0.
 
     python scripts/compare_torch.py [--nets lenet64,cifar100] [--rounds 3] [--iterations 10]
     python scripts/compare_torch.py --baseline ../old-checkout    # a "before" column too
@@ -269,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if python is None:
         print(
             "compare_torch: skipped, no interpreter with torch found (give --torch-python, or "
-            "set ISGD_TORCH_PYTHON; e.g. python3 -m venv /work/torchenv && "
-            "/work/torchenv/bin/pip install torch==2.13.0 numpy)"
+            "set ISGD_TORCH_PYTHON; e.g. python3 -m venv ../torchenv && "
+            "../torchenv/bin/pip install torch==2.13.0 numpy)"
         )
         return 0
     names = [n for n in args.nets.split(",") if n]
@@ -337,9 +337,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _find_torch_python(given: str | None) -> str | None:
-    """The first of --torch-python, $ISGD_TORCH_PYTHON, /work/torchenv, this interpreter that
-    imports torch."""
-    candidates = [given, os.environ.get("ISGD_TORCH_PYTHON"), "/work/torchenv/bin/python"]
+    """The first of --torch-python, $ISGD_TORCH_PYTHON, ../torchenv beside the repository, this
+    interpreter that imports torch."""
+    beside = ROOT.parent / "torchenv" / "bin" / "python"
+    candidates = [given, os.environ.get("ISGD_TORCH_PYTHON"), str(beside)]
     candidates.append(sys.executable)
     for c in candidates:
         if not c or not Path(c).exists():
