@@ -136,16 +136,6 @@ def test_device_path_matches_the_threaded_cpu_path(case: str) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.fixture
-def on_device_1():
-    """Device 1 current in this thread (a rank r > 0 under -gpu all); worker threads see 0."""
-    fakecupy.cuda.Device(1).use()
-    try:
-        yield
-    finally:
-        fakecupy.cuda.Device(0).use()
-
-
 @pytest.mark.parametrize("case", ["conv", "inner product", "deconv"])
 def test_no_host_threads_on_a_second_device(case: str, on_device_1: None) -> None:
     """Device work in a host worker thread would run on that thread's device 0 and fail here.

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 from google.protobuf import text_format
 
 from data_tools.lmdb_io import LmdbWriter
@@ -20,15 +19,6 @@ from engine.proto import caffe_pb2
 from tests.cupy_standin import fakecupy
 
 COUNTERS = fakecupy._standin.counters
-
-
-@pytest.fixture
-def on_device_1():
-    fakecupy.cuda.Device(1).use()
-    try:
-        yield
-    finally:
-        fakecupy.cuda.Device(0).use()
 
 
 def lmdb_source(path: Path, n: int = 10) -> str:

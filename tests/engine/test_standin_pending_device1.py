@@ -20,15 +20,6 @@ from tests.cupy_standin import fakecupy
 from tests.engine.test_standin_conv import BIG_CASES, run_once
 
 
-@pytest.fixture
-def on_device_1():
-    fakecupy.cuda.Device(1).use()
-    try:
-        yield
-    finally:
-        fakecupy.cuda.Device(0).use()
-
-
 @pytest.mark.parametrize("case", ["max pool", "ave pool"])
 def test_pooling_on_a_second_device(case: str, on_device_1: None) -> None:
     kind, body, shape = BIG_CASES[case]
