@@ -26,7 +26,7 @@ from scripts.profiles import ROOT, Plan, Profile, load_profile, results_dir
 from scripts.reproduce import Display, ensure_data, guarded, run_all, table1_spec
 from scripts.results_readme import build as build_readme
 from scripts.runs import RunSpec, status
-from scripts.stats import paired_test, time_to_target
+from scripts.stats import PairedTest, paired_test, time_to_target
 from scripts.table1 import test_series, write_csv
 from solvers.run_log import RunLog
 
@@ -137,8 +137,6 @@ def summarize_setting(profile: Profile, plan: Plan, setting: Setting) -> dict[st
             isgd_e.append(hits["isgd"].grad_evals)
     time_test, eval_test = paired_test(sgd_t, isgd_t), paired_test(sgd_e, isgd_e)
     top_test = paired_test(sgd_top, isgd_top)
-    mean_sgd_t = float(np.mean(sgd_t)) if sgd_t else None
-    mean_sgd_e = float(np.mean(sgd_e)) if sgd_e else None
     return {
         "dataset": ds.name,
         "setting": setting.name,
@@ -148,29 +146,28 @@ def summarize_setting(profile: Profile, plan: Plan, setting: Setting) -> dict[st
         "reached_sgd": reached["sgd"],
         "reached_isgd": reached["isgd"],
         "pairs": time_test.pairs,
-        "time_diff_s": time_test.difference.mean,
-        "time_diff_low": time_test.difference.low,
-        "time_diff_high": time_test.difference.high,
-        "time_improvement": None
-        if time_test.difference.mean is None or not mean_sgd_t
-        else -time_test.difference.mean / mean_sgd_t,
-        "time_t_p": time_test.t_p,
-        "evals_diff": eval_test.difference.mean,
-        "evals_diff_low": eval_test.difference.low,
-        "evals_diff_high": eval_test.difference.high,
-        "evals_improvement": None
-        if eval_test.difference.mean is None or not mean_sgd_e
-        else -eval_test.difference.mean / mean_sgd_e,
-        "evals_t_p": eval_test.t_p,
+        **_paired_columns("time", "time_diff_s", time_test, sgd_t),
+        **_paired_columns("evals", "evals_diff", eval_test, sgd_e),
         "top_pairs": top_test.pairs,
-        "top_acc_diff": top_test.difference.mean,
-        "top_acc_diff_low": top_test.difference.low,
-        "top_acc_diff_high": top_test.difference.high,
-        "top_acc_t_p": top_test.t_p,
+        **_paired_columns("top_acc", "top_acc_diff", top_test),
         "trigger_rate": triggers / iterations if iterations else None,
         "inner_steps_per_trigger": inner / triggers if triggers else None,
         "extra_evals_fraction": (evals - iterations) / evals if evals else None,
     }
+
+
+def _paired_columns(
+    name: str, mean_key: str, test: PairedTest, sgd: list[float] | None = None
+) -> dict[str, float | None]:
+    """A paired difference ISGD − SGD as sweep.csv columns: mean, interval, (improvement
+    −mean / SGD's mean when `sgd` is given), t-test p."""
+    d = test.difference
+    columns = {mean_key: d.mean, f"{name}_diff_low": d.low, f"{name}_diff_high": d.high}
+    if sgd is not None:
+        base = float(np.mean(sgd)) if sgd else None
+        columns[f"{name}_improvement"] = None if d.mean is None or not base else -d.mean / base
+    columns[f"{name}_t_p"] = test.t_p
+    return columns
 
 
 def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
