@@ -23,7 +23,7 @@ from engine.errors import DataError, EngineError
 from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile
 from scripts.runs import Progress, RunError, RunSpec, run, status
 from scripts.table1 import build as build_table1
-from solvers.run_log import RunLogError
+from solvers.run_log import RunLog, RunLogError
 
 ARMS = ("sgd", "isgd")
 IMAGENET_ENV = ("IMAGENET_TRAIN", "IMAGENET_VAL", "IMAGENET_MEAN")
@@ -193,23 +193,30 @@ def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> N
     """Run every spec to its end, in order, with progress and an ETA."""
     eta = eta or Eta()
     total = len(specs)
-    for spec in specs:  # what is already done teaches the ETA
+    finished = []
+    for spec in specs:  # each log read once; what is already done teaches the ETA
         state, log = status(spec)
+        finished.append(state == "done")
         if state == "done" and log is not None and log.of("iter"):
-            eta.learn(spec, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))
-    done = sum(1 for spec in specs if status(spec)[0] == "done")
+            eta.learn(spec, log.wall_s, _last_grad_evals(log))
+    done = sum(finished)
     for index, spec in enumerate(specs):
-        if status(spec)[0] == "done":
+        if finished[index]:
             continue
         display.say(f"[{done + 1}/{total}] {spec.label}: training (log {spec.log_path.parent})")
         started = time.monotonic()
-        pending = [s for s in specs[index:] if status(s)[0] != "done"]
-
+        pending = [s for s, f in zip(specs[index:], finished[index:], strict=True) if not f]
         show = _status_line(display, eta, f"[{done + 1}/{total}]", spec, pending, started)
         log = run(spec, display.say, show)
+        finished[index] = True
         done += 1
-        eta.learn(spec, log.wall_s, int(log.of("iter")[-1].get("grad_evals", 0)))
+        eta.learn(spec, log.wall_s, _last_grad_evals(log))
         display.say(f"[{done}/{total}] {spec.label}: done in {log.wall_s:.0f} s of wall time")
+
+
+def _last_grad_evals(log: RunLog) -> int:
+    """Gradient evaluations of a run's last iteration."""
+    return int(log.of("iter")[-1].get("grad_evals", 0))
 
 
 EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)
