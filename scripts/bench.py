@@ -312,10 +312,7 @@ def bench_one(
     times = time_net(net, iterations, warmup, backward)
     for row, layer in zip(times["layers"], net.layers, strict=True):
         if hasattr(layer, "plan") and callable(layer.plan):  # Convolution: the chosen plan
-            plan = layer.plan(0)
-            row["plan"] = f"{plan.layout} tile {plan.tile[0]}x{plan.tile[1]} dgrad {plan.dgrad}"
-            if plan.wgrad != "gemm":
-                row["plan"] += f" wgrad {plan.wgrad}"
+            row["plan"] = layer.plan(0).summary()
     f_flops, b_flops = useful_flops(net)
     flops = f_flops + (b_flops if backward else 0.0)
     gflops = flops / (times["ms_per_iter"] * 1e-3) / 1e9

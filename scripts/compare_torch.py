@@ -261,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine_worker:
         return _engine_worker(args.engine_worker)
 
-
     sys.path.insert(0, str(ROOT))
     from scripts import bench  # this checkout's, after the workers are dispatched
 

@@ -48,6 +48,7 @@ from engine.im2col import (
     window,
 )
 from engine.layer import Layer, register_layer
+from engine.layers.conv_rows import read_rows, rows_backward, rows_buffer_shape, rows_forward
 from engine.threads import MIN_THREADED_BYTES, THREADS, EngineThreads, chunks, split
 
 # Measured on OpenBLAS, 2 cores (ns per element of an in-cache im2col copy / col2im add, by
@@ -68,6 +69,13 @@ _SKINNY_WGRAD = 1024
 # Tile rows tried (tiles along the width interleave the output scatter into runs of q floats,
 # measured slower; the code supports them, the planner does not pick them).
 _TILES = ((1, 1), (2, 1), (3, 1), (4, 1))
+# Kernel rows folded into the GEMM (conv_rows) when both of its inner sides, kw*C/g and kh*O/g,
+# are at least this wide and the input rows it multiplies are at most this many times the
+# output rows (1 for stride 1 with Caffe's "same" padding, 1.5 for LeNet's unpadded conv2, which
+# still measured faster; a stride of 2 doubles the work). Measured faster than the im2col plans
+# on every layer of CIFAR-10 quick, LeNet and AlexNet it picks (conv2/conv3, conv2, conv2-5).
+_ROWS_MIN_WIDTH = 64
+_ROWS_MAX_WASTE = 1.5
 # Column-buffer chunk per thread: small enough to stay in cache between im2col and the GEMM.
 _CHUNK_BYTES = 2 << 20
 # Up to this whole-batch column size, forward keeps its columns for the weight gradient
@@ -167,7 +175,9 @@ class ConvPlan:
     threads if `threaded`; chunk_bytes: column chunk per piece (0: the whole piece at once);
     keep_columns: forward's columns are kept for the weight gradient; wgrad: "gemm", or
     "per_sample" (untiled batch-second layout, group 1: when no data gradient is wanted, one
-    batched GEMM over the samples straight from the NCHW top diff, for skinny layers).
+    batched GEMM over the samples straight from the NCHW top diff, for skinny layers);
+    fold_rows: channels last with the kernel rows folded into the GEMM (engine.layers.conv_rows),
+    which then runs all three passes.
     """
 
     n: int
@@ -184,6 +194,14 @@ class ConvPlan:
     threaded: bool = False
     chunk_bytes: int = 0
     keep_columns: bool = False
+    fold_rows: bool = False
+
+    def summary(self) -> str:
+        """The algorithm in a few words, for `caffe time`-style tables."""
+        if self.fold_rows:
+            return "NHWC kernel rows folded"
+        text = f"{self.layout} tile {self.tile[0]}x{self.tile[1]} dgrad {self.dgrad}"
+        return text if self.wgrad == "gemm" else f"{text} wgrad {self.wgrad}"
 
     @property
     def batch_last(self) -> bool:
@@ -285,6 +303,18 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
             layout="CNHW",
             wgrad="per_sample",
             dgrad="full" if full_ok and t_full < t_col2im else "col2im",
+            threaded=col_bytes >= MIN_THREADED_BYTES,
+            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            **threads,
+        )
+    rows = read_rows(h, oh, layer.kh, layer.ph, layer.sh, layer.dh)
+    narrow = min(layer.kw * c // g, layer.kh * o // g)
+    if narrow >= _ROWS_MIN_WIDTH and rows <= _ROWS_MAX_WASTE * oh:
+        col_bytes = n * rows * ow * layer.kw * c * item
+        return dataclasses.replace(
+            base,
+            layout="NHWC",
+            fold_rows=True,
             threaded=col_bytes >= MIN_THREADED_BYTES,
             keep_columns=col_bytes <= _KEEP_COL_BYTES,
             **threads,
@@ -406,7 +436,11 @@ class ConvolutionLayer(Layer):
             raise self.error(f"unknown data-gradient algorithm {plan.dgrad!r}")
         if plan.layout not in ("CNHW", "CHWN", "NHWC"):
             raise self.error(f"unknown layout {plan.layout!r}")
-        if plan.channels_last and (plan.tile, plan.dgrad) != ((1, 1), "full"):
+        if (
+            plan.channels_last
+            and not plan.fold_rows
+            and (plan.tile, plan.dgrad) != ((1, 1), "full")
+        ):
             raise self.error("the channels-last layout runs untiled, with the full data gradient")
         if plan.wgrad == "per_sample" and (plan.layout, plan.tile, self.group) != (
             "CNHW",
@@ -414,9 +448,13 @@ class ConvolutionLayer(Layer):
             1,
         ):
             raise self.error("the per-sample weight gradient needs layout CNHW, no tile, group 1")
+        if plan.fold_rows and (plan.layout, plan.tile) != ("NHWC", (1, 1)):
+            raise self.error("the row-folded passes run channels last, untiled")
         ws = _Workspace(plan)
         hp, wp = plan.h + 2 * self.ph, plan.w + 2 * self.pw
-        if self.ph or self.pw or plan.layout != "CNHW":  # copy: gather the batch / channels
+        if plan.fold_rows:
+            ws.xpad = self.xp.zeros(rows_buffer_shape(self, plan), self.dtype)
+        elif self.ph or self.pw or plan.layout != "CNHW":  # copy: gather the batch / channels
             ws.xpad = self.xp.zeros(plan.internal_shape(self.channels, hp, wp), self.dtype)
         self._ws[k] = ws
 
@@ -566,6 +604,9 @@ class ConvolutionLayer(Layer):
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             ws = self._ws[k]
             plan = ws.plan
+            if plan.fold_rows:
+                rows_forward(self, ws, bottom, top)
+                continue
             src = self._input(ws, bottom.data)
             geom = (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
             ws.kept_ready = False
@@ -585,6 +626,9 @@ class ConvolutionLayer(Layer):
         """Weight and bias gradients (accumulated), then the data gradient (overwritten)."""
         for k, (bottom, top) in enumerate(zip(bottoms, tops, strict=True)):
             ws = self._ws[k]
+            if ws.plan.fold_rows:
+                rows_backward(self, ws, top, bottom, bool(propagate_down[k]))
+                continue
             if ws.plan.channels_last:
                 # With a data gradient the top diff is gathered once, into the padded
                 # channels-last buffer, and the weight gradient copies its chunks from there

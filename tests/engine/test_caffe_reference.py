@@ -163,6 +163,8 @@ def _force_conv_plan(monkeypatch, kind: str) -> None:
 
     monkeypatch.setattr(conv, "_SKINNY_WGRAD", 0)
     monkeypatch.setattr(conv, "_CHANNELS_LAST_MIN_CG", 0 if kind == "channels_last" else 10**6)
+    monkeypatch.setattr(conv, "_ROWS_MIN_WIDTH", 0 if kind == "rows" else 10**9)
+    monkeypatch.setattr(conv, "_ROWS_MAX_WASTE", 10**9)
     if kind != "tiled":
         return
     real = conv.plan_convolution
@@ -178,13 +180,14 @@ def _force_conv_plan(monkeypatch, kind: str) -> None:
     monkeypatch.setattr(conv, "plan_convolution", tiled)
 
 
-@pytest.mark.parametrize("plan", ["default", "channels_last", "tiled"])
+@pytest.mark.parametrize("plan", ["default", "channels_last", "tiled", "rows"])
 @pytest.mark.parametrize("shape,num_output,geom,k,s,p,d,group", CONV_CASES)
 def test_convolution_matches_caffe_im2col_loops(
     shape, num_output, geom, k, s, p, d, group, plan, monkeypatch
 ):
     """Conv forward, weight/bias/data gradients with pad_h/pad_w, stride, dilation and group,
-    under each family of plans (the default choice, channels last, output tiles)."""
+    under each family of plans (the default choice, channels last, output tiles, kernel rows
+    folded into the GEMM: engine.layers.conv_rows, which takes any geometry)."""
     _force_conv_plan(monkeypatch, plan)
     rng = np.random.default_rng(7)
     layer = make(

@@ -24,14 +24,17 @@ def _set_layout(monkeypatch, name: str) -> str:
         convolution, "_CHANNELS_LAST_MIN_CG", 0 if name == "channels_last" else 10**6
     )
     monkeypatch.setattr(convolution, "_SKINNY_WGRAD", 10**9 if name == "per_sample" else 0)
+    monkeypatch.setattr(convolution, "_ROWS_MIN_WIDTH", 0 if name == "rows" else 10**9)
+    monkeypatch.setattr(convolution, "_ROWS_MAX_WASTE", 10**9)
     return name
 
 
-@pytest.fixture(params=["batch_last", "batch_second", "channels_last", "per_sample"])
+@pytest.fixture(params=["batch_last", "batch_second", "channels_last", "per_sample", "rows"])
 def layout(request, monkeypatch):
     """Run a test with each internal layout, (C, H, W, N), (C, N, H, W) and (N, H, W, C)
-    (channels last where the full data gradient applies, else a channels-first one), and
-    the per-sample weight gradient of skinny group-1 layers (batch second)."""
+    (channels last where the full data gradient applies, else a channels-first one), the
+    per-sample weight gradient of skinny group-1 layers (batch second), and the kernel rows
+    folded into the GEMM (channels last, any geometry)."""
     return _set_layout(monkeypatch, request.param)
 
 
@@ -280,7 +283,8 @@ def test_threaded_small_chunks_match_single_pass(dgrad, group, layout, monkeypat
         layer.setup([bottom], [top])
         if layer.plan(0).layout == "CNHW" or layer.plan(0).batch_last:  # not channels last
             layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
-        assert layer.plan(0).channels_last == (layout == "channels_last")
+        assert layer.plan(0).channels_last == (layout in ("channels_last", "rows"))
+        assert layer.plan(0).fold_rows == (layout == "rows")
         assert layer.plan(0).threaded is threaded
         layer.forward([bottom], [top])
         top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
@@ -501,14 +505,27 @@ def test_tiled_chunks_on_threads_match_one_pass(kept, cf_layout, monkeypatch):
 
 
 def test_planner_picks_layouts_and_tiles_by_shape():
-    """CIFAR-10 quick's conv2 runs channels last; LeNet's conv1 (one input channel, a skinny
-    weight gradient) batch second with the per-sample weight gradient; a strided layer with
-    no dividing tile stays untiled, with col2im."""
-    layer = make_layer("num_output: 32 kernel_size: 5 pad: 2", dtype=np.float32)
-    bottom, top = blobs((100, 32, 16, 16), np.float32)
-    layer.setup([bottom], [top])
-    plan = layer.plan(0)
-    assert plan.channels_last and plan.dgrad == "full" and plan.threaded
+    """CIFAR-10 quick's conv2 and conv3, LeNet's conv2 and AlexNet's grouped conv2 fold the
+    kernel rows into the GEMM (both of its inner sides are >= 64 wide); CIFAR-10 quick's conv1
+    (3 channels: a 15-wide K) does not; LeNet's conv1 (one input channel, a skinny weight
+    gradient) runs batch second with the per-sample weight gradient; a strided layer with no
+    dividing tile stays untiled, with col2im (a stride of 2 would double the folded work)."""
+    for conv, shape in [
+        ("num_output: 32 kernel_size: 5 pad: 2", (100, 32, 16, 16)),
+        ("num_output: 64 kernel_size: 5 pad: 2", (100, 32, 8, 8)),
+        ("num_output: 50 kernel_size: 5", (64, 20, 12, 12)),
+        ("num_output: 256 kernel_size: 5 pad: 2 group: 2", (2, 96, 27, 27)),
+    ]:
+        layer = make_layer(conv, dtype=np.float32)
+        bottom, top = blobs(shape, np.float32)
+        layer.setup([bottom], [top])
+        plan = layer.plan(0)
+        assert plan.fold_rows and plan.channels_last, conv
+        assert plan.summary() == "NHWC kernel rows folded"
+    first = make_layer("num_output: 32 kernel_size: 5 pad: 2", dtype=np.float32)
+    b0, t0 = blobs((100, 3, 32, 32), np.float32)
+    first.setup([b0], [t0])
+    assert not first.plan(0).fold_rows and first.plan(0).layout == "CNHW"
     lenet = make_layer("num_output: 20 kernel_size: 5", dtype=np.float32)
     b1, t1 = blobs((64, 1, 28, 28), np.float32)
     lenet.setup([b1], [t1])
@@ -517,6 +534,10 @@ def test_planner_picks_layouts_and_tiles_by_shape():
     b2, t2 = blobs((4, 3, 25, 25), np.float32)
     odd.setup([b2], [t2])
     assert odd.plan(0).tile == (1, 1) and odd.plan(0).dgrad == "col2im"
+    wide_strided = make_layer("num_output: 64 kernel_size: 3 stride: 2 pad: 1", dtype=np.float32)
+    b3, t3 = blobs((2, 64, 16, 16), np.float32)
+    wide_strided.setup([b3], [t3])
+    assert not wide_strided.plan(0).fold_rows
 
 
 def _fake_device_module() -> types.ModuleType:
