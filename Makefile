@@ -18,7 +18,7 @@ help:
 	@echo "make table1      rebuild the Table 1 files from the runs' logs (no training)"
 	@echo "make figures     the paper's figures 1-3, 5-9 (runs what they need first)"
 	@echo "make sweep-isgd  the readings the paper leaves open, against SGD (results/sweep.*)"
-	@echo "make setup      create $(VENV) and install the project (numpy, protobuf, lmdb, mpi4py, mpich)"
+	@echo "make setup      create $(VENV) and install the project (numpy, numba, protobuf, lmdb, mpi4py, mpich)"
 	@echo "make test       run the default test suite (< 10 min on 2 cores) and ruff"
 	@echo "make test-slow  run the long checks too (real-data training)"
 	@echo "make bench      time LeNet, CIFAR-10 quick and AlexNet (scripts/bench.py)"

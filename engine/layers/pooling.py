@@ -1,8 +1,11 @@
 """Caffe's Pooling layer (MAX with optional argmax top, AVE), vectorized over the batch.
 
-Each output is reduced over strided views of a padded copy of the input, one pass per kernel
-offset (kh*kw passes), never a loop over samples or pixels. Output sizes, the dropped last
-window, the AVE divisor and MAX tie-breaking follow Caffe's pooling_layer.cpp.
+On NumPy the work runs in Caffe's loops compiled by Numba (engine.layers.pool_kernels), on
+batch slices over the engine's threads. Elsewhere (CuPy), or without Numba, each output is
+reduced over strided views of a padded copy of the input, one pass per kernel offset (kh*kw
+passes), never a loop over samples or pixels; the tests hold both paths against Caffe's loops.
+Output sizes, the dropped last window, the AVE divisor and MAX tie-breaking follow Caffe's
+pooling_layer.cpp.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ import numpy as np
 
 from engine.blob import Blob
 from engine.layer import TEST, Layer, register_layer
+from engine.layers import pool_kernels
 from engine.threads import EngineThreads, split
 
 # Work (output elements x kernel area) below which threading costs more than it saves:
 # measured, CIFAR-10 quick's 3x3 AVE pools (0.9M, 1.8M) gain, LeNet's 2x2 MAX pools (0.2M,
 # 0.7M) do not.
 _MIN_PARALLEL = 800_000
+# The same for the compiled loops, whose hand-off costs the same but whose work is cheaper:
+# LeNet's pool1 (0.7M) measured ~2x faster on two threads.
+_MIN_PARALLEL_COMPILED = 100_000
 _SCATTER_BACKWARD = True  # MAX backward by np.add.at on NumPy (tests switch it off)
+_COMPILED = pool_kernels.AVAILABLE  # Caffe's loops compiled by Numba on NumPy (tests switch it)
 
 MAX, AVE, STOCHASTIC = 0, 1, 2  # PoolingParameter.PoolMethod
 CEIL, FLOOR = 0, 1  # PoolingParameter.RoundMode
@@ -136,7 +144,14 @@ class PoolingLayer(Layer):
         buf: dict[str, Any] = {"dims": (n, c, h, w, oh, ow), "wb": cw}
         # Batch slices on the engine's threads when there is enough work to pay for the hand-off.
         work = n * c * oh * ow * self.kh * self.kw
-        buf["parts"] = min(self._threads.count, n) if work >= _MIN_PARALLEL else 1
+        compiled = xp is np and _COMPILED
+        least = _MIN_PARALLEL_COMPILED if compiled else _MIN_PARALLEL
+        buf["parts"] = min(self._threads.count, n) if work >= least else 1
+        if compiled:
+            buf["compiled"] = True
+            if self.method == MAX:  # Caffe's mask: h * W + w of the window's first maximum
+                buf["mask"] = np.empty((n, c, oh, ow), np.int32 if h * w < 2**31 else np.int64)
+            return buf
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0
         buf["pad"] = None if buf["direct"] else xp.full((n, c, hb, wb), fill, dt)
@@ -205,6 +220,11 @@ class PoolingLayer(Layer):
     # --- forward ---------------------------------------------------------------------------
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         x, out = bottoms[0].data, tops[0].data
+        if self._buf.get("compiled"):
+            self._in_chunks(lambda sl: self._forward_compiled(x[sl], out[sl], sl))
+            if len(tops) == 2:
+                tops[1].data[...] = self._buf["mask"]
+            return
         if self.method == AVE:
             fn = self._forward_ave
         elif self.phase == TEST and len(tops) == 1:
@@ -218,6 +238,21 @@ class PoolingLayer(Layer):
         self._in_chunks(lambda sl: fn(x[sl], out[sl], sl))
         if len(tops) == 2:
             self._write_mask(tops[1].data)
+
+    def _geometry(self) -> tuple[int, ...]:
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+
+    def _forward_compiled(self, x: Any, out: Any, sl: slice) -> None:
+        if self.method == MAX:
+            pool_kernels.max_forward(x, out, self._buf["mask"][sl], *self._geometry())
+        else:
+            pool_kernels.ave_forward(x, out, *self._geometry())
+
+    def _backward_compiled(self, dy: Any, dx: Any, sl: slice) -> None:
+        if self.method == MAX:
+            pool_kernels.max_backward(dy, self._buf["mask"][sl], dx)
+        else:
+            pool_kernels.ave_backward(dy, dx, *self._geometry())
 
     def _forward_max_values(self, x: Any, out: Any, sl: slice) -> None:
         """Separable max without the argmax: along w within each row, then along h."""
@@ -310,7 +345,10 @@ class PoolingLayer(Layer):
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
-        if propagate_down[0]:
+        if propagate_down[0] and self._buf.get("compiled"):
+            dy, dx = tops[0].diff, bottoms[0].diff
+            self._in_chunks(lambda sl: self._backward_compiled(dy[sl], dx[sl], sl))
+        elif propagate_down[0]:
             if self.method == MAX and not self._buf.get("arg_ready", True):
                 x, out = bottoms[0].data, tops[0].data  # the argmax a test pass skipped
                 self._in_chunks(lambda sl: self._forward_max(x[sl], out[sl], sl))

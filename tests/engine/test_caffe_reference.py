@@ -281,13 +281,17 @@ PAD_ONE_AXIS = pytest.param(
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,geom,k,s,p", [*POOL_CASES, PAD_ONE_AXIS])
-@pytest.mark.parametrize("scatter", [True, False])
-def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p, scatter, monkeypatch):
-    """Output size, values, MAX mask top and backward, AVE divisor and backward (MAX backward
-    both by np.add.at and per kernel offset)."""
-    from engine.layers import pooling
+@pytest.mark.parametrize("path", ["compiled", "scatter", "per_offset"])
+def test_pooling_matches_caffe_loops(method, shape, geom, k, s, p, path, monkeypatch):
+    """Output size, values, MAX mask top and backward, AVE divisor and backward, by each path:
+    the Numba-compiled loops (NumPy's default), the NumPy passes with MAX backward by
+    np.add.at, and per kernel offset (the device path)."""
+    from engine.layers import pool_kernels, pooling
 
-    monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", scatter)
+    if path == "compiled" and not pool_kernels.AVAILABLE:
+        pytest.skip("numba is not installed: the compiled pooling loops are unavailable")
+    monkeypatch.setattr(pooling, "_COMPILED", path == "compiled")
+    monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", path == "scatter")
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
     ntops = 2 if method == "MAX" else 1

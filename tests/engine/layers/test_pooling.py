@@ -139,11 +139,15 @@ def test_gradient_matches_finite_differences(method, pool, shape, max_backward):
     check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
 
 
-@pytest.fixture(params=["scatter", "per_offset"])
+@pytest.fixture(params=["compiled", "scatter", "per_offset"])
 def max_backward(request, monkeypatch):
-    """MAX backward by one np.add.at (NumPy), or one pass per kernel offset (the device path)."""
-    from engine.layers import pooling
+    """Caffe's loops compiled by Numba (NumPy's default); or the vectorized NumPy passes with
+    MAX backward by one np.add.at, or one pass per kernel offset (the device path)."""
+    from engine.layers import pool_kernels, pooling
 
+    if request.param == "compiled" and not pool_kernels.AVAILABLE:
+        pytest.skip("numba is not installed: the compiled pooling loops are unavailable")
+    monkeypatch.setattr(pooling, "_COMPILED", request.param == "compiled")
     monkeypatch.setattr(pooling, "_SCATTER_BACKWARD", request.param == "scatter")
     return request.param
 
@@ -242,6 +246,7 @@ def test_threaded_batch_halves_match_single_pass(method, max_backward, monkeypat
     monkeypatch.setattr(threads, "THREADS", 2)  # whatever OMP_NUM_THREADS says
     for threshold in (10**9, 1):
         monkeypatch.setattr(pooling, "_MIN_PARALLEL", threshold)
+        monkeypatch.setattr(pooling, "_MIN_PARALLEL_COMPILED", threshold)
         layer = make_layer(f"pool: {method} kernel_size: 3 stride: 2 pad: 1")
         bottom, top = bottom_blob(shape), Blob(dtype=np.float64)
         layer.setup([bottom], [top])
@@ -270,9 +275,50 @@ def test_test_phase_max_skips_the_argmax_until_a_backward_needs_it(pool, max_bac
         bottom.data[...] = x
         layer.setup([bottom], [top])
         layer.forward([bottom], [top])
-        assert layer._buf["arg_ready"] == (phase == "TRAIN")
+        # (the compiled loop finds the argmax in the same pass as the values, always)
+        assert layer._buf.get("arg_ready", True) == (phase == "TRAIN" or max_backward == "compiled")
         top.diff[...] = dy[:, :, : top.shape[2], : top.shape[3]]
         layer.backward([top], [True], [bottom])
         results.append((top.data.copy(), bottom.diff.copy()))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_compiled_ave_pooling_rounds_in_float32_as_caffe():
+    """Caffe's float AVE pooling sums the window in float, divides by the (clipped) window size
+    in float, and backward adds top_diff / size (rounded to float first) into each input: the
+    compiled loops give the same bits in float32 as that order of operations."""
+    from engine.layers import pool_kernels, pooling
+
+    if not pool_kernels.AVAILABLE:
+        pytest.skip("numba is not installed: the compiled pooling loops are unavailable")
+    assert pooling._COMPILED
+    f = np.float32
+    layer = make_layer("pool: AVE kernel_size: 3 stride: 2 pad: 1", dtype=f)
+    bottom, top = bottom_blob((2, 3, 7, 8), f, seed=5), Blob(dtype=f)
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    top.diff[...] = np.random.default_rng(6).standard_normal(top.shape)
+    layer.backward([top], [True], [bottom])
+    x, dy = bottom.data, top.diff
+    n, c, h, w = x.shape
+    want, dx = np.zeros(top.shape, f), np.zeros(x.shape, f)
+    for a in range(top.shape[2]):
+        for b in range(top.shape[3]):
+            hs, ws = a * 2 - 1, b * 2 - 1
+            he, we = min(hs + 3, h + 1), min(ws + 3, w + 1)
+            size = f((he - hs) * (we - ws))
+            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            for i in range(n):
+                for j in range(c):
+                    total = f(0)
+                    for y in range(hs, he):
+                        for z in range(ws, we):
+                            total = f(total + x[i, j, y, z])
+                    want[i, j, a, b] = f(total / size)
+                    share = f(dy[i, j, a, b] / size)
+                    for y in range(hs, he):
+                        for z in range(ws, we):
+                            dx[i, j, y, z] = f(dx[i, j, y, z] + share)
+    np.testing.assert_array_equal(top.data, want)
+    np.testing.assert_array_equal(bottom.diff, dx)
