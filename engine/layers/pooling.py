@@ -199,7 +199,7 @@ class PoolingLayer(Layer):
             ws = np.arange(ow) * self.sw - self.pw
             hsz = np.minimum(hs + self.kh, h + self.ph) - hs
             wsz = np.minimum(ws + self.kw, w + self.pw) - ws
-            buf["inv"] = xp.asarray((1.0 / np.outer(hsz, wsz)).astype(dt))
+            buf["size"] = xp.asarray(np.outer(hsz, wsz).astype(dt))  # divided by, as Caffe
         buf["scaled"] = xp.empty((n, c, oh, ow), dt)
         return buf
 
@@ -287,7 +287,7 @@ class PoolingLayer(Layer):
         out[...] = self._view(src, 0, 0)
         for i, j in offsets[1:]:
             out += self._view(src, i, j)
-        out *= self._buf["inv"]
+        out /= self._buf["size"]
 
     def _forward_max(self, x: Any, out: Any, sl: slice) -> None:
         """Separable max: along w within each row, then along h over the row maxima.
@@ -366,7 +366,7 @@ class PoolingLayer(Layer):
         scaled = buf["scaled"][sl]
         if self.method == AVE:
             dpad.fill(0)
-            xp.multiply(dy, buf["inv"], out=scaled)
+            xp.divide(dy, buf["size"], out=scaled)
             for i, j in self._offsets():
                 view = self._view(dpad, i, j)
                 view += scaled
