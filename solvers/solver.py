@@ -20,12 +20,13 @@ from engine.errors import EngineError, PrototxtError
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
 from engine.threads import EngineThreads
-from solvers import lr_policy, snapshot
+from solvers import lr_policy, snapshot, update_kernels
 from solvers.comm import Comm, SerialComm
 from solvers.isgd import Alg2Result, Decision, Isgd, IsgdConfig
 from solvers.scoring import loss_weights, score
 from solvers.train_log import TrainLog, fmt
 from solvers.train_test_nets import batches_per_epoch, build_net, test_net_params, train_net_param
+from solvers.update_kernels import sgd_segment
 from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
 
 f32 = np.float32
@@ -768,6 +769,9 @@ def _shortest_decimal(value: Any) -> float:
     return float(str(np.float32(value)))
 
 
+COMPILED_UPDATE = True  # FlatUpdate's compiled loop where Numba is present (tests switch it)
+
+
 class FlatUpdate:
     """Caffe's Normalize, L2 Regularize, SGD/Nesterov ComputeUpdateValue and Update over the
     net's flat buffers: each param in cache-sized segments with its own scalar rate and decay,
@@ -794,6 +798,8 @@ class FlatUpdate:
         self.scratch = xp.empty_like(net.flat_data)
         self.previous = xp.empty_like(net.flat_data) if self.nesterov else None
         self.threads = EngineThreads(xp, "update")
+        # On NumPy one compiled loop per segment (same float operations, one pass over memory).
+        self.compiled = xp is np and update_kernels.AVAILABLE and COMPILED_UPDATE
         parts = max(1, min(self.threads.count, len(segments)))
         total = sum(sl.stop - sl.start for sl, _, _ in segments)
         self.parts: list[list[tuple[slice, np.float32, np.float32]]] = [[] for _ in range(parts)]
@@ -824,6 +830,12 @@ class FlatUpdate:
     def _update(self, segments: list, rate: np.float32, keep_diff: bool) -> None:
         s = self.solver
         data, diff, history = s.net.flat_data, s.net.flat_diff, s.history_flat[0]
+        if self.compiled:
+            m, nesterov = self.momentum, self.nesterov
+            for b, lr_mult, decay in segments:
+                local_rate = f32(rate * lr_mult)
+                sgd_segment(data[b], diff[b], history[b], local_rate, decay, m, nesterov, keep_diff)
+            return
         m, minus_m = self.momentum, -self.momentum
         one_plus_m = f32(f32(1.0) + self.momentum)
         multiply = s.xp.multiply

@@ -411,11 +411,19 @@ def test_resume_with_dropout_is_exact(tiny: Tiny, quiet_log, extra: str, fmt: st
 
 @pytest.mark.parametrize("kind", ["SGD", "Nesterov"])
 @pytest.mark.parametrize("iter_size", [1, 2])
+@pytest.mark.parametrize("flat_path", ["compiled", "numpy"])
 def test_flat_update_is_bit_identical_to_the_per_param_loop(
-    tiny: Tiny, quiet_log, kind: str, iter_size: int
+    tiny: Tiny, quiet_log, kind: str, iter_size: int, flat_path: str, monkeypatch
 ) -> None:
-    """The flat-buffer SGD/Nesterov update (per-element lr_mult and decay_mult, blocked) does
-    Caffe's per-param Normalize, Regularize and ComputeUpdateValue bit for bit."""
+    """The flat-buffer SGD/Nesterov update (per-element lr_mult and decay_mult, blocked), as
+    one compiled loop per segment (Numba) or as NumPy passes, does Caffe's per-param
+    Normalize, Regularize and ComputeUpdateValue bit for bit."""
+    from solvers import solver as solver_module
+    from solvers import update_kernels
+
+    if flat_path == "compiled" and not update_kernels.AVAILABLE:
+        pytest.skip("numba is not installed: the compiled update is unavailable")
+    monkeypatch.setattr(solver_module, "COMPILED_UPDATE", flat_path == "compiled")
     runs = []
     for flat in (True, False):
         log, _, _ = quiet_log(f"{kind}{iter_size}{flat}")
@@ -425,6 +433,7 @@ def test_flat_update_is_bit_identical_to_the_per_param_loop(
         path.write_text(path.read_text().replace("test_iter: 2\n", ""))
         solver = Solver(str(path), log=log)
         assert solver._flat_update is not None
+        assert solver._flat_update.compiled == (flat_path == "compiled" and solver.xp is np)
         if not flat:
             solver._flat_update = None
         solver.solve()
