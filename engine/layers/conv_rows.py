@@ -18,9 +18,13 @@ that reads input row r through kernel row i (kh shifted copies of the top diff),
     dWf = D^T R   (weight gradient, K = pixels, M x N = kh*O x kw*C)
     dR  = D Wf^T  (row patches' gradient), summed back along the width into the bottom diff.
 
-Rows of zero padding are never computed (their row patches are zero), so for stride 1 the
-FLOPs equal im2col's; a vertical stride or rows that no window reads waste some.
-Work runs in chunks of samples on the engine's threads, like the other channels-last passes.
+Rows of zero padding are never computed (their row patches are zero), and input rows are
+grouped into bands that serve the same kernel rows: the top rows of an unpadded image feed only
+the first kernel rows, so a band's GEMM takes only those columns of Wf. For stride 1 the FLOPs
+are then exactly im2col's; a vertical stride multiplies some zeros (a band takes the span of
+the kernel rows its rows serve). Work runs in chunks of samples on the engine's threads, like
+the other channels-last passes; within a chunk the arrays are row-major over the input rows,
+(rows, samples, OW, ...), so that each band is one contiguous block of GEMM rows.
 """
 
 from __future__ import annotations
@@ -43,6 +47,29 @@ def kernel_row_span(i: int, rows: int, oh: int, ph: int, sh: int, dh: int) -> tu
     y_lo = max(0, -(-first // sh))
     y_hi = min(oh, (rows - 1 + first) // sh + 1)
     return y_lo, max(y_lo, y_hi), y_lo * sh - first
+
+
+def row_bands(rows: int, oh: int, kh: int, ph: int, sh: int, dh: int) -> list[tuple[int, ...]]:
+    """Consecutive input rows [r_a, r_b) that serve the same kernel rows, as (r_a, r_b, i_lo,
+    i_hi): row r serves kernel row i when r = y*s + i*d - p for an output row y; a band's GEMM
+    covers kernel rows i_lo..i_hi - 1 (all of them for stride 1; their span otherwise). Rows
+    that serve none are left out."""
+    bands: list[tuple[int, ...]] = []
+    for r in range(rows):
+        served = [i for i in range(kh) if _output_row(r, i, oh, ph, sh, dh) is not None]
+        if not served:
+            continue
+        span = (served[0], served[-1] + 1)
+        if bands and bands[-1][1] == r and bands[-1][2:] == span:
+            bands[-1] = (bands[-1][0], r + 1, *span)
+        else:
+            bands.append((r, r + 1, *span))
+    return bands
+
+
+def _output_row(r: int, i: int, oh: int, ph: int, sh: int, dh: int) -> int | None:
+    y, rest = divmod(r + ph - i * dh, sh)
+    return y if rest == 0 and 0 <= y < oh else None
 
 
 def row_patches_view(xp: Any, img: Any, layer: Any, ow: int) -> Any:
@@ -74,50 +101,78 @@ def _product(xp: Any, a: Any, b: Any, out: Any) -> None:
         xp.matmul(a.transpose(1, 0, 2), b, out=out.transpose(1, 0, 2))
 
 
+class _Geometry:
+    """What both passes need of the layer and plan: sizes, spans of the kernel rows, bands."""
+
+    def __init__(self, layer: Any, ws: Any) -> None:
+        plan = ws.plan
+        self.g, self.o, self.c = layer.group, layer.num_output, layer.channels
+        self.og, self.cg = self.o // self.g, self.c // self.g
+        self.kh, self.kw = layer.kh, layer.kw
+        self.oh, self.ow, self.rows, self.wp = plan.oh, plan.ow, ws.xpad.shape[1], ws.xpad.shape[2]
+        self.spans = [
+            kernel_row_span(i, self.rows, self.oh, layer.ph, layer.sh, layer.dh)
+            for i in range(self.kh)
+        ]
+        self.bands = row_bands(self.rows, self.oh, self.kh, layer.ph, layer.sh, layer.dh)
+        self.per_sample = self.rows * self.ow * self.kw * self.c  # row patches of one sample
+
+
+def _columns(layer: Any, ws: Any, sched: list, per_sample: int, step: int, keep: bool) -> Any:
+    """Forward's row-patch chunks: kept for backward (one per chunk) or per-part scratch."""
+    if not keep:
+        return layer._scratch(ws, "rows_col", step * per_sample)
+    count = sum(len(part) for part in sched)
+    if ws.kept is None or ws.kept.shape != (count, step * per_sample):
+        ws.kept = layer.xp.empty((count, step * per_sample), layer.dtype)
+    return ws.kept
+
+
 def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
     """top = W * bottom + b through row patches: per chunk of samples one copy of the row
-    patches, one GEMM (per group) into Z, kh shifted adds into the output."""
-    xp, plan = layer.xp, ws.plan
-    g, o, c = layer.group, layer.num_output, layer.channels
-    og, cg, kh, kw = o // g, c // g, layer.kh, layer.kw
-    oh, ow, rows = plan.oh, plan.ow, ws.xpad.shape[1]
+    patches, one GEMM (per group) per band into Z, kh shifted adds into the output."""
+    xp, plan, geo = layer.xp, ws.plan, _Geometry(layer, ws)
+    g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
+    oh, ow, rows = geo.oh, geo.ow, geo.rows
     layer._copy_in(ws, ws.xpad[:, :, layer.pw : layer.pw + plan.w], _rows_of(bottom.data, rows))
     wf = folded_weights(layer, ws)
     whole = row_patches_view(xp, ws.xpad, layer, ow)
-    per_sample = rows * ow * kw * c
-    sched = layer._schedule(plan, plan.n, per_sample)
+    sched = layer._schedule(plan, plan.n, geo.per_sample)
     step = max(hi - lo for part in sched for _, lo, hi in part)
-    if plan.keep_columns:
-        count = sum(len(part) for part in sched)
-        if ws.kept is None or ws.kept.shape != (count, step * per_sample):
-            ws.kept = xp.empty((count, step * per_sample), layer.dtype)
-        cols = ws.kept
-    else:
-        cols = layer._scratch(ws, "rows_col", step * per_sample)
+    cols = _columns(layer, ws, sched, geo.per_sample, step, plan.keep_columns)
     zs = layer._scratch(ws, "rows_z", step * rows * ow * kh * o)
     accs = layer._scratch(ws, "rows_acc", step * oh * ow * o)
     out_v = top.data.transpose(NCHW_TO_NHWC)
     bias = None if layer.bias is None else layer.bias.data.reshape(g, og)
-    spans = [kernel_row_span(i, rows, oh, layer.ph, layer.sh, layer.dh) for i in range(kh)]
 
     def work(t: int) -> None:
         for idx, lo, hi in sched[t]:
             size = hi - lo
-            npix = size * rows * ow
-            col = (cols[idx] if plan.keep_columns else cols[t])[: size * per_sample]
-            col.reshape(size, *whole.shape[1:])[...] = whole[lo:hi]
-            z = zs[t][: npix * kh * o].reshape(npix, g, kh * og)
-            _product(xp, col.reshape(npix, g, kw * cg), wf, z)
-            z6 = z.reshape(size, rows, ow, g, kh, og)
+            col = (cols[idx] if plan.keep_columns else cols[t])[: size * geo.per_sample]
+            col6 = col.reshape(rows, size, ow, g, kw, cg)
+            col6[...] = whole[lo:hi].transpose(1, 0, 2, 3, 4, 5)
+            z = zs[t][: rows * size * ow * kh * o].reshape(rows, size * ow, g, kh * og)
+            r3 = col.reshape(rows, size * ow, g, kw * cg)
+            for r_a, r_b, i_lo, i_hi in geo.bands:
+                m = (r_b - r_a) * size * ow
+                _product(
+                    xp,
+                    r3[r_a:r_b].reshape(m, g, kw * cg),
+                    wf[:, :, i_lo * og : i_hi * og],
+                    z[r_a:r_b].reshape(m, g, kh * og)[:, :, i_lo * og : i_hi * og],
+                )
+            z6 = z.reshape(rows, size, ow, g, kh, og)
             acc = accs[t][: size * oh * ow * o].reshape(size, oh, ow, g, og)
             if bias is None:
                 acc.fill(0)
             else:
                 acc[...] = bias
-            for i, (y_lo, y_hi, r_lo) in enumerate(spans):
+            for i, (y_lo, y_hi, r_lo) in enumerate(geo.spans):
                 if y_hi > y_lo:
                     r_hi = r_lo + (y_hi - y_lo - 1) * layer.sh + 1
-                    acc[:, y_lo:y_hi] += z6[:, r_lo : r_hi : layer.sh, :, :, i]
+                    acc[:, y_lo:y_hi] += z6[r_lo : r_hi : layer.sh, :, :, :, i].transpose(
+                        1, 0, 2, 3, 4
+                    )
             out_v[lo:hi] = acc.reshape(size, oh, ow, o)
 
     layer._threads.run(work, plan.parts, threaded=plan.threaded)
@@ -126,32 +181,30 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
 
 def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -> None:
     """Weight and bias gradients (accumulated) and, if asked, the bottom diff (overwritten)."""
-    xp, plan = layer.xp, ws.plan
-    g, o, c = layer.group, layer.num_output, layer.channels
-    og, cg, kh, kw = o // g, c // g, layer.kh, layer.kw
-    oh, ow, rows = plan.oh, plan.ow, ws.xpad.shape[1]
-    wp = ws.xpad.shape[2]
+    xp, plan, geo = layer.xp, ws.plan, _Geometry(layer, ws)
+    g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
+    oh, ow, rows, wp = geo.oh, geo.ow, geo.rows, geo.wp
     sh, sw, dw, pw = layer.sh, layer.sw, layer.dw, layer.pw
     wf = folded_weights(layer, ws) if propagate else None
     whole = row_patches_view(xp, ws.xpad, layer, ow)
-    per_sample = rows * ow * kw * c
-    sched = layer._schedule(plan, plan.n, per_sample)
+    sched = layer._schedule(plan, plan.n, geo.per_sample)
     step = max(hi - lo for part in sched for _, lo, hi in part)
     keep = plan.keep_columns and ws.kept_ready
-    cols = ws.kept if keep else layer._scratch(ws, "rows_col", step * per_sample)
+    cols = ws.kept if keep else layer._scratch(ws, "rows_col", step * geo.per_sample)
     dys = layer._scratch(ws, "rows_dy", step * oh * ow * o)
     ds = layer._scratch(ws, "rows_d", step * rows * ow * kh * o)
-    drs = layer._scratch(ws, "rows_dr", step * per_sample) if propagate else None
-    dxs = layer._scratch(ws, "rows_dx", step * rows * wp * c) if propagate else None
+    drs = layer._scratch(ws, "rows_dr", step * geo.per_sample) if propagate else None
+    dxs = layer._scratch(ws, "rows_dx", step * rows * wp * geo.c) if propagate else None
     dwx = layer._scratch(ws, "rows_dw", g * kh * og * kw * cg)
     tmps = layer._scratch(ws, "rows_tmp", g * kh * og * kw * cg)
     dbx = layer._scratch(ws, "rows_db", o)
     ones = layer._scratch(ws, "rows_ones", step * oh * ow)
     dy_v = top.diff.transpose(NCHW_TO_NHWC)
     dx_v = bottom.diff.transpose(NCHW_TO_NHWC)
-    spans = [kernel_row_span(i, rows, oh, layer.ph, sh, layer.dh) for i in range(kh)]
     with_bias = layer.bias is not None
     h, w = plan.h, plan.w
+    served = sorted({r for r_a, r_b, _, _ in geo.bands for r in range(r_a, r_b)})
+    idle_rows = [r for r in range(rows) if r not in served]  # rows no window reads
 
     def work(t: int) -> None:
         dw3 = dwx[t][: g * kh * og * kw * cg].reshape(g, kh * og, kw * cg)
@@ -162,38 +215,52 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
         ones[t].fill(1)
         for idx, lo, hi in sched[t]:
             size = hi - lo
-            npix = size * rows * ow
-            col = (cols[idx] if keep else cols[t])[: size * per_sample]
+            col = (cols[idx] if keep else cols[t])[: size * geo.per_sample]
             if not keep:
-                col.reshape(size, *whole.shape[1:])[...] = whole[lo:hi]
+                col.reshape(rows, size, ow, g, kw, cg)[...] = whole[lo:hi].transpose(
+                    1, 0, 2, 3, 4, 5
+                )
             dyc = dys[t][: size * oh * ow * o].reshape(size, oh, ow, g, og)
             dyc.reshape(size, oh, ow, o)[...] = dy_v[lo:hi]
             if with_bias:
                 db += xp.matmul(ones[t][: size * oh * ow], dyc.reshape(-1, o))
-            d6 = ds[t][: npix * kh * o].reshape(size, rows, ow, g, kh, og)
-            if sh != 1:
+            d6 = ds[t][: rows * size * ow * kh * o].reshape(rows, size, ow, g, kh, og)
+            if sh != 1:  # a band's span may hold kernel rows some of its rows do not serve
                 d6.fill(0)
-            for i, (y_lo, y_hi, r_lo) in enumerate(spans):
-                r_hi = r_lo + (y_hi - y_lo - 1) * sh + 1 if y_hi > y_lo else r_lo
-                if sh == 1:  # rows outside the span read no output row through kernel row i
-                    d6[:, :r_lo, :, :, i] = 0
-                    d6[:, r_hi:, :, :, i] = 0
+            for i, (y_lo, y_hi, r_lo) in enumerate(geo.spans):
                 if y_hi > y_lo:
-                    d6[:, r_lo:r_hi:sh, :, :, i] = dyc[:, y_lo:y_hi]
-            d3 = d6.reshape(npix, g, kh * og)
-            r3 = col.reshape(npix, g, kw * cg)
-            xp.matmul(d3.transpose(1, 2, 0), r3.transpose(1, 0, 2), out=tmp)
-            dw3 += tmp
-            if not propagate:
+                    r_hi = r_lo + (y_hi - y_lo - 1) * sh + 1
+                    d6[r_lo:r_hi:sh, :, :, :, i] = dyc[:, y_lo:y_hi].transpose(1, 0, 2, 3, 4)
+            d4 = d6.reshape(rows, size * ow, g, kh * og)
+            r4 = col.reshape(rows, size * ow, g, kw * cg)
+            dr4 = None
+            if propagate:
+                dr4 = drs[t][: size * geo.per_sample].reshape(rows, size * ow, g, kw * cg)
+                for r in idle_rows:
+                    dr4[r] = 0
+            for r_a, r_b, i_lo, i_hi in geo.bands:
+                m = (r_b - r_a) * size * ow
+                block = slice(i_lo * og, i_hi * og)
+                d3 = d4[r_a:r_b].reshape(m, g, kh * og)[:, :, block]
+                r3 = r4[r_a:r_b].reshape(m, g, kw * cg)
+                part = tmp[:, block]
+                xp.matmul(d3.transpose(1, 2, 0), r3.transpose(1, 0, 2), out=part)
+                dw3[:, block] += part
+                if dr4 is not None:
+                    dr3 = dr4[r_a:r_b].reshape(m, g, kw * cg)
+                    _product(xp, d3, wf[:, :, block].transpose(0, 2, 1), dr3)
+            if dr4 is None:
                 continue
-            dr = drs[t][: size * per_sample].reshape(npix, g, kw * cg)
-            _product(xp, d3, wf.transpose(0, 2, 1), dr)
-            dr6 = dr.reshape(size, rows, ow, g, kw, cg)
-            img = dxs[t][: size * rows * wp * c].reshape(size, rows, wp, g, cg)
-            img.fill(0)
-            for j in range(kw):
+            dr6 = dr4.reshape(rows, size, ow, g, kw, cg).transpose(1, 0, 2, 3, 4, 5)
+            img = dxs[t][: size * rows * wp * geo.c].reshape(size, rows, wp, g, cg)
+            if sw == 1 and dw == 1:  # the first kernel column covers [0, OW): assign it
+                img[:, :, :ow] = dr6[:, :, :, :, 0]
+                img[:, :, ow:] = 0
+            else:
+                img.fill(0)
+            for j in range(1 if sw == 1 and dw == 1 else 0, kw):
                 img[:, :, j * dw : j * dw + (ow - 1) * sw + 1 : sw] += dr6[:, :, :, :, j]
-            dx_v[lo:hi, :rows] = img[:, :, pw : pw + w].reshape(size, rows, w, c)
+            dx_v[lo:hi, :rows] = img[:, :, pw : pw + w].reshape(size, rows, w, geo.c)
             if rows < h:
                 dx_v[lo:hi, rows:] = 0
 
@@ -220,16 +287,8 @@ def rows_buffer_shape(layer: Any, plan: Any) -> tuple[int, int, int, int]:
     return (plan.n, rows, plan.w + 2 * layer.pw, layer.channels)
 
 
-def rows_flops(layer: Any, plan: Any) -> float:
-    """Multiply-adds x 2 of one row-folded GEMM pass (forward; each backward GEMM the same)."""
-    rows = read_rows(plan.h, plan.oh, layer.kh, layer.ph, layer.sh, layer.dh)
-    return (
-        2.0
-        * plan.n
-        * rows
-        * plan.ow
-        * layer.kw
-        * layer.channels
-        * layer.kh
-        * (layer.num_output // layer.group)
-    )
+def rows_gemm_rows(layer: Any, h: int, oh: int) -> int:
+    """Input rows x kernel rows the folded GEMMs multiply (im2col's: output rows x kh)."""
+    rows = read_rows(h, oh, layer.kh, layer.ph, layer.sh, layer.dh)
+    bands = row_bands(rows, oh, layer.kh, layer.ph, layer.sh, layer.dh)
+    return sum((r_b - r_a) * (i_hi - i_lo) for r_a, r_b, i_lo, i_hi in bands)

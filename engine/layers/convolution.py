@@ -48,7 +48,12 @@ from engine.im2col import (
     window,
 )
 from engine.layer import Layer, register_layer
-from engine.layers.conv_rows import read_rows, rows_backward, rows_buffer_shape, rows_forward
+from engine.layers.conv_rows import (
+    rows_backward,
+    rows_buffer_shape,
+    rows_forward,
+    rows_gemm_rows,
+)
 from engine.threads import MIN_THREADED_BYTES, THREADS, EngineThreads, chunks, split
 
 # Measured on OpenBLAS, 2 cores (ns per element of an in-cache im2col copy / col2im add, by
@@ -70,12 +75,12 @@ _SKINNY_WGRAD = 1024
 # measured slower; the code supports them, the planner does not pick them).
 _TILES = ((1, 1), (2, 1), (3, 1), (4, 1))
 # Kernel rows folded into the GEMM (conv_rows) when both of its inner sides, kw*C/g and kh*O/g,
-# are at least this wide and the input rows it multiplies are at most this many times the
-# output rows (1 for stride 1 with Caffe's "same" padding, 1.5 for LeNet's unpadded conv2, which
-# still measured faster; a stride of 2 doubles the work). Measured faster than the im2col plans
-# on every layer of CIFAR-10 quick, LeNet and AlexNet it picks (conv2/conv3, conv2, conv2-5).
+# are at least this wide and it multiplies at most this many times im2col's FLOPs (1 for any
+# stride-1 layer; a vertical stride multiplies some zeros). Measured faster than the im2col
+# plans on every layer of CIFAR-10 quick, LeNet and AlexNet it picks (conv2/conv3, conv2,
+# conv2-5); strided layers were not measured, so the bound keeps them on im2col.
 _ROWS_MIN_WIDTH = 64
-_ROWS_MAX_WASTE = 1.5
+_ROWS_MAX_WASTE = 1.1
 # Column-buffer chunk per thread: small enough to stay in cache between im2col and the GEMM.
 _CHUNK_BYTES = 2 << 20
 # Up to this whole-batch column size, forward keeps its columns for the weight gradient
@@ -307,10 +312,11 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
             keep_columns=col_bytes <= _KEEP_COL_BYTES,
             **threads,
         )
-    rows = read_rows(h, oh, layer.kh, layer.ph, layer.sh, layer.dh)
     narrow = min(layer.kw * c // g, layer.kh * o // g)
-    if narrow >= _ROWS_MIN_WIDTH and rows <= _ROWS_MAX_WASTE * oh:
-        col_bytes = n * rows * ow * layer.kw * c * item
+    fold_work = rows_gemm_rows(layer, h, oh) / (oh * layer.kh)
+    if narrow >= _ROWS_MIN_WIDTH and fold_work <= _ROWS_MAX_WASTE:
+        rows = rows_buffer_shape(layer, base)[1]
+        col_bytes = n * rows * ow * layer.kw * c * item  # the row patches
         return dataclasses.replace(
             base,
             layout="NHWC",
