@@ -47,7 +47,7 @@ from engine.im2col import (
     patches_view,
     window,
 )
-from engine.layer import Layer, register_layer
+from engine.layer import TEST, Layer, register_layer
 from engine.layers.conv_rows import (
     rows_backward,
     rows_buffer_shape,
@@ -292,6 +292,12 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
         return base
     item = np.dtype(layer.dtype).itemsize
     threads = {"parts": THREADS, "chunk_bytes": _CHUNK_BYTES}
+
+    def keep(col_bytes: int) -> bool:
+        """Keep forward's columns for backward: small enough, and a backward expected (a TEST
+        net runs forward only; should pycaffe ask for a backward, it re-makes them)."""
+        return col_bytes <= _KEEP_COL_BYTES and layer.phase != TEST
+
     kk = layer.kh * layer.kw
     # The full data gradient multiplies the top diff's zero border too: with little padding
     # (LeNet: none) it costs more than GEMM + col2im, which only the channels-first code has.
@@ -309,7 +315,7 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
             wgrad="per_sample",
             dgrad="full" if full_ok and t_full < t_col2im else "col2im",
             threaded=col_bytes >= MIN_THREADED_BYTES,
-            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            keep_columns=keep(col_bytes),
             **threads,
         )
     narrow = min(layer.kw * c // g, layer.kh * o // g)
@@ -322,7 +328,7 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
             layout="NHWC",
             fold_rows=True,
             threaded=col_bytes >= MIN_THREADED_BYTES,
-            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            keep_columns=keep(col_bytes),
             **threads,
         )
     if full_ok and c // g >= _CHANNELS_LAST_MIN_CG and t_full < t_col2im:
@@ -331,7 +337,7 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
             base,
             layout="NHWC",
             threaded=col_bytes >= MIN_THREADED_BYTES,
-            keep_columns=col_bytes <= _KEEP_COL_BYTES,
+            keep_columns=keep(col_bytes),
             **threads,
         )
     best: tuple[float, tuple[int, int], bool] | None = None
@@ -360,7 +366,7 @@ def plan_convolution(layer: Any, n: int, h: int, w: int, oh: int, ow: int) -> Co
         dgrad=dgrad,
         dgrad_tile=dtile,
         threaded=col_bytes >= MIN_THREADED_BYTES,
-        keep_columns=col_bytes <= _KEEP_COL_BYTES,
+        keep_columns=keep(col_bytes),
         **threads,
     )
 

@@ -569,3 +569,25 @@ def test_device_path_is_one_untiled_pass_and_matches_numpy():
         results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "conv", ["num_output: 8 kernel_size: 3 pad: 1", "num_output: 4 kernel_size: 3"]
+)
+def test_test_phase_keeps_no_columns_and_a_backward_still_matches_train(conv, layout):
+    """A TEST net runs forward only, so its plan keeps no column buffer for a backward; a
+    backward asked for anyway (pycaffe allows one) re-makes the columns and gives TRAIN's."""
+    text = f'name: "conv" type: "Convolution" convolution_param {{ {conv} {GAUSS} }}'
+    param = text_format.Parse(text, caffe_pb2.LayerParameter())
+    results = []
+    for phase in ("TRAIN", "TEST"):
+        layer = ConvolutionLayer(param, phase=phase, dtype=np.float64, seed=0)
+        bottom, top = blobs((3, 4, 6, 6))
+        layer.setup([bottom], [top])
+        assert layer.plan(0).keep_columns == (phase == "TRAIN")
+        layer.forward([bottom], [top])
+        top.diff[...] = np.random.default_rng(5).standard_normal(top.shape)
+        layer.backward([top], [True], [bottom])
+        results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
+    for train, test in zip(*results, strict=True):
+        np.testing.assert_array_equal(test, train)
