@@ -31,8 +31,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from engine.backend import as_strided
 from engine.im2col import NCHW_TO_NHWC
+from engine.layers import conv_rows_kernels as kernels
+
+_COMPILED = kernels.AVAILABLE  # the compiled data movement on NumPy (tests switch it)
 
 
 def read_rows(h: int, oh: int, kh: int, ph: int, sh: int, dh: int) -> int:
@@ -134,7 +139,10 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
     xp, plan, geo = layer.xp, ws.plan, _Geometry(layer, ws)
     g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
     oh, ow, rows = geo.oh, geo.ow, geo.rows
-    layer._copy_in(ws, ws.xpad[:, :, layer.pw : layer.pw + plan.w], _rows_of(bottom.data, rows))
+    compiled = _compiled(xp)
+    if not compiled:
+        inner = ws.xpad[:, :, layer.pw : layer.pw + plan.w]
+        layer._copy_in(ws, inner, _rows_of(bottom.data, rows))
     wf = folded_weights(layer, ws)
     whole = row_patches_view(xp, ws.xpad, layer, ow)
     sched = layer._schedule(plan, plan.n, geo.per_sample)
@@ -144,13 +152,19 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
     accs = layer._scratch(ws, "rows_acc", step * oh * ow * o)
     out_v = top.data.transpose(NCHW_TO_NHWC)
     bias = None if layer.bias is None else layer.bias.data.reshape(g, og)
+    if compiled and bias is None:
+        bias = layer._array(ws, "rows_nobias", (g, og))  # zeros
+    moves = (layer.ph, layer.sh, layer.dh), (layer.pw, layer.sw, layer.dw)
 
     def work(t: int) -> None:
         for idx, lo, hi in sched[t]:
             size = hi - lo
             col = (cols[idx] if plan.keep_columns else cols[t])[: size * geo.per_sample]
             col6 = col.reshape(rows, size, ow, g, kw, cg)
-            col6[...] = whole[lo:hi].transpose(1, 0, 2, 3, 4, 5)
+            if compiled:
+                kernels.row_patches(bottom.data, col6, lo, *moves[1])
+            else:
+                col6[...] = whole[lo:hi].transpose(1, 0, 2, 3, 4, 5)
             z = zs[t][: rows * size * ow * kh * o].reshape(rows, size * ow, g, kh * og)
             r3 = col.reshape(rows, size * ow, g, kw * cg)
             for r_a, r_b, i_lo, i_hi in geo.bands:
@@ -162,6 +176,9 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
                     z[r_a:r_b].reshape(m, g, kh * og)[:, :, i_lo * og : i_hi * og],
                 )
             z6 = z.reshape(rows, size, ow, g, kh, og)
+            if compiled:
+                kernels.fold_output(z6, bias, top.data, lo, *moves[0])
+                continue
             acc = accs[t][: size * oh * ow * o].reshape(size, oh, ow, g, og)
             if bias is None:
                 acc.fill(0)
@@ -185,6 +202,7 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
     g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
     oh, ow, rows, wp = geo.oh, geo.ow, geo.rows, geo.wp
     sh, sw, dw, pw = layer.sh, layer.sw, layer.dw, layer.pw
+    compiled = _compiled(xp)
     wf = folded_weights(layer, ws) if propagate else None
     whole = row_patches_view(xp, ws.xpad, layer, ow)
     sched = layer._schedule(plan, plan.n, geo.per_sample)
@@ -216,21 +234,28 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
         for idx, lo, hi in sched[t]:
             size = hi - lo
             col = (cols[idx] if keep else cols[t])[: size * geo.per_sample]
-            if not keep:
-                col.reshape(rows, size, ow, g, kw, cg)[...] = whole[lo:hi].transpose(
-                    1, 0, 2, 3, 4, 5
-                )
-            dyc = dys[t][: size * oh * ow * o].reshape(size, oh, ow, g, og)
-            dyc.reshape(size, oh, ow, o)[...] = dy_v[lo:hi]
-            if with_bias:
-                db += xp.matmul(ones[t][: size * oh * ow], dyc.reshape(-1, o))
+            col6 = col.reshape(rows, size, ow, g, kw, cg)
             d6 = ds[t][: rows * size * ow * kh * o].reshape(rows, size, ow, g, kh, og)
-            if sh != 1:  # a band's span may hold kernel rows some of its rows do not serve
-                d6.fill(0)
-            for i, (y_lo, y_hi, r_lo) in enumerate(geo.spans):
-                if y_hi > y_lo:
-                    r_hi = r_lo + (y_hi - y_lo - 1) * sh + 1
-                    d6[r_lo:r_hi:sh, :, :, :, i] = dyc[:, y_lo:y_hi].transpose(1, 0, 2, 3, 4)
+            if compiled:
+                if not keep:
+                    kernels.row_patches(bottom.data, col6, lo, pw, sw, dw)
+                if with_bias:
+                    dy3 = top.diff[lo:hi].reshape(size, o, oh * ow)
+                    db += xp.matmul(dy3, ones[t][: oh * ow]).sum(axis=0)
+                kernels.unfold_top_diff(top.diff, d6, lo, layer.ph, sh, layer.dh)
+            else:
+                if not keep:
+                    col6[...] = whole[lo:hi].transpose(1, 0, 2, 3, 4, 5)
+                dyc = dys[t][: size * oh * ow * o].reshape(size, oh, ow, g, og)
+                dyc.reshape(size, oh, ow, o)[...] = dy_v[lo:hi]
+                if with_bias:
+                    db += xp.matmul(ones[t][: size * oh * ow], dyc.reshape(-1, o))
+                if sh != 1:  # a band's span may hold kernel rows some of its rows do not serve
+                    d6.fill(0)
+                for i, (y_lo, y_hi, r_lo) in enumerate(geo.spans):
+                    if y_hi > y_lo:
+                        r_hi = r_lo + (y_hi - y_lo - 1) * sh + 1
+                        d6[r_lo:r_hi:sh, :, :, :, i] = dyc[:, y_lo:y_hi].transpose(1, 0, 2, 3, 4)
             d4 = d6.reshape(rows, size * ow, g, kh * og)
             r4 = col.reshape(rows, size * ow, g, kw * cg)
             dr4 = None
@@ -250,6 +275,13 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
                     dr3 = dr4[r_a:r_b].reshape(m, g, kw * cg)
                     _product(xp, d3, wf[:, :, block].transpose(0, 2, 1), dr3)
             if dr4 is None:
+                continue
+            if compiled:
+                kernels.fold_input_diff(
+                    dr4.reshape(rows, size, ow, g, kw, cg), bottom.diff, lo, pw, sw, dw
+                )
+                if rows < h:
+                    bottom.diff[lo:hi, :, rows:] = 0
                 continue
             dr6 = dr4.reshape(rows, size, ow, g, kw, cg).transpose(1, 0, 2, 3, 4, 5)
             img = dxs[t][: size * rows * wp * geo.c].reshape(size, rows, wp, g, cg)
@@ -274,6 +306,10 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
         for t in range(1, plan.parts):
             db += dbx[t][:o]
         layer.bias.diff += db
+
+
+def _compiled(xp: Any) -> bool:
+    return _COMPILED and xp is np
 
 
 def _rows_of(x: Any, rows: int) -> Any:

@@ -163,8 +163,11 @@ def _force_conv_plan(monkeypatch, kind: str) -> None:
 
     monkeypatch.setattr(conv, "_SKINNY_WGRAD", 0)
     monkeypatch.setattr(conv, "_CHANNELS_LAST_MIN_CG", 0 if kind == "channels_last" else 10**6)
-    monkeypatch.setattr(conv, "_ROWS_MIN_WIDTH", 0 if kind == "rows" else 10**9)
+    from engine.layers import conv_rows, conv_rows_kernels
+
+    monkeypatch.setattr(conv, "_ROWS_MIN_WIDTH", 0 if kind.startswith("rows") else 10**9)
     monkeypatch.setattr(conv, "_ROWS_MAX_WASTE", 10**9)
+    monkeypatch.setattr(conv_rows, "_COMPILED", kind == "rows" and conv_rows_kernels.AVAILABLE)
     if kind != "tiled":
         return
     real = conv.plan_convolution
@@ -180,14 +183,15 @@ def _force_conv_plan(monkeypatch, kind: str) -> None:
     monkeypatch.setattr(conv, "plan_convolution", tiled)
 
 
-@pytest.mark.parametrize("plan", ["default", "channels_last", "tiled", "rows"])
+@pytest.mark.parametrize("plan", ["default", "channels_last", "tiled", "rows", "rows_numpy"])
 @pytest.mark.parametrize("shape,num_output,geom,k,s,p,d,group", CONV_CASES)
 def test_convolution_matches_caffe_im2col_loops(
     shape, num_output, geom, k, s, p, d, group, plan, monkeypatch
 ):
     """Conv forward, weight/bias/data gradients with pad_h/pad_w, stride, dilation and group,
     under each family of plans (the default choice, channels last, output tiles, kernel rows
-    folded into the GEMM: engine.layers.conv_rows, which takes any geometry)."""
+    folded into the GEMM: engine.layers.conv_rows, which takes any geometry, with its data
+    movement compiled or as NumPy passes)."""
     _force_conv_plan(monkeypatch, plan)
     rng = np.random.default_rng(7)
     layer = make(

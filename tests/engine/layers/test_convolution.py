@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from engine.blob import Blob
 from engine.errors import NetError
-from engine.layers import convolution
+from engine.layers import conv_rows, conv_rows_kernels, convolution
 from engine.layers.convolution import ConvolutionLayer
 from engine.proto import caffe_pb2
 from tests.gradcheck import check_layer_gradient
@@ -24,17 +24,22 @@ def _set_layout(monkeypatch, name: str) -> str:
         convolution, "_CHANNELS_LAST_MIN_CG", 0 if name == "channels_last" else 10**6
     )
     monkeypatch.setattr(convolution, "_SKINNY_WGRAD", 10**9 if name == "per_sample" else 0)
-    monkeypatch.setattr(convolution, "_ROWS_MIN_WIDTH", 0 if name == "rows" else 10**9)
+    rows = name in ("rows", "rows_numpy")
+    monkeypatch.setattr(convolution, "_ROWS_MIN_WIDTH", 0 if rows else 10**9)
     monkeypatch.setattr(convolution, "_ROWS_MAX_WASTE", 10**9)
+    monkeypatch.setattr(conv_rows, "_COMPILED", name == "rows" and conv_rows_kernels.AVAILABLE)
     return name
 
 
-@pytest.fixture(params=["batch_last", "batch_second", "channels_last", "per_sample", "rows"])
+@pytest.fixture(
+    params=["batch_last", "batch_second", "channels_last", "per_sample", "rows", "rows_numpy"]
+)
 def layout(request, monkeypatch):
     """Run a test with each internal layout, (C, H, W, N), (C, N, H, W) and (N, H, W, C)
     (channels last where the full data gradient applies, else a channels-first one), the
     per-sample weight gradient of skinny group-1 layers (batch second), and the kernel rows
-    folded into the GEMM (channels last, any geometry)."""
+    folded into the GEMM (channels last, any geometry), with its data movement compiled by
+    Numba (where installed) or as NumPy passes."""
     return _set_layout(monkeypatch, request.param)
 
 
@@ -283,8 +288,8 @@ def test_threaded_small_chunks_match_single_pass(dgrad, group, layout, monkeypat
         layer.setup([bottom], [top])
         if layer.plan(0).layout == "CNHW" or layer.plan(0).batch_last:  # not channels last
             layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
-        assert layer.plan(0).channels_last == (layout in ("channels_last", "rows"))
-        assert layer.plan(0).fold_rows == (layout == "rows")
+        assert layer.plan(0).channels_last == (layout in ("channels_last", "rows", "rows_numpy"))
+        assert layer.plan(0).fold_rows == (layout in ("rows", "rows_numpy"))
         assert layer.plan(0).threaded is threaded
         layer.forward([bottom], [top])
         top.diff[...] = np.random.default_rng(3).standard_normal(top.shape)
