@@ -15,6 +15,8 @@ layer keeps its NumPy passes, which remain the reference the tests compare again
 
 from __future__ import annotations
 
+from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,32 +34,99 @@ def _compiled(fn: Any) -> Any:
     return numba.njit(nogil=True, cache=True)(fn) if AVAILABLE else fn
 
 
-@_compiled
-def max_forward(x, out, mask, kh, kw, sh, sw, ph, pw):  # noqa: ANN001, ANN201
-    """out[n, c, i, j] = max over the window, mask = its first argmax h * W + w (or -1)."""
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for a in range(n):
-        for b in range(c):
-            plane = x[a, b]
-            for i in range(oh):
-                hs = i * sh - ph
-                he = min(hs + kh, h)
-                hs = max(hs, 0)
-                for j in range(ow):
-                    ws = j * sw - pw
-                    we = min(ws + kw, w)
-                    ws = max(ws, 0)
-                    best = LOWEST
-                    where = -1
-                    for y in range(hs, he):
-                        for z in range(ws, we):
-                            v = plane[y, z]
-                            if v > best:
-                                best = v
-                                where = y * w + z
-                    out[a, b, i, j] = best
-                    mask[a, b, i, j] = where
+@cache
+def window_kernels(kh: int, kw: int) -> SimpleNamespace:
+    """max_forward, ave_forward and ave_backward for (kh, kw) windows, compiled on first use
+    (and cached on disk by Numba, one entry per window size)."""
+
+    def max_forward(x, out, mask, sh, sw, ph, pw):  # noqa: ANN001, ANN202
+        """out = max over each window, mask = its first argmax h * W + w (or -1): Caffe's
+        strict > from -FLT_MAX in (h, w) scan order."""
+        n, c, h, w = x.shape
+        oh, ow = out.shape[2], out.shape[3]
+        for a in range(n):
+            for b in range(c):
+                plane = x[a, b]
+                for i in range(oh):
+                    hs = i * sh - ph
+                    for j in range(ow):
+                        ws = j * sw - pw
+                        best = LOWEST
+                        where = -1
+                        if hs >= 0 and ws >= 0 and hs + kh <= h and ws + kw <= w:
+                            for y in range(kh):
+                                for z in range(kw):
+                                    v = plane[hs + y, ws + z]
+                                    if v > best:
+                                        best = v
+                                        where = (hs + y) * w + ws + z
+                        else:
+                            for y in range(max(hs, 0), min(hs + kh, h)):
+                                for z in range(max(ws, 0), min(ws + kw, w)):
+                                    v = plane[y, z]
+                                    if v > best:
+                                        best = v
+                                        where = y * w + z
+                        out[a, b, i, j] = best
+                        mask[a, b, i, j] = where
+
+    def ave_forward(x, out, sh, sw, ph, pw):  # noqa: ANN001, ANN202
+        """out = the window's sum inside the image (in the blob's precision, scan order) over
+        the size of the window clipped to [-pad, size + pad)."""
+        n, c, h, w = x.shape
+        oh, ow = out.shape[2], out.shape[3]
+        for a in range(n):
+            for b in range(c):
+                plane = x[a, b]
+                for i in range(oh):
+                    hs = i * sh - ph
+                    he = min(hs + kh, h + ph)
+                    for j in range(ow):
+                        ws = j * sw - pw
+                        we = min(ws + kw, w + pw)
+                        total = x.dtype.type(0)
+                        if hs >= 0 and ws >= 0 and hs + kh <= h and ws + kw <= w:
+                            for y in range(kh):
+                                for z in range(kw):
+                                    total += plane[hs + y, ws + z]
+                        else:
+                            for y in range(max(hs, 0), min(he, h)):
+                                for z in range(max(ws, 0), min(we, w)):
+                                    total += plane[y, z]
+                        out[a, b, i, j] = total / x.dtype.type((he - hs) * (we - ws))
+
+    def ave_backward(dy, dx, sh, sw, ph, pw):  # noqa: ANN001, ANN202
+        """dx = 0, then every input of a window += its output's diff / the window's size (the
+        quotient rounded to the blob's precision first, as Caffe)."""
+        n, c, h, w = dx.shape
+        oh, ow = dy.shape[2], dy.shape[3]
+        for a in range(n):
+            for b in range(c):
+                plane = dx[a, b]
+                for y in range(h):
+                    for z in range(w):
+                        plane[y, z] = 0
+                for i in range(oh):
+                    hs = i * sh - ph
+                    he = min(hs + kh, h + ph)
+                    for j in range(ow):
+                        ws = j * sw - pw
+                        we = min(ws + kw, w + pw)
+                        share = dy[a, b, i, j] / dx.dtype.type((he - hs) * (we - ws))
+                        if hs >= 0 and ws >= 0 and hs + kh <= h and ws + kw <= w:
+                            for y in range(kh):
+                                for z in range(kw):
+                                    plane[hs + y, ws + z] += share
+                        else:
+                            for y in range(max(hs, 0), min(he, h)):
+                                for z in range(max(ws, 0), min(we, w)):
+                                    plane[y, z] += share
+
+    return SimpleNamespace(
+        max_forward=_compiled(max_forward),
+        ave_forward=_compiled(ave_forward),
+        ave_backward=_compiled(ave_backward),
+    )
 
 
 @_compiled
@@ -76,58 +145,3 @@ def max_backward(dy, mask, dx):  # noqa: ANN001, ANN201
                     k = mask[a, b, i, j]
                     if k >= 0:
                         plane[k // w, k % w] += dy[a, b, i, j]
-
-
-@_compiled
-def ave_forward(x, out, kh, kw, sh, sw, ph, pw):  # noqa: ANN001, ANN201
-    """out = sum over the window inside the image / size of the window clipped to the pad."""
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for a in range(n):
-        for b in range(c):
-            plane = x[a, b]
-            for i in range(oh):
-                hs = i * sh - ph
-                he = min(hs + kh, h + ph)
-                hsize = he - hs
-                hs = max(hs, 0)
-                he = min(he, h)
-                for j in range(ow):
-                    ws = j * sw - pw
-                    we = min(ws + kw, w + pw)
-                    size = hsize * (we - ws)
-                    ws = max(ws, 0)
-                    we = min(we, w)
-                    total = x.dtype.type(0)  # sums in the blob's precision, as Caffe
-                    for y in range(hs, he):
-                        for z in range(ws, we):
-                            total += plane[y, z]
-                    out[a, b, i, j] = total / x.dtype.type(size)
-
-
-@_compiled
-def ave_backward(dy, dx, kh, kw, sh, sw, ph, pw):  # noqa: ANN001, ANN201
-    """dx = 0, then every input of a window += its output's diff / the window's size."""
-    n, c, h, w = dx.shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    for a in range(n):
-        for b in range(c):
-            plane = dx[a, b]
-            for y in range(h):
-                for z in range(w):
-                    plane[y, z] = 0
-            for i in range(oh):
-                hs = i * sh - ph
-                he = min(hs + kh, h + ph)
-                hsize = he - hs
-                hs = max(hs, 0)
-                he = min(he, h)
-                for j in range(ow):
-                    ws = j * sw - pw
-                    we = min(ws + kw, w + pw)
-                    share = dy[a, b, i, j] / dx.dtype.type(hsize * (we - ws))
-                    ws = max(ws, 0)
-                    we = min(we, w)
-                    for y in range(hs, he):
-                        for z in range(ws, we):
-                            plane[y, z] += share

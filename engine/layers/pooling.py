@@ -240,19 +240,20 @@ class PoolingLayer(Layer):
             self._write_mask(tops[1].data)
 
     def _geometry(self) -> tuple[int, ...]:
-        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+        return (self.sh, self.sw, self.ph, self.pw)
 
     def _forward_compiled(self, x: Any, out: Any, sl: slice) -> None:
+        kernels = pool_kernels.window_kernels(self.kh, self.kw)
         if self.method == MAX:
-            pool_kernels.max_forward(x, out, self._buf["mask"][sl], *self._geometry())
+            kernels.max_forward(x, out, self._buf["mask"][sl], *self._geometry())
         else:
-            pool_kernels.ave_forward(x, out, *self._geometry())
+            kernels.ave_forward(x, out, *self._geometry())
 
     def _backward_compiled(self, dy: Any, dx: Any, sl: slice) -> None:
         if self.method == MAX:
             pool_kernels.max_backward(dy, self._buf["mask"][sl], dx)
         else:
-            pool_kernels.ave_backward(dy, dx, *self._geometry())
+            pool_kernels.window_kernels(self.kh, self.kw).ave_backward(dy, dx, *self._geometry())
 
     def _forward_max_values(self, x: Any, out: Any, sl: slice) -> None:
         """Separable max without the argmax: along w within each row, then along h."""
