@@ -5,7 +5,8 @@ Data layers are swapped for Input layers holding random images and in-range labe
 GFLOP/s of the useful convolution/inner-product work can be reported as a fraction of it.
 --phase TEST times the TEST net forward only (a test pass); --train-step times whole `isgd train`
 iterations through the real Solver on the LMDB-backed net (Data layer, forward, backward, update,
-ISGD bookkeeping, JSON log) beside the forward + backward of the same net in the same run.
+ISGD bookkeeping, JSON log) beside the forward + backward of the same net in the same run, in
+interleaved blocks of 10 iterations (one Solver.step(10) call, as training runs, then 10 passes).
 
     python scripts/bench.py [--nets lenet64,lenet1000,cifar100,alexnet32] [--iterations K] [--json]
     python scripts/bench.py --phase TEST --nets lenet64,cifar100
