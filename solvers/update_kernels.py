@@ -40,3 +40,13 @@ def sgd_segment(w, g, h, rate, decay, momentum, nesterov, keep_diff):  # noqa: A
             step = old * minus_m + hk * one_plus_m
         w[k] = w[k] - step
         g[k] = step if keep_diff else zero
+
+
+def warm_up(dtype: object) -> None:
+    """Compile (or load from Numba's disk cache) the loop for `dtype` before training starts."""
+    import numpy as np
+
+    one = np.zeros(1, dtype)
+    f32 = np.float32
+    for nesterov in (False, True):
+        sgd_segment(one, one.copy(), one.copy(), f32(0), f32(0), f32(0), nesterov, False)

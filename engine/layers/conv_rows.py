@@ -312,6 +312,12 @@ def _compiled(xp: Any) -> bool:
     return _COMPILED and xp is np
 
 
+def rows_warm_up(xp: Any, dtype: Any) -> None:
+    """Compile the data-movement kernels at setup (not on the first training iteration)."""
+    if _compiled(xp):
+        kernels.warm_up(dtype)
+
+
 def _rows_of(x: Any, rows: int) -> Any:
     """The first `rows` rows of an NCHW batch, channels last."""
     return x[:, :, :rows].transpose(NCHW_TO_NHWC)

@@ -122,3 +122,14 @@ def fold_input_diff(dr, dx, lo, pw, sw, dw):  # noqa: ANN001, ANN201
             for k in range(groups * cg):
                 for col in range(width):
                     dx[lo + s, k, r, col] = line[col + pw, k]
+
+
+def warm_up(dtype: object) -> None:
+    """Compile (or load from Numba's disk cache) the four kernels for `dtype` on tiny arrays,
+    so the first training iteration does not pay for it."""
+    four = np.zeros((1, 1, 1, 1), dtype)
+    six = np.zeros((1, 1, 1, 1, 1, 1), dtype)
+    row_patches(four, six, 0, 0, 1, 1)
+    fold_output(six, np.zeros((1, 1), dtype), four, 0, 0, 1, 1)
+    unfold_top_diff(four, six, 0, 0, 1, 1)
+    fold_input_diff(six, four, 0, 0, 1, 1)

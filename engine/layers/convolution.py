@@ -53,6 +53,7 @@ from engine.layers.conv_rows import (
     rows_buffer_shape,
     rows_forward,
     rows_gemm_rows,
+    rows_warm_up,
 )
 from engine.threads import MIN_THREADED_BYTES, THREADS, EngineThreads, chunks, split
 
@@ -466,6 +467,7 @@ class ConvolutionLayer(Layer):
         hp, wp = plan.h + 2 * self.ph, plan.w + 2 * self.pw
         if plan.fold_rows:
             ws.xpad = self.xp.zeros(rows_buffer_shape(self, plan), self.dtype)
+            rows_warm_up(self.xp, self.dtype)
         elif self.ph or self.pw or plan.layout != "CNHW":  # copy: gather the batch / channels
             ws.xpad = self.xp.zeros(plan.internal_shape(self.channels, hp, wp), self.dtype)
         self._ws[k] = ws

@@ -145,3 +145,18 @@ def max_backward(dy, mask, dx):  # noqa: ANN001, ANN201
                     k = mask[a, b, i, j]
                     if k >= 0:
                         plane[k // w, k % w] += dy[a, b, i, j]
+
+
+def warm_up(kh: int, kw: int, dtype: Any, method_max: bool, mask_dtype: Any) -> None:
+    """Compile (or load from Numba's disk cache) the kernels a (kh, kw) layer will call, on
+    tiny arrays of the same types, so the first training iteration does not pay for it."""
+    x = np.zeros((1, 1, kh, kw), dtype)
+    out = np.zeros((1, 1, 1, 1), dtype)
+    kernels = window_kernels(kh, kw)
+    if method_max:
+        mask = np.zeros((1, 1, 1, 1), mask_dtype)
+        kernels.max_forward(x, out, mask, 1, 1, 0, 0)
+        max_backward(out, mask, x)
+    else:
+        kernels.ave_forward(x, out, 1, 1, 0, 0)
+        kernels.ave_backward(out, x, 1, 1, 0, 0)

@@ -149,8 +149,10 @@ class PoolingLayer(Layer):
         buf["parts"] = min(self._threads.count, n) if work >= least else 1
         if compiled:
             buf["compiled"] = True
+            mask_type = np.int32 if h * w < 2**31 else np.int64
             if self.method == MAX:  # Caffe's mask: h * W + w of the window's first maximum
-                buf["mask"] = np.empty((n, c, oh, ow), np.int32 if h * w < 2**31 else np.int64)
+                buf["mask"] = np.empty((n, c, oh, ow), mask_type)
+            pool_kernels.warm_up(self.kh, self.kw, dt, self.method == MAX, mask_type)
             return buf
         buf["direct"] = hb == h and wb == w  # no padding, no overhang: read the bottom directly
         fill = -np.inf if self.method == MAX else 0.0

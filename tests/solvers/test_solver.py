@@ -440,3 +440,24 @@ def test_flat_update_is_bit_identical_to_the_per_param_loop(
         runs.append((solver.net.flat_data.copy(), solver.history_flat[0].copy()))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_the_compiled_update_is_compiled_before_the_training_clock(
+    tiny: Tiny, quiet_log, monkeypatch
+):
+    """Building the solver warms the update loop up (Numba compiles on first call), so the
+    first iteration's time on the training clock holds no compilation."""
+    from solvers import solver as solver_module
+    from solvers import update_kernels
+
+    if not update_kernels.AVAILABLE:
+        pytest.skip("numba is not installed: the compiled update is unavailable")
+    calls = []
+    monkeypatch.setattr(solver_module, "COMPILED_UPDATE", True)
+    monkeypatch.setattr(update_kernels, "warm_up", calls.append)
+    log, _, _ = quiet_log("warm")
+    path = tiny.solver(name="warm", type="SGD", max_iter=1, test_interval=0)
+    path.write_text(path.read_text().replace("test_iter: 2\n", ""))
+    solver = Solver(str(path), log=log)
+    assert solver._flat_update is not None and solver._flat_update.compiled == (solver.xp is np)
+    assert calls == ([solver.net.flat_data.dtype] if solver.xp is np else [])

@@ -322,3 +322,18 @@ def test_ave_pooling_rounds_in_float32_as_caffe(max_backward):
         np.testing.assert_array_equal(bottom.diff, dx)
     else:
         np.testing.assert_allclose(bottom.diff, dx, rtol=1e-6, atol=1e-7)
+
+
+def test_compiled_kernels_are_ready_after_setup():
+    """Numba compiles on first call: setup makes that call (tiny arrays, the layer's types),
+    so a training run's first iteration, which is on the training clock, does not compile."""
+    from engine.layers import pool_kernels, pooling
+
+    if not (pool_kernels.AVAILABLE and pooling._COMPILED):
+        pytest.skip("numba is not installed: the compiled pooling loops are unavailable")
+    kernels = pool_kernels.window_kernels(7, 5)  # a window no other test uses
+    assert not kernels.max_forward.signatures
+    layer = make_layer("pool: MAX kernel_h: 7 kernel_w: 5 stride: 2", dtype=np.float32)
+    layer.setup([bottom_blob((2, 3, 9, 9), np.float32)], [Blob(dtype=np.float32)])
+    assert [str(sig[0]) for sig in kernels.max_forward.signatures] == ["array(float32, 4d, C)"]
+    assert not kernels.ave_forward.signatures  # only what this layer calls
