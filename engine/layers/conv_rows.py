@@ -149,7 +149,7 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
     step = max(hi - lo for part in sched for _, lo, hi in part)
     cols = _columns(layer, ws, sched, geo.per_sample, step, plan.keep_columns)
     zs = layer._scratch(ws, "rows_z", step * rows * ow * kh * o)
-    accs = layer._scratch(ws, "rows_acc", step * oh * ow * o)
+    accs = None if compiled else layer._scratch(ws, "rows_acc", step * oh * ow * o)
     out_v = top.data.transpose(NCHW_TO_NHWC)
     bias = None if layer.bias is None else layer.bias.data.reshape(g, og)
     if compiled and bias is None:
@@ -209,7 +209,7 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
     step = max(hi - lo for part in sched for _, lo, hi in part)
     keep = plan.keep_columns and ws.kept_ready
     cols = ws.kept if keep else layer._scratch(ws, "rows_col", step * geo.per_sample)
-    dys = layer._scratch(ws, "rows_dy", step * oh * ow * o)
+    dys = None if compiled else layer._scratch(ws, "rows_dy", step * oh * ow * o)
     ds = layer._scratch(ws, "rows_d", step * rows * ow * kh * o)
     drs = layer._scratch(ws, "rows_dr", step * geo.per_sample) if propagate else None
     dxs = layer._scratch(ws, "rows_dx", step * rows * wp * geo.c) if propagate else None
