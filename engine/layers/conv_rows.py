@@ -121,6 +121,15 @@ class _Geometry:
         ]
         self.bands = row_bands(self.rows, self.oh, self.kh, layer.ph, layer.sh, layer.dh)
         self.per_sample = self.rows * self.ow * self.kw * self.c  # row patches of one sample
+        served = {r for r_a, r_b, _, _ in self.bands for r in range(r_a, r_b)}
+        self.idle_rows = [r for r in range(self.rows) if r not in served]  # no window reads
+
+
+def _geometry(layer: Any, ws: Any) -> _Geometry:
+    """The workspace's geometry, made once per plan (its bands are a Python loop)."""
+    if ws.rows_geometry is None:
+        ws.rows_geometry = _Geometry(layer, ws)
+    return ws.rows_geometry
 
 
 def _columns(layer: Any, ws: Any, sched: list, per_sample: int, step: int, keep: bool) -> Any:
@@ -136,7 +145,7 @@ def _columns(layer: Any, ws: Any, sched: list, per_sample: int, step: int, keep:
 def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
     """top = W * bottom + b through row patches: per chunk of samples one copy of the row
     patches, one GEMM (per group) per band into Z, kh shifted adds into the output."""
-    xp, plan, geo = layer.xp, ws.plan, _Geometry(layer, ws)
+    xp, plan, geo = layer.xp, ws.plan, _geometry(layer, ws)
     g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
     oh, ow, rows = geo.oh, geo.ow, geo.rows
     compiled = _compiled(xp)
@@ -198,7 +207,7 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
 
 def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -> None:
     """Weight and bias gradients (accumulated) and, if asked, the bottom diff (overwritten)."""
-    xp, plan, geo = layer.xp, ws.plan, _Geometry(layer, ws)
+    xp, plan, geo = layer.xp, ws.plan, _geometry(layer, ws)
     g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
     oh, ow, rows, wp = geo.oh, geo.ow, geo.rows, geo.wp
     sh, sw, dw, pw = layer.sh, layer.sw, layer.dw, layer.pw
@@ -221,8 +230,6 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
     dx_v = bottom.diff.transpose(NCHW_TO_NHWC)
     with_bias = layer.bias is not None
     h, w = plan.h, plan.w
-    served = sorted({r for r_a, r_b, _, _ in geo.bands for r in range(r_a, r_b)})
-    idle_rows = [r for r in range(rows) if r not in served]  # rows no window reads
 
     def work(t: int) -> None:
         dw3 = dwx[t][: g * kh * og * kw * cg].reshape(g, kh * og, kw * cg)
@@ -261,7 +268,7 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
             dr4 = None
             if propagate:
                 dr4 = drs[t][: size * geo.per_sample].reshape(rows, size * ow, g, kw * cg)
-                for r in idle_rows:
+                for r in geo.idle_rows:
                     dr4[r] = 0
             for r_a, r_b, i_lo, i_hi in geo.bands:
                 m = (r_b - r_a) * size * ow
@@ -297,15 +304,10 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
                 dx_v[lo:hi, rows:] = 0
 
     layer._threads.run(work, plan.parts, threaded=plan.threaded)
-    total = dwx[0][: g * kh * og * kw * cg].reshape(g, kh, og, kw, cg)
-    for t in range(1, plan.parts):
-        total += dwx[t][: total.size].reshape(total.shape)
+    total = layer._part_sum(ws, dwx, g * kh * og * kw * cg).reshape(g, kh, og, kw, cg)
     layer.weight.diff.reshape(g, og, cg, kh, kw)[...] += total.transpose(0, 2, 4, 1, 3)
     if with_bias:
-        db = dbx[0][:o]
-        for t in range(1, plan.parts):
-            db += dbx[t][:o]
-        layer.bias.diff += db
+        layer.bias.diff += layer._part_sum(ws, dbx, o)
 
 
 def _compiled(xp: Any) -> bool:

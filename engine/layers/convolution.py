@@ -393,6 +393,7 @@ class _Workspace:
     kept: Any = None  # forward's column chunks, (count, chunk size)
     kept_ready: bool = False
     arrays: dict[str, Any] = field(default_factory=dict)  # named buffers made on first use
+    rows_geometry: Any = None  # conv_rows' sizes and row bands, made once per plan
 
 
 @register_layer("Convolution", v1_name="CONVOLUTION")
@@ -483,6 +484,13 @@ class ConvolutionLayer(Layer):
             bufs = [self.xp.empty((size,), self.dtype) for _ in range(ws.plan.parts)]
             ws.scratch[key] = bufs
         return bufs
+
+    def _part_sum(self, ws: _Workspace, bufs: list[Any], size: int) -> Any:
+        """The first `size` elements of the parts' flat buffers, summed into part 0's."""
+        total = bufs[0][:size]
+        for t in range(1, ws.plan.parts):
+            total += bufs[t][:size]
+        return total
 
     def _array(self, ws: _Workspace, key: str, shape: tuple[int, ...]) -> Any:
         """A named zero-initialized buffer of `shape`, made on first use."""
@@ -781,15 +789,10 @@ class ConvolutionLayer(Layer):
                 dw3 += tmp
 
         self._threads.run(work, plan.parts, threaded=plan.threaded)
-        total = dwx[0][: g * kdim * og].reshape(g, kh, kw, cg, og)
-        for t in range(1, plan.parts):
-            total += dwx[t][: g * kdim * og].reshape(total.shape)
+        total = self._part_sum(ws, dwx, g * kdim * og).reshape(g, kh, kw, cg, og)
         self.weight.diff.reshape(g, og, cg, kh, kw)[...] += total.transpose(0, 4, 3, 1, 2)
         if with_bias:
-            db = dbx[0][:o]
-            for t in range(1, plan.parts):
-                db += dbx[t][:o]
-            self.bias.diff += db
+            self.bias.diff += self._part_sum(ws, dbx, o)
 
     def _patch_data_gradient(self, ws: _Workspace, dypad: Any, bottom: Blob) -> None:
         """dx = (top diff zero-padded by d(k-1)-p, channels last) convolved with the flipped
@@ -860,9 +863,7 @@ class ConvolutionLayer(Layer):
                 dw3 += tmp
 
         self._threads.run(work, plan.parts, threaded=plan.threaded)
-        dw_t = dwx[0][: g * m * (kdim // g)].reshape(g, kdim // g, m)
-        for t in range(1, plan.parts):
-            dw_t += dwx[t][: g * m * (kdim // g)].reshape(dw_t.shape)
+        dw_t = self._part_sum(ws, dwx, g * m * (kdim // g)).reshape(g, kdim // g, m)
         dw_ext = dw_t.transpose(0, 2, 1).reshape(g, p, q, og, cg, ekh, ekw)
         wdiff = self.weight.diff.reshape(g, og, cg, kh, kw)
         if plan.tile == (1, 1):
@@ -873,9 +874,7 @@ class ConvolutionLayer(Layer):
                 cols_ = slice(b * sw, b * sw + (kw - 1) * dw + 1, dw)
                 wdiff += dw_ext[:, a, b, :, :, rows, cols_]
         if with_bias:
-            db = dbx[0][: g * m].reshape(g, p, q, og)
-            for t in range(1, plan.parts):
-                db += dbx[t][: g * m].reshape(g, p, q, og)
+            db = self._part_sum(ws, dbx, g * m).reshape(g, p, q, og)
             self.bias.diff += db.sum(axis=(1, 2)).reshape(o)
 
     def _weight_gradient_per_sample(self, ws: _Workspace, top: Blob, bottom: Blob) -> None:

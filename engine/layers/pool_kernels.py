@@ -103,9 +103,7 @@ def window_kernels(kh: int, kw: int) -> SimpleNamespace:
         for a in range(n):
             for b in range(c):
                 plane = dx[a, b]
-                for y in range(h):
-                    for z in range(w):
-                        plane[y, z] = 0
+                plane[:, :] = 0
                 for i in range(oh):
                     hs = i * sh - ph
                     he = min(hs + kh, h + ph)
@@ -137,9 +135,7 @@ def max_backward(dy, mask, dx):  # noqa: ANN001, ANN201
     for a in range(n):
         for b in range(c):
             plane = dx[a, b]
-            for y in range(h):
-                for z in range(w):
-                    plane[y, z] = 0
+            plane[:, :] = 0
             for i in range(oh):
                 for j in range(ow):
                     k = mask[a, b, i, j]
