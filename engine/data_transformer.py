@@ -129,9 +129,12 @@ class DataTransformer:
         oh, ow = out.shape[2:]
         mean = self._mean_array
         if not self.crop and not draw.mirror.any():
-            out[...] = images
             if mean is not None:
-                out -= mean
+                np.subtract(images, mean, out=out, dtype=self.dtype)
+            elif self.scale != 1:  # one pass: out = float(x) * scale
+                return np.multiply(images, self.scale, out=out, dtype=self.dtype)
+            else:
+                out[...] = images
         else:
             rows = draw.h_off[:, None] + np.arange(oh)  # (n, oh)
             cols = draw.w_off[:, None] + np.arange(ow)  # (n, ow)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine.datum import (
+    _decode_uniform_raw,
     datum_to_array,
     decode_batch,
     encoded_datum,
@@ -107,3 +108,66 @@ def test_encoded_without_pillow_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pil)
     with pytest.raises(DataError, match="needs Pillow"):
         datum_to_array(encoded_datum(b"\x89PNG", 0), where="db")
+
+
+def _general_decode(values, **kw):
+    """decode_batch by parsing every record (the fast path switched off)."""
+    import engine.datum as datum_mod
+
+    fast = datum_mod._decode_uniform_raw
+    datum_mod._decode_uniform_raw = lambda *a: None
+    try:
+        return decode_batch(values, "db", **kw)
+    finally:
+        datum_mod._decode_uniform_raw = fast
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [[0, 1, 127, 5], [128, 300, 16383, 200], [16384, 2**21 + 7, 2**28 - 1, 99999]],
+    ids=["one-byte", "two-byte", "3-4-byte"],
+)
+def test_uniform_records_decode_as_protobuf_parses_them(labels):
+    """Caffe's raw Datum layout (dims, data, label; labels of one varint length): the batch
+    decoded from the joined bytes equals the record-by-record protobuf parse."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (4, 3, 5, 2), dtype=np.uint8)
+    same_width = [lab for lab in labels if len(_varint(lab)) == len(_varint(labels[0]))]
+    vals = [caffe_wire_datum(x[i], lab) for i, lab in enumerate(same_width)]
+    assert _decode_uniform_raw(vals, "db", (3, 5, 2)) is not None  # the fast path serves it
+    fast_images, fast_labels = decode_batch(vals, "db", shape=(3, 5, 2))
+    images, want = _general_decode(vals, shape=(3, 5, 2))
+    np.testing.assert_array_equal(fast_images, images)
+    np.testing.assert_array_equal(fast_labels, want)
+    assert fast_labels.dtype == want.dtype == np.int64
+    np.testing.assert_array_equal(fast_labels, same_width)
+
+
+def test_records_unlike_the_first_take_the_full_parse():
+    """Label varints of different lengths, an extra field after the label, a float_data record,
+    a negative label and unequal prefixes all decode as protobuf parses them."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (3, 1, 2, 3), dtype=np.uint8)
+    base = [caffe_wire_datum(im, 1 + i) for i, im in enumerate(x)]
+    cases = {
+        "label widths": [caffe_wire_datum(x[0], 5), caffe_wire_datum(x[1], 500), base[2]],
+        "trailing field": [base[0] + b"\x38\x00", base[1] + b"\x38\x00", base[2] + b"\x38\x00"],
+        "negative label": [caffe_wire_datum(x[0], 2**32 - 3)] * 2,  # int32 -3, 10 bytes
+        "order": [
+            b"\x28\x01" + b"\x08\x01\x10\x02\x18\x03\x22\x06" + x[i].tobytes() for i in range(3)
+        ],
+    }
+    for name, vals in cases.items():
+        assert _decode_uniform_raw(vals, "db", None) is None, name
+        images, labels = decode_batch(vals, "db")
+        want_images, want_labels = _general_decode(vals)
+        np.testing.assert_array_equal(images, want_images, err_msg=name)
+        np.testing.assert_array_equal(labels, want_labels, err_msg=name)
+    images, labels = decode_batch(cases["negative label"], "db")
+    assert labels.tolist() == [-3, -3]
+
+
+def test_uniform_batch_with_a_wrong_shape_is_still_the_named_error():
+    vals = [caffe_wire_datum(np.zeros((1, 2, 2), np.uint8), 0)] * 2
+    with pytest.raises(DataError, match=r"db: record b'k0' has shape \(1, 2, 2\)"):
+        decode_batch(vals, "db", keys=[b"k0", b"k1"], shape=(1, 3, 2))

@@ -84,6 +84,22 @@ def test_mean_file_then_scale_exact(tmp_path, images):
     assert_array_equal(label, [0, 1, 2, 3])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [0.00390625, 0.1, 1.0])
+def test_scale_only_exact(tmp_path, images, dtype, scale):
+    """LeNet's transform (scale, no mean): Caffe's Dtype(x) * scale in the blob's precision,
+    scale being the proto's float field."""
+    src = make_db(tmp_path / "db", images)
+    layer, top = make_layer(
+        f'transform_param {{ scale: {scale} }} data_param {{ source: "{src}" batch_size: 5 }}',
+        dtype=dtype,
+    )
+    data, _ = step(layer, top)
+    want = images[:5].astype(dtype) * dtype(np.float32(scale))
+    assert data.dtype == dtype
+    assert_array_equal(data, want)
+
+
 @pytest.mark.parametrize("values", [[10.5], [10.0, 20.0, 30.0]])
 def test_mean_value_one_or_per_channel(tmp_path, images, values):
     src = make_db(tmp_path / "db", images)
