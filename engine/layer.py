@@ -83,6 +83,10 @@ class Layer:
     # Layers that draw random numbers in forward (Dropout masks, DummyData refills): the solver
     # saves their streams at every iteration's start (Net.forward_rng_state) to undo a pass.
     draws_in_forward: ClassVar[bool] = False
+    # Set by the Net for one backward when this layer's param diffs are known to hold zeros (the
+    # solver has just cleared them) and no other layer shares them: the layer may then write its
+    # param gradients instead of adding them, sparing a pass over memory. Ignoring it is correct.
+    param_diffs_zero: bool = False
 
     def __init__(
         self,

@@ -295,6 +295,13 @@ class Net:
             owner = self.learnable_params[owner_id]
             blob.share(owner.data.reshape(blob.shape), owner.diff.reshape(blob.shape))
         self._frozen = [i for i, lr in enumerate(self.params_lr) if lr == 0]
+        shared = {id(blob) for blob, _ in self._sharers}
+        shared |= {id(self.learnable_params[owner_id]) for _, owner_id in self._sharers}
+        self._unshared_param_layers = {
+            i
+            for i, layer in enumerate(self.layers)
+            if layer.blobs and not any(id(b) in shared for b in layer.blobs)
+        }
 
     def _merge_mult(self, owner_id: int, spec: Any, pname: str, layer: str) -> None:
         if spec is None:
@@ -334,8 +341,13 @@ class Net:
                 loss += w * float(top.data.sum())
         return loss
 
-    def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
-        """Run backward from layer `start` down to `end` inclusive (Caffe's BackwardFromTo)."""
+    def backward_from_to(
+        self, start: int | None = None, end: int = 0, param_diffs_zero: bool = False
+    ) -> None:
+        """Run backward from layer `start` down to `end` inclusive (Caffe's BackwardFromTo).
+
+        param_diffs_zero: the caller has just cleared every param diff (the solver), so layers
+        whose params nobody else shares may write their gradients instead of adding them."""
         start = len(self.layers) - 1 if start is None else start
         for blob, w in self.loss_tops:
             blob.diff[...] = w
@@ -343,6 +355,7 @@ class Net:
             if not self.layer_need_backward[i]:
                 continue
             layer = self.layers[i]
+            layer.param_diffs_zero = param_diffs_zero and i in self._unshared_param_layers
             try:
                 layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
             except EngineError:
@@ -352,6 +365,8 @@ class Net:
                     f"{self._where()}layer '{layer.name}' (type {layer.type_name}) backward "
                     f"failed: {exc}"
                 ) from exc
+            finally:
+                layer.param_diffs_zero = False
         for i in self._frozen:  # Caffe computes no gradient for params with lr_mult 0
             self.learnable_params[i].diff[...] = 0
 
@@ -383,14 +398,15 @@ class Net:
         self.loss = self.forward_from_to(0, len(self.layers) - 1)
         return self.loss
 
-    def backward(self) -> None:
+    def backward(self, param_diffs_zero: bool = False) -> None:
         """Backpropagate from the losses through every layer that needs it."""
-        self.backward_from_to(len(self.layers) - 1, 0)
+        self.backward_from_to(len(self.layers) - 1, 0, param_diffs_zero)
 
-    def forward_backward(self) -> float:
-        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate."""
+    def forward_backward(self, param_diffs_zero: bool = False) -> float:
+        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate (or, with
+        param_diffs_zero after a clear, are written where that is the same)."""
         loss = self.forward_loss()
-        self.backward()
+        self.backward(param_diffs_zero)
         return loss
 
     def clear_param_diffs(self) -> None:

@@ -38,7 +38,7 @@ class InnerProductLayer(Layer):
         self.bias = None
         if p.bias_term:
             self.bias = self.new_param_blob((self.num_output,), p.bias_filler)
-        self._dw = self.xp.empty(shape, self.dtype)  # product buffer for the accumulating GEMM
+        self._dw: Any = None  # product buffer for the accumulating GEMM, made on first need
         self._cores = EngineThreads(self.xp, self.name)
 
     def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
@@ -66,13 +66,24 @@ class InnerProductLayer(Layer):
     ) -> None:
         x = bottoms[0].data.reshape(-1, self.k)
         dy = tops[0].diff.reshape(-1, self.num_output)
+        write = self.param_diffs_zero  # the diffs hold zeros: 0 + product is the product
+        if write:
+            dw = self.weight.diff
+        else:
+            if self._dw is None:
+                self._dw = self.xp.empty(self.weight.shape, self.dtype)
+            dw = self._dw
         if self.transpose:  # (K, N) += x^T dy
-            parallel_matmul(self._cores, x.T, dy, self._dw)
+            parallel_matmul(self._cores, x.T, dy, dw)
         else:  # (N, K) += dy^T x
-            parallel_matmul(self._cores, dy.T, x, self._dw)
-        self.weight.diff += self._dw
+            parallel_matmul(self._cores, dy.T, x, dw)
+        if not write:
+            self.weight.diff += dw
         if self.bias is not None:
-            self.bias.diff += self.xp.sum(dy, axis=0)
+            if write:
+                self.xp.sum(dy, axis=0, out=self.bias.diff)
+            else:
+                self.bias.diff += self.xp.sum(dy, axis=0)
         if propagate_down[0]:
             dx = bottoms[0].diff.reshape(-1, self.k)
             parallel_matmul(self._cores, dy, self._weight_nk(self.weight.data), dx)

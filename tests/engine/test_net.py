@@ -153,6 +153,46 @@ def test_shared_params_appear_once_and_accumulate_both_uses():
     net_gradient_check(net)
 
 
+def test_param_diffs_zero_reaches_only_layers_whose_params_are_not_shared():
+    """forward_backward(param_diffs_zero=True) after a clear equals Caffe's accumulation into
+    zeros; layers sharing a param still add (the second use must not overwrite the first),
+    and the flag is down again after the pass."""
+    text = """
+    layer { name: "in" type: "Input" top: "a" top: "b"
+            input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 2 } } }
+    layer { name: "ipa" type: "InnerProduct" bottom: "a" top: "pa" param { name: "w" }
+            inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
+    layer { name: "ipb" type: "InnerProduct" bottom: "pa" top: "pb" param { name: "w" }
+            inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
+    layer { name: "ipc" type: "InnerProduct" bottom: "pb" top: "pc"
+            inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "pc" bottom: "b" top: "loss" }
+    """
+    net = Net(net_param(text), "TRAIN", xp=backend(), dtype=np.float64, seed=2)
+    rng = np.random.default_rng(0)
+    net.blobs["a"].data[...] = dev(rng.standard_normal((2, 3)))
+    net.blobs["b"].data[...] = dev(rng.standard_normal((2, 2)))
+    seen = {}
+    for name in ("ipa", "ipb", "ipc"):
+        layer = net.layer_dict[name]
+        original = layer.backward
+
+        def spy(tops, down, bottoms, _layer=layer, _original=original):
+            seen[_layer.name] = _layer.param_diffs_zero
+            _original(tops, down, bottoms)
+
+        layer.backward = spy
+    net.clear_param_diffs()
+    net.forward_backward()
+    added = host(net.flat_diff).copy()
+    assert seen == {"ipa": False, "ipb": False, "ipc": False}
+    net.clear_param_diffs()
+    net.forward_backward(param_diffs_zero=True)
+    assert seen == {"ipa": False, "ipb": False, "ipc": True}
+    assert_array_equal(net.flat_diff, added)
+    assert not any(layer.param_diffs_zero for layer in net.layers)
+
+
 def test_backward_is_skipped_where_caffe_skips_it():
     """No gradient for the input (no force_backward), none for lr_mult 0 params, and a layer
     that does not reach any loss runs no backward."""

@@ -159,7 +159,7 @@ def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
     scripted = iter([5.0, 4.0, 0.5, 9.0])
     seen: list[int] = []
 
-    def fake_fb() -> np.float32:
+    def fake_fb(diffs_zero: bool = False) -> np.float32:
         seen.append(layer.cursor)
         solver.net.flat_diff[...] = 1.0
         return np.float32(next(scripted))
@@ -247,8 +247,8 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_snapshot(
     original = solver._forward_backward
     calls = iter(range(100))
 
-    def fb() -> np.float32:
-        loss = original()
+    def fb(diffs_zero: bool = False) -> np.float32:
+        loss = original(diffs_zero)
         return np.float32("nan") if next(calls) == 3 else loss
 
     monkeypatch.setattr(solver, "_forward_backward", fb)

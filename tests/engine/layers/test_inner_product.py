@@ -89,6 +89,28 @@ def test_param_diffs_accumulate(transpose):
     )
 
 
+@pytest.mark.parametrize("transpose", ["false", "true"])
+def test_param_diffs_zero_writes_the_gradient_caffe_would_add_to_zeros(transpose):
+    """With param_diffs_zero (set by the Net after the solver's ClearParamDiffs) the layer
+    writes the weight and bias gradients: bit for bit Caffe's 0 + gradient. The flag is
+    trusted, so diffs that were not zero show it was taken."""
+    layer = make_layer(f"num_output: 3 transpose: {transpose} {GAUSS}", dtype=np.float32)
+    bottom, top = bottom_blob((4, 6), np.float32), Blob()
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
+    for p in layer.blobs:
+        p.diff[...] = 0.0
+    layer.backward([top], [True], [bottom])
+    added = [p.diff.copy() for p in layer.blobs]
+    for p in layer.blobs:
+        p.diff[...] = 5.0
+    layer.param_diffs_zero = True
+    layer.backward([top], [True], [bottom])
+    for p, want in zip(layer.blobs, added, strict=True):
+        np.testing.assert_array_equal(p.diff, want)
+
+
 def test_no_bottom_diff_without_propagate_down():
     layer = make_layer(f"num_output: 3 {GAUSS}")
     bottom, top = bottom_blob((2, 4)), Blob(dtype=np.float64)
