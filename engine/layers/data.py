@@ -6,7 +6,9 @@ the layer serves rank r's contiguous slice of every global batch, and the random
 are made for the whole global batch, so the slices of n ranks concatenate to the n = 1 batch.
 The next batch is read and transformed in a background thread into the other of two host buffers
 (pinned when the net runs on a GPU); forward copies it into the tops once per batch, in the
-calling thread, so no device work ever runs in the prefetch thread.
+calling thread, so no device work ever runs in the prefetch thread. Without data_param.prefetch
+set, the thread runs only where it has a core of its own (a GPU run, or more cores than the
+engine's threads); otherwise forward reads the batch itself (prefetch: 0 does so always).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from engine.datum import decode_batch
 from engine.errors import EngineError
 from engine.layer import Layer, register_layer
 from engine.lmdb_reader import LmdbReader
+from engine.threads import loader_has_a_core
 
 _LMDB = 1  # DataParameter.DB.LMDB
 _DEPRECATED_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
@@ -64,7 +67,10 @@ class DataLayer(Layer):
             raise self.error(f"source {dp.source}: only backend LMDB is supported")
         self.source = dp.source
         self.batch_size = int(dp.batch_size)
-        self.prefetch = int(dp.prefetch) > 0
+        if dp.HasField("prefetch"):
+            self.prefetch = int(dp.prefetch) > 0
+        else:  # Caffe always prefetches; here only where the loader thread has a core
+            self.prefetch = loader_has_a_core(self.xp)
         where = f"layer '{self.name}' (type {self.type_name}): "
         self.transformer = DataTransformer(self._transform_param(), self.phase, self.dtype, where)
         try:

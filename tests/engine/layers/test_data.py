@@ -197,7 +197,7 @@ def test_cursor_restore_discards_prefetch_and_matches_no_prefetch(tmp_path, imag
         "transform_param {{ crop_size: 4 mirror: true }} "
         'data_param {{ source: "{}" batch_size: 5 {} }}'
     )
-    fast, ftop = make_layer(spec.format(src, ""), seed=9)
+    fast, ftop = make_layer(spec.format(src, "prefetch: 4"), seed=9)
     slow, stop = make_layer(spec.format(src, "prefetch: 0"), seed=9)
     assert fast.prefetch and not slow.prefetch
     for k in range(7):
@@ -213,6 +213,24 @@ def test_cursor_restore_discards_prefetch_and_matches_no_prefetch(tmp_path, imag
     fast.close()
     with pytest.raises(NetError, match="cursor 12 out of range for 12 records"):
         slow.cursor = 12
+
+
+@pytest.mark.parametrize("cores, prefetch", [(2, False), (3, True)])
+def test_unset_prefetch_uses_a_thread_only_where_it_has_a_core(
+    tmp_path, images, monkeypatch, cores, prefetch
+):
+    """Caffe's prefetch: 4 (or 0) is obeyed; unset, the loader thread runs when the machine
+    has a core beyond the engine's threads (always on a device)."""
+    import engine.threads
+
+    monkeypatch.setattr(engine.threads, "THREADS", 2)
+    monkeypatch.setattr(engine.threads.os, "cpu_count", lambda: cores)
+    src = make_db(tmp_path / "db", images)
+    unset, _ = make_layer(f'data_param {{ source: "{src}" batch_size: 2 }}')
+    assert unset.prefetch == (prefetch or backend() is not np)
+    for value, want in (("4", True), ("0", False)):
+        layer, _ = make_layer(f'data_param {{ source: "{src}" batch_size: 2 prefetch: {value} }}')
+        assert layer.prefetch is want
 
 
 def test_resume_from_cursor_and_rng_state(tmp_path, images):
