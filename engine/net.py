@@ -61,6 +61,9 @@ class Net:
         self.source = str(self.source)
         param = read_net_param(path_or_param)
         self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+        # Set by a caller that has just zeroed every param diff (the solver); the next backward
+        # takes it down and may let layers write their gradients instead of adding them.
+        self.param_diffs_zero = False
 
         state = caffe_pb2.NetState()
         state.CopyFrom(param.state)
@@ -341,13 +344,13 @@ class Net:
                 loss += w * float(top.data.sum())
         return loss
 
-    def backward_from_to(
-        self, start: int | None = None, end: int = 0, param_diffs_zero: bool = False
-    ) -> None:
+    def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
         """Run backward from layer `start` down to `end` inclusive (Caffe's BackwardFromTo).
 
-        param_diffs_zero: the caller has just cleared every param diff (the solver), so layers
-        whose params nobody else shares may write their gradients instead of adding them."""
+        When `param_diffs_zero` is set (the solver has just cleared every param diff), this
+        backward lowers it and lets layers whose params nobody else shares write their
+        gradients instead of adding them."""
+        zero, self.param_diffs_zero = self.param_diffs_zero, False
         start = len(self.layers) - 1 if start is None else start
         for blob, w in self.loss_tops:
             blob.diff[...] = w
@@ -355,7 +358,7 @@ class Net:
             if not self.layer_need_backward[i]:
                 continue
             layer = self.layers[i]
-            layer.param_diffs_zero = param_diffs_zero and i in self._unshared_param_layers
+            layer.param_diffs_zero = zero and i in self._unshared_param_layers
             try:
                 layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
             except EngineError:
@@ -398,15 +401,14 @@ class Net:
         self.loss = self.forward_from_to(0, len(self.layers) - 1)
         return self.loss
 
-    def backward(self, param_diffs_zero: bool = False) -> None:
+    def backward(self) -> None:
         """Backpropagate from the losses through every layer that needs it."""
-        self.backward_from_to(len(self.layers) - 1, 0, param_diffs_zero)
+        self.backward_from_to(len(self.layers) - 1, 0)
 
-    def forward_backward(self, param_diffs_zero: bool = False) -> float:
-        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate (or, with
-        param_diffs_zero after a clear, are written where that is the same)."""
+    def forward_backward(self) -> float:
+        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate."""
         loss = self.forward_loss()
-        self.backward(param_diffs_zero)
+        self.backward()
         return loss
 
     def clear_param_diffs(self) -> None:

@@ -226,17 +226,24 @@ class Solver:
             self.log.warning(weights_warning(", ".join(files), left))
 
     # ------------------------------------------------------------------ one pass
-    def _forward_backward(self, diffs_zero: bool = False) -> np.float32:
+    def _forward_backward(self) -> np.float32:
         """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype.
 
-        One call is one gradient evaluation on the (global) batch, counted in `grad_evals`.
-        diffs_zero: the param diffs were just cleared (the first pass may write them)."""
+        One call is one gradient evaluation on the (global) batch, counted in `grad_evals`."""
         self.grad_evals += 1
         loss = f32(0.0)
-        for k in range(self.param.iter_size):
-            pass_loss = self.net.forward_backward(param_diffs_zero=diffs_zero and k == 0)
-            loss = f32(loss + f32(pass_loss))
+        for _ in range(self.param.iter_size):
+            loss = f32(loss + f32(self.net.forward_backward()))
         return f32(loss / f32(self.param.iter_size))
+
+    def _pass_after_clear(self) -> np.float32:
+        """_forward_backward() on param diffs just zeroed: the Net's first backward may let
+        layers write them (the same numbers, one pass over memory fewer)."""
+        self.net.param_diffs_zero = True
+        try:
+            return self._forward_backward()
+        finally:
+            self.net.param_diffs_zero = False
 
     def _reduce(self, loss: np.float32) -> np.float32:
         """Alg. 1 lines 11-12: reduce loss and gradient onto the master, as means over ranks."""
@@ -417,7 +424,7 @@ class Solver:
             batch = self._on_start()
             if not self.allreduce:
                 self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
-            loss = self._last_loss = self._reduce(self._forward_backward(True))  # lines 10-12
+            loss = self._last_loss = self._reduce(self._pass_after_clear())  # lines 10-12
             display = bool(p.display and self.iter % p.display == 0)
             outputs = self._train_outputs() if display else None
             control = self._control(loss)
@@ -882,7 +889,7 @@ class _Alg2Ops:
             s.comm.bcast(s.net.flat_data)  # Alg. 2 line 8 (the weights of the last step)
         s.net.set_data_cursors(self.cursors)  # the same batch d_t (reading 12)
         s.net.clear_param_diffs()
-        return float(s._reduce(s._forward_backward(True)))  # Alg. 2 lines 4-6
+        return float(s._reduce(s._pass_after_clear()))  # Alg. 2 lines 4-6
 
     def agree(self, flag: bool) -> bool:
         return bool(self.solver._agree(bool(flag)))

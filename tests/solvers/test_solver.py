@@ -80,6 +80,26 @@ def test_one_step_equals_caffe_formulas_by_hand(tiny: Tiny, quiet_log) -> None:
     assert solver.iter == 3 and solver.current_step == 1
 
 
+def test_only_the_first_pass_after_a_clear_may_write_param_diffs(tiny: Tiny, quiet_log) -> None:
+    """The step tells the Net its param diffs were just zeroed for the first of iter_size
+    passes only (the second must add, as Caffe's accumulation), and takes the word back after
+    the pass even where a stand-in forward_backward never ran a backward to consume it."""
+    log, _, _ = quiet_log()
+    solver = Solver(str(tiny.solver(name="flag", max_iter=3, iter_size=2)), log=log)
+    net, original, seen = solver.net, solver.net.forward_backward, []
+
+    def spy() -> float:
+        seen.append(net.param_diffs_zero)
+        return original()
+
+    net.forward_backward = spy  # type: ignore[method-assign]
+    solver.step(2)
+    assert seen == [True, False, True, False]
+    net.forward_backward = lambda: 1.0  # type: ignore[method-assign]
+    solver.step(1)
+    assert net.param_diffs_zero is False
+
+
 def test_display_test_snapshot_timing_follow_solver_step(tiny: Tiny, quiet_log) -> None:
     s = run(tiny, quiet_log, display=2, test_interval=5, snapshot=4, max_iter=10)
     lines = bodies(s.text)
@@ -159,7 +179,7 @@ def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
     scripted = iter([5.0, 4.0, 0.5, 9.0])
     seen: list[int] = []
 
-    def fake_fb(diffs_zero: bool = False) -> np.float32:
+    def fake_fb() -> np.float32:
         seen.append(layer.cursor)
         solver.net.flat_diff[...] = 1.0
         return np.float32(next(scripted))
@@ -247,8 +267,8 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_snapshot(
     original = solver._forward_backward
     calls = iter(range(100))
 
-    def fb(diffs_zero: bool = False) -> np.float32:
-        loss = original(diffs_zero)
+    def fb() -> np.float32:
+        loss = original()
         return np.float32("nan") if next(calls) == 3 else loss
 
     monkeypatch.setattr(solver, "_forward_backward", fb)
