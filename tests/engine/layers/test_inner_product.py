@@ -67,14 +67,20 @@ def test_gradient_matches_finite_differences(ip, shape):
     check_layer_gradient(layer, [bottom_blob(shape)], [Blob(dtype=np.float64)])
 
 
-@pytest.mark.parametrize("transpose", ["false", "true"])
-def test_param_diffs_accumulate(transpose):
-    """Caffe's backward adds into the weight and bias diffs (GEMM with beta = 1)."""
+def forward_with_top_diff(transpose: str):
+    """A float32 layer after one forward on a (4, 6) bottom, its top diff filled."""
     layer = make_layer(f"num_output: 3 transpose: {transpose} {GAUSS}", dtype=np.float32)
     bottom, top = bottom_blob((4, 6), np.float32), Blob()
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
     top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
+    return layer, bottom, top
+
+
+@pytest.mark.parametrize("transpose", ["false", "true"])
+def test_param_diffs_accumulate(transpose):
+    """Caffe's backward adds into the weight and bias diffs (GEMM with beta = 1)."""
+    layer, bottom, top = forward_with_top_diff(transpose)
     for p in layer.blobs:
         p.diff[...] = 1.0
     layer.backward([top], [True], [bottom])
@@ -94,11 +100,7 @@ def test_param_diffs_zero_writes_the_gradient_caffe_would_add_to_zeros(transpose
     """With param_diffs_zero (set by the Net after the solver's ClearParamDiffs) the layer
     writes the weight and bias gradients: bit for bit Caffe's 0 + gradient. The flag is
     trusted, so diffs that were not zero show it was taken."""
-    layer = make_layer(f"num_output: 3 transpose: {transpose} {GAUSS}", dtype=np.float32)
-    bottom, top = bottom_blob((4, 6), np.float32), Blob()
-    layer.setup([bottom], [top])
-    layer.forward([bottom], [top])
-    top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
+    layer, bottom, top = forward_with_top_diff(transpose)
     for p in layer.blobs:
         p.diff[...] = 0.0
     layer.backward([top], [True], [bottom])
