@@ -305,6 +305,7 @@ def _start_event(args: argparse.Namespace, solver: Any, comm: Comm, gpu: str) ->
         "iter_size": int(p.iter_size),
         "test_interval": int(p.test_interval),
         "test_interval_seconds": float(p.test_interval_seconds),
+        "test_interval_grad_evals": int(p.test_interval_grad_evals),
         "isgd": None
         if stats is None or not stats.enabled
         else {**asdict(stats.config), "queue_size": stats.queue.size},

@@ -161,6 +161,7 @@ class Solver:
         self.control_seconds = 0.0  # time in control messages (apart from Eq. 21's t_comm)
         self.test_seconds = 0.0
         self._next_time_test = float(p.test_interval_seconds) if p.test_interval_seconds else 0.0
+        self._next_evals_test = int(p.test_interval_grad_evals)  # 0 = no cadence in evaluations
         if self.isgd is not None and self.isgd.enabled and self.comm.is_master:
             self.log.info(self.isgd.describe(p.type))
         self.last_snapshot: str | None = None
@@ -390,7 +391,14 @@ class Solver:
             self._next_time_test = (math.floor(self.train_seconds / interval) + 1) * interval
         if p.test_interval_seconds > 0 and self.iter == 0 and p.test_initialization:
             by_time = True
-        return by_iter or by_time
+        by_evals = False
+        every = int(p.test_interval_grad_evals)
+        if every > 0 and self.grad_evals >= self._next_evals_test:
+            by_evals = True
+            self._next_evals_test = (self.grad_evals // every + 1) * every
+        if every > 0 and self.iter == 0 and p.test_initialization:
+            by_evals = True
+        return by_iter or by_time or by_evals
 
     def _train_outputs(self) -> np.ndarray:
         """The train net's output values, each the global value under MPI (mean over ranks, as
@@ -578,7 +586,7 @@ class Solver:
         # Caffe tests after the last iteration when test_interval divides it; a run testing on
         # the training clock always gets a last test (its final accuracy).
         final_test = (p.test_interval and self.iter % p.test_interval == 0) or (
-            p.test_interval_seconds > 0
+            p.test_interval_seconds > 0 or p.test_interval_grad_evals > 0
         )
         if master and self.test_nets and final_test:
             self.test_all()
@@ -691,6 +699,7 @@ class Solver:
         progress.train_seconds = self.train_seconds
         progress.grad_evals = self.grad_evals
         progress.next_test_seconds = self._next_time_test
+        progress.next_test_grad_evals = self._next_evals_test
         progress.alg2_triggers = self.alg2_triggers
         progress.alg2_inner_steps = self.alg2_inner_steps
         path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + ext)
@@ -740,6 +749,11 @@ class Solver:
             self.alg2_inner_steps = int(progress.alg2_inner_steps)
             if progress.HasField("next_test_seconds"):
                 self._next_time_test = float(progress.next_test_seconds)
+            every = int(self.param.test_interval_grad_evals)
+            if progress.HasField("next_test_grad_evals") and every > 0:
+                self._next_evals_test = int(progress.next_test_grad_evals)
+            elif every > 0:  # no record: the next multiple after the evaluations done
+                self._next_evals_test = (self.grad_evals // every + 1) * every
         afresh = self._what_starts_afresh(state)
         if afresh and self.comm.is_master:
             self.log.info(

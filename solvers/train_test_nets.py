@@ -65,7 +65,8 @@ def test_net_params(param: Any) -> list[tuple[str, Any]]:
             sources.append((f"net file: {param.net}", read_net_param(param.net)))
     if len(param.test_state) and len(param.test_state) != len(sources):
         raise PrototxtError("solver: test_state must be unspecified or specified once per test net")
-    if sources and param.test_interval <= 0 and param.test_interval_seconds <= 0:
+    cadence = (param.test_interval, param.test_interval_seconds, param.test_interval_grad_evals)
+    if sources and all(value <= 0 for value in cadence):
         raise PrototxtError("solver: test nets are defined but test_interval is not > 0")
     for i, (_, net_param) in enumerate(sources):
         override = param.test_state[i] if len(param.test_state) else None

@@ -186,6 +186,30 @@ def test_resume_continues_training_clock_grad_evals_and_time_test_schedule(
     assert last["grad_evals"] > 20, "Alg. 2's inner passes count as gradient evaluations"
 
 
+def test_grad_evals_cadence_tests_at_equal_compute_and_resumes_its_schedule(tiny: Tiny) -> None:
+    """test_interval_grad_evals (our extension): a test at the first iteration boundary on or
+    after each multiple of N gradient evaluations, Alg. 2's inner passes counted; the schedule
+    survives a resume (k + resume + k tests where 2k in one go does), and a last test follows
+    the last iteration."""
+    fields = dict(test_interval=0, test_interval_grad_evals=7, display=0)
+    extra = "isgd_param { control_limit: -1 queue_size: 3 stop: 2 }"
+    whole = read_run_log(_clocked_run(tiny, "whole", 20, None, **fields, extra=extra))
+    _clocked_run(tiny, "parts", 10, None, **fields, extra=extra)
+    state = str(tiny.root / "snap" / "parts_iter_10.solverstate")
+    parts = read_run_log(_clocked_run(tiny, "parts", 20, state, **fields, extra=extra))
+    tests = [(e["iter"], e["grad_evals"]) for e in whole.of("test")]
+    assert [(e["iter"], e["grad_evals"]) for e in parts.of("test")] == tests
+    evals_at_iter = {0: 0} | {e["iter"] + 1: e["grad_evals"] for e in whole.of("iter")}
+    assert evals_at_iter[20] > 20, "Alg. 2 meant to run (its passes count)"
+    expected, due = [0], 7
+    for it in range(1, 20):
+        if evals_at_iter[it] >= due:
+            expected.append(it)
+            due = (evals_at_iter[it] // 7 + 1) * 7
+    assert [it for it, _ in tests] == expected + [20]
+    assert [g for _, g in tests] == [evals_at_iter[it] for it in expected + [20]]
+
+
 def test_time_domain_run_tests_after_its_last_iteration(tiny: Tiny, quiet_log) -> None:
     log, text, json_path = quiet_log()
     path = tiny.solver(test_interval=0, test_interval_seconds=1000.0, max_iter=5)
