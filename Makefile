@@ -10,10 +10,15 @@ DATA_SEED ?= 1
 PROFILE ?= default
 DATASETS ?=
 RUNS ?=
-EXPERIMENT_ARGS = --profile $(PROFILE) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(RUNS),--runs $(RUNS))
+REDO ?=
+JOBS ?=
+WAIT ?=
+EXPERIMENT_ARGS = --profile $(PROFILE) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(RUNS),--runs $(RUNS)) \
+	$(if $(REDO),--redo-changed) $(if $(JOBS),--jobs $(JOBS)) $(if $(WAIT),--wait)
 
 help:
 	@echo "make reproduce-table1 [PROFILE=smoke|default|paper] [DATASETS=mnist,cifar10] [RUNS=N]"
+	@echo "                 [JOBS=1|2] [REDO=1: move runs made with other settings to stale/] [WAIT=1]"
 	@echo "                 train every SGD/ISGD pair of the profile, then write results/table1.*"
 	@echo "make table1      rebuild the Table 1 files from the runs' logs (no training)"
 	@echo "make figures     the paper's figures 1-3, 5-9 (runs what they need first)"

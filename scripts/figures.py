@@ -23,9 +23,10 @@ import numpy as np
 
 from scripts import figure_runs
 from scripts.profiles import Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import Display, ensure_data, guarded, run_all, table1_spec
+from scripts.reproduce import add_runner_arguments, ensure_data, runner_options, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runs import RunSpec, status
+from scripts.runner import Display, guarded, run_all
+from scripts.runs import RunSpec, finished_log
 from scripts.stats import time_to_target
 from scripts.table1 import test_series
 from solvers.run_log import RunLog
@@ -82,8 +83,8 @@ def _save(fig: Any, path: Path) -> Path:
 def _logs(specs: list[RunSpec]) -> list[tuple[RunSpec, RunLog]]:
     out = []
     for spec in specs:
-        state, log = status(spec)
-        if state == "done" and log is not None:
+        log = finished_log(spec)
+        if log is not None:
             out.append((spec, log))
     return out
 
@@ -93,7 +94,9 @@ def _table1_logs(profile: Profile, dataset: str) -> list[tuple[RunSpec, RunLog]]
     if plan is None:
         return []
     specs = [
-        table1_spec(profile, plan, arm, s, {}) for s in profile.seeds for arm in ("sgd", "isgd")
+        table1_spec(profile, plan, arm, s, {})
+        for s in profile.seeds_of(dataset)
+        for arm in ("sgd", "isgd")
     ]
     return _logs(specs)
 
@@ -567,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="Table 1 pairs the figures read")
     parser.add_argument("--only", default="", help="comma-separated figure numbers")
     parser.add_argument("--no-run", action="store_true", help="plot only what is already logged")
+    add_runner_arguments(parser)
     args = parser.parse_args(argv)
 
     def body(display: Display) -> int:
@@ -594,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                 else []
             )
             unique = {str(spec.folder): spec for spec in fig8_base + specs}
-            run_all(list(unique.values()), display)
+            run_all(list(unique.values()), display, **runner_options(args, profile))
         failed = 0
         for number in wanted:
             plot, _ = FIGURES[number]

@@ -1,18 +1,40 @@
-"""Experiment profiles (scripts/profiles.toml): datasets, pairs, batches, budgets, test cadence."""
+"""Experiment profiles (scripts/profiles.toml): datasets, pairs, batches, budgets, test cadence.
+
+Every value is checked on load (types, ranges, unknown keys, missing sections); a bad one stops
+with one line naming the file, line, section and key.
+"""
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = ROOT / "scripts" / "profiles.toml"
+RULES = ("first", "stays")  # first reach (MLPerf) and stays above (the paper's Table 1)
 
 
 class ProfileError(ValueError):
     """A profile or dataset that does not exist or is incomplete; the message names it."""
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Accuracy levels from `start` to `stop` (inclusive) in steps of `step`."""
+
+    start: float
+    stop: float
+    step: float
+
+    @property
+    def levels(self) -> list[float]:
+        count = int(round((self.stop - self.start) / self.step)) + 1
+        return [round(self.start + k * self.step, 10) for k in range(count)]
 
 
 @dataclass(frozen=True)
@@ -27,6 +49,9 @@ class Dataset:
     test_records: int
     train_records: int
     lmdbs: tuple[str, ...]
+    ladder: Ladder | None = None
+    rules: tuple[str, ...] = RULES
+    paper_imp: float | None = None  # the paper's Table 1 IMP of time to target
 
     def solver_file(self, arm: str) -> str:
         """The prototxt/ solver of an arm ("sgd", "isgd", "nesterov", "isgd_nesterov")."""
@@ -40,10 +65,22 @@ class Plan:
     dataset: Dataset
     batch_size: int
     budget_grad_evals: int
-    test_interval_seconds: float
-    snapshot_every: int
-    display: int
-    pairs: int | None = None  # this dataset's pairs, when it differs from the profile's runs
+    test_interval_seconds: float = 0.0  # tests on the training clock (the paper's mode)
+    snapshot_every: int = 0
+    display: int = 0
+    pairs: int | None = None  # this dataset's pairs, when it differs from the profile's pairs
+    test_interval_evals: int = 0  # tests every N gradient evaluations (equal compute per arm)
+
+    def identity(self) -> dict[str, Any]:
+        """The profile's values that define a run of this plan (compared on reuse and resume)."""
+        return {
+            "batch_size": self.batch_size,
+            "budget_grad_evals": self.budget_grad_evals,
+            "test_interval_seconds": self.test_interval_seconds,
+            "test_interval_evals": self.test_interval_evals,
+            "snapshot_every": self.snapshot_every,
+            "display": self.display,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,6 +94,7 @@ class Profile:
     plans: dict[str, Plan]
     figures: dict[str, Any]
     sweep: dict[str, Any]
+    jobs: int = 1  # runs trained at the same time (one core each when 2)
 
     @property
     def seeds(self) -> list[int]:
@@ -64,42 +102,240 @@ class Profile:
         return list(range(1, self.runs + 1))
 
     def seeds_of(self, dataset: str) -> list[int]:
-        """The seeds of one dataset's pairs (its own `pairs`, else the profile's runs)."""
+        """The seeds of one dataset's pairs (its own `pairs`, else the profile's pairs)."""
         return list(range(1, (self.plans[dataset].pairs or self.runs) + 1))
 
 
-_PLAN_KEYS = {
-    "batch_size": int,
-    "budget_grad_evals": int,
-    "test_interval_seconds": float,
-    "snapshot_every": int,
-    "display": int,
+# ------------------------------------------------------------------ checking
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be a whole number"
+    return None if value > 0 else "must be > 0"
+
+
+def _count(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be a whole number"
+    return None if value >= 0 else "must be >= 0"
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    return None if value > 0 else "must be > 0"
+
+
+def _fraction(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    return None if 0 < value <= 1 else "must be in (0, 1]"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _texts(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return None if ok else "must be a list of strings"
+
+
+def _positive_ints(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of whole numbers"
+    return next((f"{v!r} {e}" for v in value if (e := _positive_int(v))), None)
+
+
+def _batches_by_dataset(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a table {dataset = [batch, ...]}"
+    return next((f"{k}: {e}" for k, v in value.items() if (e := _positive_ints(v))), None)
+
+
+def _ladder(value: Any) -> str | None:
+    if not isinstance(value, dict) or set(value) != {"start", "stop", "step"}:
+        return "must be { start = ..., stop = ..., step = ... }"
+    for key in ("start", "stop"):
+        if error := _fraction(value[key]):
+            return f"{key} {error}"
+    if error := _positive_number(value["step"]):
+        return f"step {error} (a step of 0 gives no ladder)"
+    if value["start"] > value["stop"]:
+        return "start must be <= stop"
+    return None
+
+
+def _rules(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return f"must be a non-empty list of {', '.join(RULES)}"
+    unknown = [v for v in value if v not in RULES]
+    return f"unknown rule {unknown[0]!r} (known: {', '.join(RULES)})" if unknown else None
+
+
+Check = Callable[[Any], "str | None"]
+_DATASET_KEYS: dict[str, Check] = {
+    "net": _text,
+    "solver": _text,
+    "metric": _text,
+    "target": _fraction,
+    "test_records": _positive_int,
+    "train_records": _positive_int,
+    "lmdbs": _texts,
+    "ladder": _ladder,
+    "rules": _rules,
+    "paper_imp": lambda v: None if isinstance(v, (int, float)) else "must be a number",
 }
+_DATASET_REQUIRED = ("net", "solver", "metric", "target", "test_records", "train_records", "lmdbs")
+_PLAN_KEYS: dict[str, Check] = {
+    "batch_size": _positive_int,
+    "budget_grad_evals": _positive_int,
+    "test_interval_seconds": _positive_number,
+    "test_interval_evals": _positive_int,
+    "snapshot_every": _count,
+    "display": _count,
+    "pairs": _positive_int,
+}
+_PLAN_REQUIRED = ("batch_size", "budget_grad_evals")
+_PROFILE_KEYS: dict[str, Check] = {
+    "about": _text,
+    "pairs": _positive_int,
+    "runs": _positive_int,  # the old name of `pairs`
+    "ranks": _positive_int,
+    "jobs": _positive_int,
+    "datasets": _texts,
+}
+_FIGURE_KEYS: dict[str, Check] = {
+    "fig1_grad_evals": _positive_int,
+    "fig5_batches": _positive_ints,
+    "fig5_ranks": _positive_ints,
+    "fig5_grad_evals": _positive_int,
+    "fig6_grad_evals": _positive_int,
+    "fig6_test_interval_seconds": _positive_number,
+    "fig8_batches": _batches_by_dataset,
+    "fig9_datasets": _texts,
+}
+_SWEEP_KEYS: dict[str, Check] = {"datasets": _texts, "runs": _positive_int, "pairs": _positive_int}
 
 
-def _load(path: Path) -> dict[str, Any]:
+class _Checker:
+    """Checks one profiles file's sections and names the line of anything wrong."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.lines = path, text.splitlines()
+
+    def line_of(self, section: str, key: str | None = None) -> int | None:
+        """The line of `[section]` (or of `key = ` inside it), 1-based; None if not found."""
+        header = re.compile(r"^\s*\[\s*" + re.escape(section) + r"\s*\]\s*(#.*)?$")
+        start = next((i for i, line in enumerate(self.lines) if header.match(line)), None)
+        if start is None or key is None:
+            return None if start is None else start + 1
+        assign = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for i in range(start + 1, len(self.lines)):
+            if self.lines[i].lstrip().startswith("["):
+                break
+            if assign.match(self.lines[i]):
+                return i + 1
+        return start + 1
+
+    def fail(self, section: str, key: str | None, problem: str) -> ProfileError:
+        line = self.line_of(section, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        what = f"[{section}]" + (f" {key}" if key else "")
+        return ProfileError(f"{where}: {what}: {problem}")
+
+    def check(
+        self,
+        section: str,
+        values: dict[str, Any],
+        known: dict[str, Check],
+        required: tuple[str, ...] = (),
+        ignore: tuple[str, ...] = (),
+    ) -> None:
+        for key, value in values.items():
+            if key in ignore:
+                continue
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise self.fail(
+                    section, key, f"unknown key{hint}; known: {', '.join(sorted(known))}"
+                )
+            if error := known[key](value):
+                raise self.fail(section, key, f"{value!r} {error}")
+        lacking = [k for k in required if k not in values]
+        if lacking:
+            raise self.fail(section, None, f"lacks {', '.join(lacking)}")
+
+
+def _load(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text), text
     except FileNotFoundError:
         raise ProfileError(f"{path}: profiles file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: {exc}") from None
 
 
-def _dataset(path: Path, name: str, raw: dict[str, Any]) -> Dataset:
-    try:
-        return Dataset(
-            name=name,
-            net=str(raw["net"]),
-            solver=str(raw["solver"]),
-            metric=str(raw["metric"]),
-            target=float(raw["target"]),
-            test_records=int(raw["test_records"]),
-            train_records=int(raw["train_records"]),
-            lmdbs=tuple(str(x) for x in raw["lmdbs"]),
+def _dataset(checker: _Checker, name: str, raw: Any) -> Dataset:
+    section = f"datasets.{name}"
+    if not isinstance(raw, dict):
+        raise checker.fail(section, None, "must be a table")
+    checker.check(section, raw, _DATASET_KEYS, _DATASET_REQUIRED)
+    ladder = Ladder(**{k: float(v) for k, v in raw["ladder"].items()}) if "ladder" in raw else None
+    target = float(raw["target"])
+    if ladder is not None:
+        levels = ladder.levels
+        if not (levels[0] - 1e-9 <= target <= levels[-1] + 1e-9):
+            raise checker.fail(
+                section,
+                "target",
+                f"{target:g} is outside its ladder [{ladder.start:g}, {ladder.stop:g}]",
+            )
+        if not any(abs(level - target) < 1e-9 for level in levels):
+            raise checker.fail(
+                section,
+                "ladder",
+                f"no level equals the target {target:g} (start {ladder.start:g}, step "
+                f"{ladder.step:g}): the paper's row must be a ladder level",
+            )
+    return Dataset(
+        name=name,
+        net=raw["net"],
+        solver=raw["solver"],
+        metric=raw["metric"],
+        target=target,
+        test_records=raw["test_records"],
+        train_records=raw["train_records"],
+        lmdbs=tuple(raw["lmdbs"]),
+        ladder=ladder,
+        rules=tuple(raw.get("rules", RULES)),
+        paper_imp=None if "paper_imp" not in raw else float(raw["paper_imp"]),
+    )
+
+
+def _plan(checker: _Checker, section: str, values: Any, dataset: Dataset) -> Plan:
+    if not isinstance(values, dict):
+        raise checker.fail(section, None, "must be a table")
+    checker.check(section, values, _PLAN_KEYS, _PLAN_REQUIRED)
+    if "test_interval_seconds" in values and "test_interval_evals" in values:
+        raise checker.fail(
+            section, "test_interval_evals", "give one test cadence: seconds or evaluations"
         )
-    except KeyError as exc:
-        raise ProfileError(f"{path}: [datasets.{name}] lacks {exc.args[0]}") from None
+    if "test_interval_seconds" not in values and "test_interval_evals" not in values:
+        raise checker.fail(section, None, "lacks test_interval_evals (or test_interval_seconds)")
+    return Plan(
+        dataset=dataset,
+        batch_size=values["batch_size"],
+        budget_grad_evals=values["budget_grad_evals"],
+        test_interval_seconds=float(values.get("test_interval_seconds", 0.0)),
+        test_interval_evals=int(values.get("test_interval_evals", 0)),
+        snapshot_every=values.get("snapshot_every", 0),
+        display=values.get("display", 0),
+        pairs=values.get("pairs"),
+    )
 
 
 def load_profile(
@@ -107,13 +343,30 @@ def load_profile(
 ) -> Profile:
     """The profile `name`, optionally restricted to `datasets` and with `runs` pairs."""
     path = path or PROFILES_FILE
-    raw = _load(path)
+    raw, text = _load(path)
+    checker = _Checker(path, text)
     known_datasets = raw.get("datasets", {})
     names = [k for k in raw if k != "datasets"]
     if name not in names:
         raise ProfileError(f"unknown profile '{name}' (known: {', '.join(names)}; see {path})")
     section = raw[name]
+    subsections = [k for k, v in section.items() if isinstance(v, dict)]
+    checker.check(name, section, _PROFILE_KEYS, ignore=tuple(subsections))
+    for sub in subsections:
+        if sub == "figures":
+            checker.check(f"{name}.figures", section[sub], _FIGURE_KEYS)
+        elif sub == "sweep":
+            checker.check(f"{name}.sweep", section[sub], _SWEEP_KEYS)
+        elif sub not in known_datasets:
+            close = difflib.get_close_matches(sub, [*known_datasets, "figures", "sweep"], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise checker.fail(f"{name}.{sub}", None, f"unknown dataset or section{hint}")
+    if "pairs" in section and "runs" in section:
+        raise checker.fail(name, "runs", "give `pairs` only (`runs` is its old name)")
     chosen = list(section.get("datasets", []))
+    for ds in chosen:
+        if ds not in known_datasets:
+            raise checker.fail(name, "datasets", f"unknown dataset '{ds}' (no [datasets.{ds}])")
     if datasets:
         unknown = [d for d in datasets if d not in known_datasets]
         if unknown:
@@ -130,17 +383,15 @@ def load_profile(
     plans = {}
     for ds in chosen:
         if ds not in section:
-            raise ProfileError(f"{path}: profile '{name}' lists {ds} but has no [{name}.{ds}]")
-        values = section[ds]
-        lacking = [k for k in _PLAN_KEYS if k not in values]
-        if lacking:
-            raise ProfileError(f"{path}: [{name}.{ds}] lacks {', '.join(lacking)}")
-        kwargs = {k: cast(values[k]) for k, cast in _PLAN_KEYS.items()}
-        pairs = None if runs is not None or "pairs" not in values else int(values["pairs"])
-        plans[ds] = Plan(dataset=_dataset(path, ds, known_datasets[ds]), pairs=pairs, **kwargs)
-    count = int(section.get("runs", 1)) if runs is None else int(runs)
-    if count < 1:
-        raise ProfileError(f"RUNS={count}: the number of pairs must be >= 1")
+            raise checker.fail(name, "datasets", f"lists {ds} but there is no [{name}.{ds}]")
+        dataset = _dataset(checker, ds, known_datasets[ds])
+        plan = _plan(checker, f"{name}.{ds}", section[ds], dataset)
+        if runs is not None:
+            plan = Plan(**{**plan.__dict__, "pairs": None})
+        plans[ds] = plan
+    if runs is not None and (isinstance(runs, bool) or int(runs) < 1):
+        raise ProfileError(f"RUNS={runs}: the number of pairs must be >= 1")
+    count = int(section.get("pairs", section.get("runs", 1))) if runs is None else int(runs)
     return Profile(
         name=name,
         about=str(section.get("about", "")),
@@ -149,6 +400,7 @@ def load_profile(
         plans=plans,
         figures=dict(section.get("figures", {})),
         sweep=dict(section.get("sweep", {})),
+        jobs=int(section.get("jobs", 1)),
     )
 
 

@@ -15,93 +15,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from data_tools.prepare import check_known_lmdb, prepare
-from engine.errors import DataError, EngineError
-from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile
-from scripts.runs import Progress, RunError, RunSpec, run, status
+from scripts.profiles import ROOT, Profile, ProfileError, load_profile
+from scripts.runner import Display, Eta, guarded, run_all
+from scripts.runs import RunSpec, imagenet_sources, table1_spec
 from scripts.table1 import build as build_table1
-from solvers.run_log import RunLog, RunLogError
+
+__all__ = ["Display", "Eta", "guarded", "run_all", "main", "plan_runs", "table1_spec"]
 
 ARMS = ("sgd", "isgd")
-IMAGENET_ENV = ("IMAGENET_TRAIN", "IMAGENET_VAL", "IMAGENET_MEAN")
-
-
-class Display:
-    """One status line on a terminal (rewritten in place), else a line every 30 s."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.last_print = 0.0
-        self.shown = False
-
-    def say(self, message: str) -> None:
-        self.clear()
-        self.stream.write(message + "\n")
-        self.stream.flush()
-
-    def status(self, text: str) -> None:
-        now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-            self.stream.flush()
-            self.shown = True
-        elif now - self.last_print >= 30.0:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            self.last_print = now
-
-    def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r\033[K")
-            self.shown = False
-
-
-def _images(spec: RunSpec, grad_evals: int) -> int:
-    """Training images behind `grad_evals` passes of the run (all ranks)."""
-    return grad_evals * spec.batch * max(spec.ranks, 1)
-
-
-class Eta:
-    """Wall seconds per training image, per dataset, learned from the runs as they go (per
-    image, not per pass, so a run at batch 1000 does not inflate the estimate of one at 100)."""
-
-    def __init__(self) -> None:
-        self.rate: dict[str, float] = {}
-
-    def learn(self, spec: RunSpec, wall_s: float, grad_evals: int) -> None:
-        if grad_evals > 0 and wall_s > 0:
-            self.rate[spec.dataset] = wall_s / _images(spec, grad_evals)
-
-    def remaining(self, pending: list[RunSpec], current: RunSpec | None, done_evals: int) -> str:
-        total = 0.0
-        for spec in pending:
-            rate = self.rate.get(spec.dataset)
-            if rate is None:
-                return f"ETA after the first {spec.dataset} run"
-            evals = spec.budget - (done_evals if spec is current else 0)
-            total += _images(spec, max(evals, 0)) * rate
-        minutes = total / 60
-        return f"ETA {minutes:.0f} min" if minutes >= 1 else f"ETA {total:.0f} s"
-
-
-def imagenet_sources() -> dict[str, str] | None:
-    """LMDB paths for the ImageNet row from IMAGENET_TRAIN / IMAGENET_VAL (/ IMAGENET_MEAN)."""
-    train, val, mean = (os.environ.get(k, "") for k in IMAGENET_ENV)
-    if not train and not val:
-        return None
-    if not (train and val):
-        raise ProfileError("ImageNet needs both IMAGENET_TRAIN and IMAGENET_VAL (LMDB folders)")
-    for name, path in (("IMAGENET_TRAIN", train), ("IMAGENET_VAL", val)):
-        if not Path(path).is_dir():
-            raise ProfileError(f"{name}={path}: not an LMDB folder")
-    sources = {"train_source": train, "test_source": val}
-    if mean:
-        sources["mean_file"] = mean
-    return sources
 
 
 def ensure_data(
@@ -119,7 +42,8 @@ def ensure_data(
     ]
     for name, plan in list(profile.plans.items()):
         if name == "imagenet":
-            sources = imagenet_sources()
+            means = [p for p in plan.dataset.lmdbs if p.endswith(".binaryproto")]
+            sources = imagenet_sources(means[0] if means else None)
             if sources is None:
                 say(
                     "ImageNet row skipped: set IMAGENET_TRAIN and IMAGENET_VAL to LMDBs of "
@@ -155,88 +79,28 @@ def plan_runs(profile: Profile, overrides: dict[str, dict[str, str]]) -> list[Ru
     return specs
 
 
-def table1_spec(
-    profile: Profile, plan: Plan, arm: str, seed: int, sources: dict[str, str]
-) -> RunSpec:
-    return RunSpec(
-        profile=profile.name,
-        group="table1",
-        plan=plan,
-        arm=arm,
-        seed=seed,
-        ranks=profile.ranks,
-        **sources,
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runner's options shared by reproduce-table1, figures and the sweeps."""
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="runs at a time, one core each (default: profile's)"
+    )
+    parser.add_argument(
+        "--redo-changed",
+        action="store_true",
+        help="move run folders made with other settings or data to results/runs/<profile>/stale/ "
+        "and train them afresh (default: refuse them)",
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for a run another process is training"
     )
 
 
-def _status_line(
-    display: Display, eta: Eta, count: str, spec: RunSpec, pending: list[RunSpec], started: float
-) -> Callable[[Progress], None]:
-    """The progress callback of one run: position, last test, ETA of the whole profile."""
-
-    def show(p: Progress) -> None:
-        if p.started_at_evals is None:
-            return  # nothing from the child yet (a resumed run starts past iteration 0)
-        if p.evals_this_process:
-            eta.learn(spec, time.monotonic() - started, p.evals_this_process)
-        acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
-        display.status(
-            f"{count} {spec.label}: iter {p.iteration}, {p.grad_evals}/{spec.budget} grad evals, "
-            f"{p.train_s:.0f} s trained, last test {acc} | "
-            f"{eta.remaining(pending, spec, p.grad_evals)}"
-        )
-
-    return show
-
-
-def run_all(specs: list[RunSpec], display: Display, eta: Eta | None = None) -> None:
-    """Run every spec to its end, in order, with progress and an ETA."""
-    eta = eta or Eta()
-    total = len(specs)
-    finished = []
-    for spec in specs:  # each log read once; what is already done teaches the ETA
-        state, log = status(spec)
-        finished.append(state == "done")
-        if state == "done" and log is not None and log.of("iter"):
-            eta.learn(spec, log.wall_s, _last_grad_evals(log))
-    done = sum(finished)
-    for index, spec in enumerate(specs):
-        if finished[index]:
-            continue
-        display.say(f"[{done + 1}/{total}] {spec.label}: training (log {spec.log_path.parent})")
-        started = time.monotonic()
-        pending = [s for s, f in zip(specs[index:], finished[index:], strict=True) if not f]
-        show = _status_line(display, eta, f"[{done + 1}/{total}]", spec, pending, started)
-        log = run(spec, display.say, show)
-        finished[index] = True
-        done += 1
-        eta.learn(spec, log.wall_s, _last_grad_evals(log))
-        display.say(f"[{done}/{total}] {spec.label}: done in {log.wall_s:.0f} s of wall time")
-
-
-def _last_grad_evals(log: RunLog) -> int:
-    """Gradient evaluations of a run's last iteration."""
-    return int(log.of("iter")[-1].get("grad_evals", 0))
-
-
-EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)
-
-
-def guarded(command: str, body: Callable[[Display], int]) -> int:
-    """Run an experiment command: bad input is one line naming the thing at fault, Ctrl-C one
-    line saying that everything finished is kept and the same command continues."""
-    display = Display()
-    try:
-        return body(display)
-    except KeyboardInterrupt:
-        display.say(
-            "interrupted: finished runs are kept and the current one stopped at a snapshot; "
-            "run the same command again to continue"
-        )
-        return 130
-    except EXPECTED_ERRORS as exc:
-        display.say(f"{command}: {exc}")
-        return 1
+def runner_options(args: argparse.Namespace, profile: Profile) -> dict[str, object]:
+    """run_all's keyword arguments from the command line and the profile."""
+    jobs = profile.jobs if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ProfileError(f"--jobs {jobs}: must be >= 1")
+    return {"jobs": jobs, "redo_changed": args.redo_changed, "wait": args.wait}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="default", help="smoke, default or paper")
     parser.add_argument("--datasets", default="", help="comma-separated (default: the profile's)")
     parser.add_argument("--runs", type=int, default=None, help="pairs per dataset")
+    add_runner_arguments(parser)
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -255,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         display.say(f"profile {profile.name}: {profile.about}")
         overrides = ensure_data(profile, display.say)
-        run_all(plan_runs(profile, overrides), display)
+        run_all(plan_runs(profile, overrides), display, **runner_options(args, profile))
         build_table1(profile.name, list(profile.plans), say=display.say)
         display.say(f"profile {profile.name} done in {(time.monotonic() - started) / 60:.1f} min")
         return 0

@@ -23,9 +23,10 @@ import numpy as np
 
 from engine.proto_io import read_solver_param
 from scripts.profiles import ROOT, Plan, Profile, load_profile, results_dir
-from scripts.reproduce import Display, ensure_data, guarded, run_all, table1_spec
+from scripts.reproduce import add_runner_arguments, ensure_data, runner_options, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runs import RunSpec, status
+from scripts.runner import Display, guarded, run_all
+from scripts.runs import RunSpec, finished_log
 from scripts.stats import PairedTest, paired_test, time_to_target
 from scripts.table1 import test_series, write_csv
 from solvers.run_log import RunLog
@@ -97,8 +98,7 @@ def _base_lr(plan: Plan) -> float:
 
 
 def _log(spec: RunSpec) -> RunLog | None:
-    state, log = status(spec)
-    return log if state == "done" else None
+    return finished_log(spec)
 
 
 def summarize_setting(profile: Profile, plan: Plan, setting: Setting) -> dict[str, Any]:
@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=None, help="seeds per setting")
     parser.add_argument("--no-run", action="store_true", help="summarize what is already logged")
+    add_runner_arguments(parser)
     args = parser.parse_args(argv)
 
     def body(display: Display) -> int:
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in profile.seeds
                 for spec in setting_specs(profile, plan, setting, seed).values()
             }
-            run_all(list(specs.values()), display)
+            run_all(list(specs.values()), display, **runner_options(args, profile))
         rows = [
             summarize_setting(profile, plan, setting)
             for plan in profile.plans.values()

@@ -15,11 +15,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.profiles import ROOT, Dataset, ProfileError, load_profile, results_dir
+from scripts import runs
+from scripts.outputs import csv_text, write_atomic
+from scripts.profiles import ROOT, Dataset, Profile, ProfileError, load_profile, results_dir
 from scripts.results_readme import build as build_readme
-from scripts.runs import RUNS_DIR
+from scripts.runs import (
+    RunError,
+    RunSpec,
+    imagenet_sources,
+    status,
+    table1_spec,
+    table_lock,
+)
 from scripts.stats import PairedTest, Summary, paired_test, summarize, time_to_target
-from solvers.run_log import RunLog, RunLogError, read_run_log
+from solvers.run_log import RunLog, RunLogError
 
 ARMS = ("sgd", "isgd")
 RUN_COLUMNS = [
@@ -90,7 +99,7 @@ def test_series(log: RunLog, metric: str) -> list[tuple[float, int | None, float
     return series
 
 
-def run_row(log: RunLog, dataset: Dataset, arm: str) -> RunRow:
+def run_row(log: RunLog, dataset: Dataset, arm: str, budget: int | None = None) -> RunRow:
     """The row of one finished run, computed from its log."""
     tests = test_series(log, dataset.metric)
     reached = time_to_target(tests, dataset.target)
@@ -131,27 +140,73 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+class TableError(RuntimeError):
+    """Nothing to tabulate (no finished runs), or results that cannot be written."""
+
+
+def table1_specs(
+    profile: Profile, sources: dict[str, dict[str, str]] | None = None
+) -> dict[str, list[RunSpec]]:
+    """The profile's Table 1 runs per dataset: exactly its seeds and arms."""
+    sources = sources or {}
+    return {
+        name: [
+            table1_spec(profile, plan, arm, seed, sources.get(name, {}))
+            for seed in profile.seeds_of(name)
+            for arm in ARMS
+        ]
+        for name, plan in profile.plans.items()
+    }
+
+
 def collect(
-    profile: str, datasets: dict[str, Dataset], runs_dir: Path = RUNS_DIR
+    profile: Profile,
+    sources: dict[str, dict[str, str]] | None = None,
+    check: Callable[[RunSpec], str | None] | None = None,
 ) -> tuple[list[RunRow], list[str]]:
-    """Rows of every finished Table 1 run of the profile, and notes on the unfinished ones."""
+    """Rows of the profile's finished Table 1 runs (its seeds and arms, nothing else), and notes
+    on the unfinished ones and on folders outside the profile. A run whose folder no longer
+    matches the profile or its data (`check`) is refused (RunError), never tabulated."""
+    check = check or runs.stale_problem
     rows, notes = [], []
-    base = runs_dir / profile / "table1"
-    for name, dataset in datasets.items():
-        for folder in sorted((base / name).glob("*-seed*")):
-            arm = folder.name.split("-seed")[0]
-            if arm not in ARMS:
+    for specs in table1_specs(profile, sources).values():
+        dataset = specs[0].plan.dataset if specs else None
+        expected = {spec.folder for spec in specs}
+        base = specs[0].folder.parent if specs else None
+        for spec in specs:
+            if not spec.log_path.exists():
+                if spec.folder.exists() and any(spec.folder.glob("snap_iter_*")):
+                    status(spec)  # raises: a log missing beside snapshots is named
+                notes.append(f"{_relative(spec.folder)}: not started or no log yet")
                 continue
-            log_path = folder / "log.jsonl"
-            if not log_path.exists():
-                notes.append(f"{_relative(folder)}: not started or no log yet")
+            state, log = status(spec)
+            if state != "done" or log is None:
+                notes.append(
+                    f"{_relative(spec.folder)}: unfinished (resume: make reproduce-table1)"
+                )
                 continue
-            log = read_run_log(log_path)
-            if not log.finished:
-                notes.append(f"{_relative(folder)}: unfinished (resume: make reproduce-table1)")
+            problem = check(spec)
+            if problem is not None:
+                raise RunError(
+                    f"{_relative(spec.folder)} was made with other settings or data ({problem}): "
+                    "refused. Rerun it with make reproduce-table1 REDO=1 (which moves it to "
+                    "stale/ and trains it afresh), or move it away."
+                )
+            assert dataset is not None
+            row = run_row(log, dataset, spec.arm, budget=spec.budget)
+            if row.grad_evals <= 0:
+                notes.append(f"{_relative(spec.folder)}: no gradient evaluation logged: left out")
                 continue
-            rows.append(run_row(log, dataset, arm))
-    rows.sort(key=lambda r: (list(datasets).index(r.dataset), r.seed, ARMS.index(r.arm)))
+            rows.append(row)
+        if base is not None and base.exists():
+            others = sorted(p.name for p in base.iterdir() if p.is_dir() and p not in expected)
+            if others:
+                notes.append(
+                    f"{_relative(base)}: not in profile '{profile.name}' (its seeds and arms), "
+                    f"not used: {', '.join(others)}"
+                )
+    order = list(profile.plans)
+    rows.sort(key=lambda r: (order.index(r.dataset), r.seed, ARMS.index(r.arm)))
     return rows, notes
 
 
@@ -491,26 +546,60 @@ def build(
     profile: str,
     datasets: list[str] | None = None,
     say: Callable[[str], None] = print,
-    runs_dir: Path = RUNS_DIR,
     out: Path | None = None,
+    check: Callable[[RunSpec], str | None] | None = None,
 ) -> list[DatasetSummary]:
-    """Rebuild results[/profile]/table1_runs.csv, table1.csv and table1.md from the logs."""
-    prof = load_profile(profile, datasets)
-    ds = {name: plan.dataset for name, plan in prof.plans.items()}
-    rows, notes = collect(profile, ds, runs_dir)
-    out = out or results_dir(profile)
-    write_csv(out / "table1_runs.csv", RUN_COLUMNS, [asdict(r) for r in rows])
-    summaries = [
-        summarize_dataset(rows, d) for d in ds.values() if any(r.dataset == d.name for r in rows)
-    ]
-    records = [summary_record(s) for s in summaries]
-    columns = list(records[0]) if records else ["dataset"]
-    write_csv(out / "table1.csv", columns, records)
-    (out / "table1.md").write_text(markdown(summaries, rows, notes, profile), encoding="utf-8")
-    say(f"wrote {_relative(out / 'table1.md')}, table1.csv, table1_runs.csv ({len(rows)} runs)")
-    if out == results_dir(profile):
-        say(f"wrote {_relative(build_readme(profile))}")
+    """Rebuild results[/profile]/table1_runs.csv, table1.csv and table1.md from the logs of the
+    profile's runs. Every dataset of the profile that has finished runs keeps its rows (a
+    `datasets` subset only says which must have some); with none, nothing is written."""
+    prof = load_profile(profile)
+    for name in datasets or []:
+        if name not in prof.plans:
+            raise ProfileError(f"profile '{profile}' has no dataset {name}")
+    sources, skipped = _sources(prof)
+    with table_lock(profile):
+        rows, notes = collect(prof, sources, check)
+        notes += skipped
+        present = {r.dataset for r in rows}
+        wanted = datasets or list(prof.plans)
+        if not any(name in present for name in wanted):
+            raise TableError(
+                f"no finished Table 1 runs of profile '{profile}' for {', '.join(wanted)}: "
+                f"nothing written (make reproduce-table1 PROFILE={profile} trains them)"
+            )
+        out = out or results_dir(profile)
+        summaries = [
+            summarize_dataset(rows, plan.dataset)
+            for name, plan in prof.plans.items()
+            if name in present
+        ]
+        records = [summary_record(s) for s in summaries]
+        columns = list(records[0]) if records else ["dataset"]
+        files = {
+            out / "table1_runs.csv": csv_text(RUN_COLUMNS, [asdict(r) for r in rows]),
+            out / "table1.csv": csv_text(columns, records),
+            out / "table1.md": markdown(summaries, rows, notes, profile),
+        }
+        for path, text in files.items():
+            write_atomic(path, text)
+        say(f"wrote {_relative(out / 'table1.md')}, table1.csv, table1_runs.csv ({len(rows)} runs)")
+        if out == results_dir(profile):
+            say(f"wrote {_relative(build_readme(profile))}")
     return summaries
+
+
+def _sources(profile: Profile) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """ImageNet's LMDBs from the environment; without them its rows cannot be checked (noted)."""
+    if "imagenet" not in profile.plans:
+        return {}, []
+    found = imagenet_sources()
+    if found is None:
+        del profile.plans["imagenet"]
+        return {}, [
+            "imagenet: IMAGENET_TRAIN / IMAGENET_VAL not set, so its runs are not checked "
+            "or tabulated"
+        ]
+    return {"imagenet": found}, []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -522,8 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         build(args.profile, [d for d in args.datasets.split(",") if d] or None)
-    except (ProfileError, RunLogError) as exc:
+    except (ProfileError, RunLogError, RunError, TableError) as exc:
         print(f"table1: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"table1: cannot write the tables: {exc}", file=sys.stderr)
         return 1
     return 0
 

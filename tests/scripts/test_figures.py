@@ -38,13 +38,10 @@ def test_epoch_grouping_and_rolling_mean() -> None:
     np.testing.assert_allclose(figures.rolling_mean(np.array([2.0, 4.0, 6.0]), 2), [2, 3, 5])
 
 
-def test_fig7_plots_the_table1_runs_and_reports_reach(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
+def test_fig7_plots_the_table1_runs_and_reports_reach(tmp_path: Path, synthetic_runs: Path) -> None:
     for (seed, arm), tests in TESTS.items():
         write_log(
-            tmp_path / "runs" / "default" / "table1" / "mnist" / f"{arm}-seed{seed}",
+            synthetic_runs / "default" / "table1" / "mnist" / f"{arm}-seed{seed}",
             seed,
             arm,
             tests,

@@ -1,0 +1,211 @@
+"""Running a list of experiment runs to their end: progress, ETA, concurrency, signals.
+
+Used by `make reproduce-table1`, `make figures` and the sweeps. Runs train one at a time on all
+cores, or `jobs` at a time with one core each (each trainer pinned to its own core with
+OMP_NUM_THREADS=1). SIGTERM and SIGHUP stop the runner as Ctrl-C does: every trainer stops at a
+snapshot and the same command continues later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from engine.errors import DataError, EngineError
+from scripts.profiles import ProfileError
+from scripts.runs import INTERRUPTED, Interrupted, RunError, RunSpec, TrainingJob, status
+from solvers.run_log import RunLog, RunLogError
+
+
+class Display:
+    """One status line on a terminal (rewritten in place), else a line every 30 s."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_print = 0.0
+        self.shown = False
+
+    def say(self, message: str) -> None:
+        self.clear()
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+    def status(self, text: str) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            self.shown = True
+        elif now - self.last_print >= 30.0:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self.last_print = now
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.shown = False
+
+
+def _images(spec: RunSpec, grad_evals: int) -> int:
+    """Training images behind `grad_evals` passes of the run (all ranks)."""
+    return grad_evals * spec.batch * max(spec.ranks, 1)
+
+
+class Eta:
+    """Wall seconds per training image, per dataset, learned from the runs as they go (per
+    image, not per pass, so a run at batch 1000 does not inflate the estimate of one at 100)."""
+
+    def __init__(self) -> None:
+        self.rate: dict[str, float] = {}
+
+    def learn(self, spec: RunSpec, wall_s: float, grad_evals: int) -> None:
+        if grad_evals > 0 and wall_s > 0:
+            self.rate[spec.dataset] = wall_s / _images(spec, grad_evals)
+
+    def remaining(
+        self, pending: list[RunSpec], current: RunSpec | None, done_evals: int, jobs: int = 1
+    ) -> str:
+        total = 0.0
+        for spec in pending:
+            rate = self.rate.get(spec.dataset)
+            if rate is None:
+                return f"ETA after the first {spec.dataset} run"
+            evals = spec.budget - (done_evals if spec is current else 0)
+            total += _images(spec, max(evals, 0)) * rate
+        total /= max(jobs, 1)  # the rate was learned with the same number of runs side by side
+        minutes = total / 60
+        return f"ETA {minutes:.0f} min" if minutes >= 1 else f"ETA {total:.0f} s"
+
+
+def _last_grad_evals(log: RunLog) -> int:
+    """Gradient evaluations of a run's last iteration."""
+    iters = log.of("iter")
+    return int(iters[-1].get("grad_evals", 0)) if iters else 0
+
+
+@contextmanager
+def stop_on_hangup_and_term() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Interrupted in the runner, as Ctrl-C raises KeyboardInterrupt."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_all(
+    specs: list[RunSpec],
+    display: Display,
+    eta: Eta | None = None,
+    jobs: int = 1,
+    redo_changed: bool = False,
+    wait: bool = False,
+) -> None:
+    """Run every spec to its end, in order, `jobs` at a time, with progress and an ETA."""
+    eta = eta or Eta()
+    total = len(specs)
+    finished = []
+    for spec in specs:  # each log read once; what is already done teaches the ETA
+        try:
+            state, log = status(spec)
+        except RunError:
+            state, log = "partial", None  # refused or redone when its turn comes
+        finished.append(state == "done")
+        if state == "done" and log is not None and log.of("iter"):
+            eta.learn(spec, log.wall_s, _last_grad_evals(log))
+    done = sum(finished)
+    queue = [i for i, f in enumerate(finished) if not f]
+    cores = min(jobs, os.cpu_count() or 1)
+    active: dict[int, tuple[TrainingJob, float, int]] = {}  # slot -> job, start, spec index
+    with stop_on_hangup_and_term():
+        try:
+            while queue or active:
+                while queue and len(active) < max(cores, 1):
+                    index = queue.pop(0)
+                    spec = specs[index]
+                    slot = next(s for s in range(max(cores, 1)) if s not in active)
+                    job = TrainingJob(
+                        spec,
+                        display.say,
+                        threads=1 if cores > 1 else None,
+                        core=slot if cores > 1 else None,
+                        redo_changed=redo_changed,
+                        wait=wait,
+                    )
+                    if not job.start():  # finished meanwhile (another runner)
+                        finished[index] = True
+                        done += 1
+                        continue
+                    display.say(
+                        f"[{done + len(active) + 1}/{total}] {spec.label}: training "
+                        f"(log {spec.log_path.parent})"
+                    )
+                    active[slot] = (job, time.monotonic(), index)
+                time.sleep(0.5)
+                parts = []
+                for slot, (job, started, index) in list(active.items()):
+                    p = job.poll()
+                    spec = job.spec
+                    if p.started_at_evals is not None and p.evals_this_process:
+                        eta.learn(spec, (time.monotonic() - started), p.evals_this_process)
+                    acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
+                    parts.append(
+                        f"{spec.label}: {p.grad_evals}/{spec.budget} evals, "
+                        f"{p.train_s:.0f} s trained, last test {acc}"
+                    )
+                    if job.running:
+                        continue
+                    log = job.finish()
+                    del active[slot]
+                    finished[index] = True
+                    done += 1
+                    eta.learn(spec, log.wall_s, _last_grad_evals(log))
+                    display.say(
+                        f"[{done}/{total}] {spec.label}: done in {log.wall_s:.0f} s of wall time"
+                    )
+                if parts:
+                    pending = [specs[i] for i in queue] + [j.spec for j, _, _ in active.values()]
+                    current = next(iter(active.values()))[0] if active else None
+                    evals = current.poll().grad_evals if current else 0
+                    ahead = eta.remaining(pending, current.spec if current else None, evals, cores)
+                    display.status(f"[{done}/{total} done] " + " | ".join(parts) + f" | {ahead}")
+        except BaseException:
+            for job, _, _ in active.values():
+                job.stop()
+            raise
+
+
+EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)
+
+
+def guarded(command: str, body: Callable[[Display], int]) -> int:
+    """Run an experiment command: bad input is one line naming the thing at fault; Ctrl-C,
+    SIGTERM or SIGHUP one line saying that everything finished is kept and the same command
+    continues (exit 130)."""
+    display = Display()
+    try:
+        return body(display)
+    except KeyboardInterrupt:
+        display.say(
+            "interrupted: finished runs are kept and the current one stopped at a snapshot; "
+            "run the same command again to resume"
+        )
+        return INTERRUPTED
+    except EXPECTED_ERRORS as exc:
+        display.say(f"{command}: {exc}")
+        return 1
