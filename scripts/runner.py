@@ -19,7 +19,15 @@ from typing import Any
 
 from engine.errors import DataError, EngineError
 from scripts.profiles import ProfileError
-from scripts.runs import INTERRUPTED, Interrupted, RunError, RunSpec, TrainingJob, status
+from scripts.runs import (
+    INTERRUPTED,
+    Interrupted,
+    Progress,
+    RunError,
+    RunSpec,
+    TrainingJob,
+    status,
+)
 from solvers.run_log import RunLog, RunLogError
 
 
@@ -89,6 +97,18 @@ def _last_grad_evals(log: RunLog) -> int:
     """Gradient evaluations of a run's last iteration."""
     iters = log.of("iter")
     return int(iters[-1].get("grad_evals", 0)) if iters else 0
+
+
+def progress_text(spec: RunSpec, p: Progress) -> str | None:
+    """One run's part of the status line; None before its trainer has said anything (a resumed
+    run starts past iteration 0, so no "iter 0" is shown for it)."""
+    if p.started_at_evals is None:
+        return None
+    acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
+    return (
+        f"{spec.label}: iter {p.iteration}, {p.grad_evals}/{spec.budget} grad evals, "
+        f"{p.train_s:.0f} s trained, last test {acc}"
+    )
 
 
 @contextmanager
@@ -163,11 +183,9 @@ def run_all(
                     spec = job.spec
                     if p.started_at_evals is not None and p.evals_this_process:
                         eta.learn(spec, (time.monotonic() - started), p.evals_this_process)
-                    acc = "—" if p.last_accuracy is None else f"{100 * p.last_accuracy:.2f} %"
-                    parts.append(
-                        f"{spec.label}: {p.grad_evals}/{spec.budget} evals, "
-                        f"{p.train_s:.0f} s trained, last test {acc}"
-                    )
+                    text = progress_text(spec, p)
+                    if text:
+                        parts.append(text)
                     if job.running:
                         continue
                     log = job.finish()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmdb
+import numpy as np
 import pytest
+
+from engine.proto import caffe_pb2
+from scripts.profiles import Plan, load_profile
+from scripts.runs import RunSpec
 
 
 @pytest.fixture
@@ -16,3 +22,41 @@ def synthetic_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr("scripts.runs.RUNS_DIR", runs)
     monkeypatch.setattr("scripts.runs.stale_problem", lambda spec: None)
     return runs
+
+
+def mnist_like(path: Path, records: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(records):
+            label = int(rng.integers(0, 10))
+            d = caffe_pb2.Datum(channels=1, height=28, width=28, label=label)
+            d.data = rng.integers(0, 256, 28 * 28, dtype=np.uint8).tobytes()
+            txn.put(f"{i:08d}".encode(), d.SerializeToString())
+    env.close()
+
+
+@pytest.fixture
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunSpec:
+    monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
+    mnist_like(tmp_path / "train_lmdb", 40, 1)
+    mnist_like(tmp_path / "test_lmdb", 30, 2)
+    dataset = load_profile("default", ["mnist"]).plans["mnist"].dataset
+    plan = Plan(
+        dataset,
+        batch_size=4,
+        budget_grad_evals=6,
+        test_interval_seconds=100.0,
+        snapshot_every=3,
+        display=1,
+    )
+    return RunSpec(
+        profile="t",
+        group="table1",
+        plan=plan,
+        arm="isgd",
+        seed=3,
+        train_source=str(tmp_path / "train_lmdb"),
+        test_source=str(tmp_path / "test_lmdb"),
+        isgd={"control_limit": 2.0},
+    )

@@ -3,19 +3,15 @@ resume after an interruption (on tiny generated MNIST-shaped data)."""
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
-import lmdb
-import numpy as np
 import pytest
 
-from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
-from scripts import reproduce
-from scripts.profiles import Plan, ProfileError, load_profile
+from scripts import reproduce, runner
+from scripts.profiles import ProfileError, load_profile
 from scripts.runs import (
     LogFollower,
     RunSpec,
@@ -26,44 +22,6 @@ from scripts.runs import (
     write_run_files,
 )
 from solvers.run_log import read_run_log
-
-
-def mnist_like(path: Path, records: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    env = lmdb.open(str(path), map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        for i in range(records):
-            label = int(rng.integers(0, 10))
-            d = caffe_pb2.Datum(channels=1, height=28, width=28, label=label)
-            d.data = rng.integers(0, 256, 28 * 28, dtype=np.uint8).tobytes()
-            txn.put(f"{i:08d}".encode(), d.SerializeToString())
-    env.close()
-
-
-@pytest.fixture
-def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunSpec:
-    monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
-    mnist_like(tmp_path / "train_lmdb", 40, 1)
-    mnist_like(tmp_path / "test_lmdb", 30, 2)
-    dataset = load_profile("default", ["mnist"]).plans["mnist"].dataset
-    plan = Plan(
-        dataset,
-        batch_size=4,
-        budget_grad_evals=6,
-        test_interval_seconds=100.0,
-        snapshot_every=3,
-        display=1,
-    )
-    return RunSpec(
-        profile="t",
-        group="table1",
-        plan=plan,
-        arm="isgd",
-        seed=3,
-        train_source=str(tmp_path / "train_lmdb"),
-        test_source=str(tmp_path / "test_lmdb"),
-        isgd={"control_limit": 2.0},
-    )
 
 
 def test_profile_errors_name_the_profile_and_dataset() -> None:
@@ -174,37 +132,32 @@ def test_a_started_run_without_snapshot_starts_again(spec: RunSpec) -> None:
 
 
 def test_progress_of_a_resumed_run_starts_at_its_snapshot_and_its_eta_counts_only_new_work(
-    spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spec: RunSpec, tmp_path: Path
 ) -> None:
     """Resumed at 2000 of 2150 evaluations, 100 more in 10 s: 50 left at 0.1 s each = 5 s."""
     log = tmp_path / "log.jsonl"
     log.write_text(json.dumps({"event": "iter", "iter": 2500, "grad_evals": 2500}) + "\n")
     follower = LogFollower(log, "accuracy")  # follows what the resumed child appends
-    lines: list[str] = []
-    display = reproduce.Display(io.StringIO())
-    monkeypatch.setattr(display, "status", lines.append)
     resumed = replace(spec, budget_grad_evals=2150)
-    clock = iter([1000.0, 1010.0])
-    monkeypatch.setattr("scripts.reproduce.time.monotonic", lambda: next(clock))
-    show = reproduce._status_line(
-        display, reproduce.Eta(), "[1/1]", resumed, [resumed], started=next(clock)
-    )
-    show(follower.poll())
-    assert lines == []  # nothing from the child yet: no "iter 0" for a run resumed at 2000
+    p = follower.poll()
+    assert runner.progress_text(resumed, p) is None  # nothing from the child yet: no "iter 0"
     with open(log, "a") as out:
         for event in (
             {"event": "start", "iter": 2000, "grad_evals": 2000, "train_s": 200.0},
             {"event": "iter", "iter": 2099, "grad_evals": 2100, "train_s": 209.0},
         ):
             out.write(json.dumps(event) + "\n")
-    show(follower.poll())
-    assert lines[-1].startswith("[1/1] ") and "iter 2099, 2100/2150 grad evals" in lines[-1]
-    assert lines[-1].endswith("ETA 5 s")
+    p = follower.poll()
+    assert "iter 2099, 2100/2150 grad evals" in runner.progress_text(resumed, p)
+    eta = runner.Eta()
+    eta.learn(resumed, 10.0, p.evals_this_process)
+    assert p.evals_this_process == 100
+    assert eta.remaining([resumed], resumed, p.grad_evals) == "ETA 5 s"
 
 
 def test_eta_is_learned_per_image_so_batch_sizes_mix(spec: RunSpec) -> None:
     """100 passes at batch 1000 in 100 s = 1 ms per image: 500 passes at batch 100 take 50 s."""
-    eta = reproduce.Eta()
+    eta = runner.Eta()
     big, small = (
         replace(spec, batch_size=1000),
         replace(spec, batch_size=100, budget_grad_evals=500),
