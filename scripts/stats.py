@@ -109,8 +109,8 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if len(xs) < 2:
         return Interval(None, None, None)
     mean = float(xs.mean())
-    half = t_quantile(0.5 + confidence / 2.0, len(xs) - 1) * float(xs.std(ddof=1)) / math.sqrt(
-        len(xs)
+    half = (
+        t_quantile(0.5 + confidence / 2.0, len(xs) - 1) * float(xs.std(ddof=1)) / math.sqrt(len(xs))
     )
     return Interval(mean, mean - half, mean + half)
 

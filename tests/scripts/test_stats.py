@@ -107,7 +107,10 @@ def test_t_interval_by_hand_and_its_edges() -> None:
     got = t_interval([1.0, 2.0, 3.0])
     half = 4.302653 / math.sqrt(3)
     assert got.estimate == pytest.approx(2.0)
-    assert (got.low, got.high) == (pytest.approx(2 - half, abs=1e-6), pytest.approx(2 + half, abs=1e-6))
+    assert (got.low, got.high) == (
+        pytest.approx(2 - half, abs=1e-6),
+        pytest.approx(2 + half, abs=1e-6),
+    )
     assert got.half_width == pytest.approx(half, abs=1e-6)
     assert t_interval([5.0, 5.0, 5.0]) == Interval(5.0, 5.0, 5.0)  # sd 0: collapses
     assert t_interval([1.0]) == Interval(None, None, None) and t_interval([]).half_width is None
