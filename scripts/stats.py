@@ -1,21 +1,25 @@
-"""The statistics of Table 1: time to target, mean/std/95 % intervals, paired tests.
-
-Written out here (Student's t from the regularized incomplete beta function, the exact Wilcoxon
-signed-rank distribution by enumeration) so the harness needs no SciPy; tests check them against
-tabulated values.
-"""
+"""The statistics of Table 1: when a run reached a target (two rules), mean/std/95 % intervals,
+paired tests and the sign test, on SciPy (scipy.stats) rather than hand-written distributions."""
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+TestPoint = tuple[float, int | None, float]  # (train_s, grad_evals, accuracy) of one test
+
+# The exact Wilcoxon distribution with tied |differences| is enumerated over all 2^n sign
+# patterns up to this many nonzero differences; beyond it, the normal approximation.
+_WILCOXON_ENUMERATE_MAX = 20
 
 
 @dataclass(frozen=True)
 class Reached:
-    """When a run's test accuracy got to the target for good: training seconds and gradient
+    """When a run's test accuracy got to the target under a rule: training seconds and gradient
     evaluations at that test, and the test's index in the run's test sequence."""
 
     train_s: float
@@ -23,96 +27,92 @@ class Reached:
     test_index: int
 
 
-def time_to_target(
-    tests: Sequence[tuple[float, int | None, float]], target: float
-) -> Reached | None:
-    """The first test after which every later test stays at or above `target` (the paper's
-    "consistently above the dashed line"), from (train_s, grad_evals, accuracy) in test order;
-    None when the last test is below the target (never reached for good)."""
+def _reached_at(tests: Sequence[TestPoint], index: int) -> Reached:
+    train_s, evals, _ = tests[index]
+    return Reached(float(train_s), None if evals is None else int(evals), index)
+
+
+def first_reach(tests: Sequence[TestPoint], level: float) -> Reached | None:
+    """The first test with accuracy >= `level` (MLPerf's and AlgoPerf's rule), from
+    (train_s, grad_evals, accuracy) in test order; None when no test got there."""
+    for index, (_, _, accuracy) in enumerate(tests):
+        if accuracy >= level:
+            return _reached_at(tests, index)
+    return None
+
+
+def stays_above(tests: Sequence[TestPoint], level: float) -> Reached | None:
+    """The first test after which every later test stays at or above `level` (the paper's
+    "consistently above the dashed line"); None when the last test is below it."""
     first: int | None = None
     for index, (_, _, accuracy) in enumerate(tests):
-        if accuracy >= target:
+        if accuracy >= level:
             if first is None:
                 first = index
         else:
             first = None
-    if first is None:
-        return None
-    train_s, evals, _ = tests[first]
-    return Reached(float(train_s), None if evals is None else int(evals), first)
+    return None if first is None else _reached_at(tests, first)
+
+
+def time_to_target(tests: Sequence[TestPoint], target: float) -> Reached | None:
+    """Table 1's time to target: the paper's rule, `stays_above`."""
+    return stays_above(tests, target)
+
+
+RULES: dict[str, Callable[[Sequence[TestPoint], float], Reached | None]] = {
+    "first": first_reach,
+    "stays": stays_above,
+}
 
 
 # ------------------------------------------------------------------ Student's t
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+def t_quantile(p: float, df: int) -> float:
+    """The t value with P(T <= t) = p for Student's t with `df` degrees of freedom."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"quantile needs 0 < p < 1, got {p}")
+    if df < 1:
+        raise ValueError(f"Student's t needs df >= 1, got {df}")
+    return float(sps.t.ppf(p, df))
 
 
 def t_two_sided_p(t: float, df: int) -> float:
     """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
     if df < 1:
         raise ValueError(f"Student's t needs df >= 1, got {df}")
-    if math.isinf(t):
-        return 0.0
-    return incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * sps.t.sf(abs(t), df))
 
 
-def t_quantile(p: float, df: int) -> float:
-    """The t value with P(T <= t) = p (bisection on the CDF; p in (0, 1))."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"quantile needs 0 < p < 1, got {p}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    tail = 2.0 * (1.0 - p)  # two-sided tail probability of the wanted |t|
-    lo, hi = 0.0, 1.0
-    while t_two_sided_p(hi, df) > tail:
-        hi *= 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if t_two_sided_p(mid, df) > tail:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its confidence interval (all None when there is too little data)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the interval's width, None without an interval."""
+        if self.low is None or self.high is None:
+            return None
+        return (self.high - self.low) / 2.0
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The mean and its Student-t interval; all None below 2 values. With sd 0 the interval
+    collapses to the mean (the t interval's width is proportional to the sd)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    xs = np.asarray(values, dtype=np.float64)
+    if len(xs) < 2:
+        return Interval(None, None, None)
+    mean = float(xs.mean())
+    half = (
+        t_quantile(0.5 + confidence / 2.0, len(xs) - 1) * float(xs.std(ddof=1)) / math.sqrt(len(xs))
+    )
+    return Interval(mean, mean - half, mean + half)
 
 
 # ------------------------------------------------------------------ summaries
@@ -135,12 +135,11 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     n = len(xs)
     if n == 0:
         return Summary(0, None, None, None, None)
-    mean = sum(xs) / n
+    mean = float(np.mean(xs))
     if n == 1:
         return Summary(1, mean, None, None, None)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    interval = t_interval(xs, confidence)
+    return Summary(n, mean, float(np.std(xs, ddof=1)), interval.low, interval.high)
 
 
 @dataclass(frozen=True)
@@ -156,54 +155,51 @@ class PairedTest:
 
 
 def paired_test(sgd: Sequence[float], isgd: Sequence[float]) -> PairedTest:
-    """Paired t-test and exact Wilcoxon signed-rank test on isgd - sgd (zeros dropped for the
-    Wilcoxon test, as Wilcoxon's original procedure)."""
+    """Paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test on isgd - sgd."""
     if len(sgd) != len(isgd):
-        raise ValueError("paired samples must have the same length")
+        raise ValueError(
+            f"paired samples must have the same length, got {len(sgd)} SGD and {len(isgd)} ISGD"
+        )
     diffs = [float(b) - float(a) for a, b in zip(sgd, isgd, strict=True)]
     summary = summarize(diffs)
     t_p = None
     if summary.n >= 2 and summary.std is not None:
         if summary.std == 0.0:
+            # Every pair differs by the same amount: SciPy's t is 0/0 or d/0 (NaN); no spread
+            # means no evidence against a zero mean difference, or certainty of a nonzero one.
             t_p = 1.0 if summary.mean == 0.0 else 0.0
         else:
-            t = summary.mean / (summary.std / math.sqrt(summary.n))
-            t_p = t_two_sided_p(t, summary.n - 1)
+            t_p = float(sps.ttest_rel([float(b) for b in isgd], [float(a) for a in sgd]).pvalue)
     return PairedTest(summary.n, summary, t_p, wilcoxon_signed_rank_p(diffs))
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Ranks 1..n of values, ties given their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def wilcoxon_signed_rank_p(diffs: Sequence[float]) -> float | None:
-    """Exact two-sided p of the signed-rank statistic by enumerating all 2^n sign patterns
-    (ties keep their average ranks); None with no nonzero difference; n <= 20."""
-    nonzero = [d for d in diffs if d != 0.0]
+    """Two-sided Wilcoxon signed-rank p on the nonzero differences (zeros dropped, Wilcoxon's
+    own procedure); exact: SciPy's exact null without ties, all 2^n sign patterns with tied
+    |d| (average ranks) up to 20 pairs, normal approximation beyond; None with none nonzero."""
+    nonzero = np.asarray([float(d) for d in diffs if float(d) != 0.0], dtype=np.float64)
     n = len(nonzero)
     if n == 0:
         return None
-    if n > 20:
-        raise ValueError("exact Wilcoxon enumeration is limited to 20 nonzero pairs")
-    ranks = _ranks([abs(d) for d in nonzero])
-    observed = sum(r for r, d in zip(ranks, nonzero, strict=True) if d > 0)
-    total = sum(ranks)
-    centre = total / 2.0
-    extreme = abs(observed - centre)
-    count = 0
-    for signs in itertools.product((0, 1), repeat=n):
-        w = sum(r for r, s in zip(ranks, signs, strict=True) if s)
-        if abs(w - centre) >= extreme - 1e-12:
-            count += 1
-    return count / 2**n
+    if n == 1:
+        return 1.0  # both sign patterns of one difference are as extreme as the observed one
+    ties = len(np.unique(np.abs(nonzero))) < n
+    if not ties:
+        method: object = "exact"
+    elif n <= _WILCOXON_ENUMERATE_MAX:
+        # 2^n resamples: SciPy's permutation test then enumerates every sign pattern exactly.
+        method = sps.PermutationMethod(n_resamples=2**n, batch=2**14)
+    else:
+        method = "asymptotic"
+    return float(sps.wilcoxon(nonzero, method=method).pvalue)
+
+
+def sign_test_p(wins_isgd: int, wins_sgd: int) -> float | None:
+    """Two-sided sign test (scipy.stats.binomtest, p = 1/2) of ISGD's wins against SGD's over
+    the decided pairs; None with no decided pair."""
+    if wins_isgd < 0 or wins_sgd < 0:
+        raise ValueError(f"win counts must be >= 0, got ISGD {wins_isgd}, SGD {wins_sgd}")
+    n = wins_isgd + wins_sgd
+    if n == 0:
+        return None
+    return float(sps.binomtest(wins_isgd, n, 0.5, alternative="two-sided").pvalue)
