@@ -19,10 +19,11 @@ from engine.net import Net
 from engine.timing import time_layers
 from solvers import launch, startup
 from solvers.comm import Comm, SerialComm
-from solvers.launch import AgreedExit, StartupMismatchError, get_comm, rank_prefix
+from solvers.launch import StartupMismatchError, exit_together, get_comm, rank_prefix
 from solvers.provenance import provenance
 from solvers.scoring import loss_weights, score
 from solvers.signals import SignalHandler, check_effect
+from solvers.snapshot import snapshot_filename
 from solvers.solver import Solver, default_json_log_path, load_solver_param, weights_warning
 from solvers.train_log import TrainLog, fmt
 
@@ -126,6 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="optional; action on SIGHUP: snapshot, stop or none (default snapshot)",
     )
     flag(
+        "sigterm_effect",
+        "sigterm-effect",
+        default=None,
+        metavar="ACTION",
+        help="optional; action on SIGTERM: snapshot, stop or none (default: not caught, the "
+        "process ends at once, as Caffe's)",
+    )
+    flag(
+        "stop_with_parent",
+        "stop-with-parent",
+        action="store_true",
+        help="optional; stop at a snapshot (as a stop signal) when the process that started "
+        "the trainer ends, so that it never trains on as an orphan",
+    )
+    flag(
+        "parent_pid",
+        "parent-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="optional, with -stop_with_parent: the process whose end stops training (default: "
+        "the trainer's parent; under mpiexec give the pid of the process that runs mpiexec)",
+    )
+    flag(
         "json_log",
         "json-log",
         default="",
@@ -183,6 +208,10 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
         )
     check_effect("sigint_effect", args.sigint_effect)
     check_effect("sighup_effect", args.sighup_effect)
+    if args.sigterm_effect is not None:
+        check_effect("sigterm_effect", args.sigterm_effect)
+    if args.parent_pid is not None and not args.stop_with_parent:
+        raise SystemExit("isgd train: -parent_pid is read only with -stop_with_parent")
     param, path = load_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(_stages(args.stage))
@@ -218,7 +247,14 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
         gpu = solver_mode_gpu(args.gpu, param, log)
         xp = startup.array_module(gpu, comm, log)  # rank r: device r mod visible GPUs
         log = startup.TimingLog(log)
-        with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
+        signals = SignalHandler(
+            args.sigint_effect,
+            args.sighup_effect,
+            args.sigterm_effect,
+            stop_with_parent=args.stop_with_parent,
+            parent_pid=args.parent_pid,
+        )
+        with signals as handler:
             solver = Solver(
                 param,
                 comm=comm,
@@ -251,7 +287,35 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
         log.info("Optimization Done.")
     finally:
         log.close()
+    if solver.requested_early_exit:
+        return _interrupted(comm, solver, handler.stop_reason)
     return 0
+
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT: "stopped, resumable"
+
+
+def _interrupted(comm: Comm, solver: Solver, reason: str | None) -> int:
+    """A run stopped by a signal or its parent's end: rank 0 says where it stopped and how to go
+    on, in one line; every rank exits with 130, so mpiexec's status is 130 too."""
+    if comm.is_master:
+        written = solver.last_snapshot
+        expected = snapshot_filename(solver.param.snapshot_prefix, solver.iter, ".solverstate")
+        if written and written.startswith(expected):
+            where = f"snapshot {written}; run the same command with -snapshot {written} to resume"
+        else:
+            where = "no snapshot at this iteration (snapshot_after_train is false)"
+            if written:
+                where += f"; the last one is {written}: run the same command with -snapshot "
+                where += f"{written} to resume from it"
+        sys.stderr.write(
+            f"interrupted: {reason or 'a stop request'} stopped training at iteration "
+            f"{solver.iter}; {where}\n"
+        )
+        sys.stderr.flush()
+    if comm.size == 1:
+        return INTERRUPTED
+    exit_together(comm, INTERRUPTED)
 
 
 def _refuse_together(comm: Comm, message: str) -> None:
@@ -263,8 +327,7 @@ def _refuse_together(comm: Comm, message: str) -> None:
     if comm.is_master:
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
-    comm.barrier()
-    raise AgreedExit(1)
+    exit_together(comm, 1)
 
 
 def _log_refusal(json_path: str | None, resume: bool, overwrite: bool) -> str | None:

@@ -35,6 +35,8 @@ Readings of the lines the paper leaves ambiguous (switches are IsgdParameter fie
     each counts as a gradient evaluation.
 13. The loss-driven learning rate (section 4.2, AlexNet's loss bands) reads the same mean as the
     limit (reading 2's window; in the first iteration, with an empty window, the batch loss).
+14. A compute budget (max_grad_evals, ours) also ends line 3's loop: no inner pass runs once the
+    budget is spent, so SGD and ISGD stop at exactly the same number of gradient evaluations.
 """
 
 from __future__ import annotations
@@ -180,23 +182,28 @@ class Decision:
 
 @dataclass
 class Alg2Result:
-    """What one run of Alg. 2 did: updates taken and the loss of each inner pass (in order)."""
+    """What one run of Alg. 2 did: updates taken, the loss of each inner pass (in order), and why
+    the inner loop ended: "limit" (psi <= limit), "stop" (stop passes), "budget" (max_grad_evals
+    spent) or "nonfinite" (psi NaN or inf)."""
 
     steps: int
     losses: list[float] = field(default_factory=list)
     stop: int = 0
+    end: str = "stop"
 
     def describe(self, limit: float) -> str:
         """Caffe-style summary: steps taken, why it ended, the inner losses measured."""
-        if not self.losses:
+        if self.end == "budget":
+            end = f"max_grad_evals spent: budget spent after {len(self.losses)} inner pass(es)"
+        elif not self.losses:
             return "0 inner steps (stop = 0)"
-        trail = " -> ".join(fmt(v) for v in self.losses)
-        if self.steps < len(self.losses):
+        elif self.end == "nonfinite":
+            end = f"loss {self.losses[-1]} is not finite: stopped"
+        elif self.end == "limit":
             end = f"loss {fmt(self.losses[-1])} <= limit {fmt(limit)} after {self.steps} step(s)"
-            if not math.isfinite(self.losses[-1]):
-                end = f"loss {self.losses[-1]} is not finite: stopped"
         else:
             end = f"stop = {self.stop} reached (last loss measured before the last step)"
+        trail = " -> ".join(fmt(v) for v in self.losses) or "none"
         return f"{self.steps} inner step(s), inner losses {trail}; {end}"
 
 
@@ -296,17 +303,25 @@ class Isgd:
         self.anchor = flat_weights.copy()
 
     # ---------------------------------------------------------------- Alg. 2
-    def accelerate(self, ops: Alg2Ops, limit: float, lr: float) -> Alg2Result:
+    def accelerate(
+        self, ops: Alg2Ops, limit: float, lr: float, evals_left: int | None = None
+    ) -> Alg2Result:
         """Alg. 2 on the under-trained batch d_t: minimize Eq. 17 by at most `stop` steps of
-        Eq. 18 while its loss exceeds the limit (Alg. 1 line 23)."""
+        Eq. 18 while its loss exceeds the limit (Alg. 1 line 23). `evals_left`: the gradient
+        evaluations max_grad_evals still allows (the master's count, told to every rank in the
+        iteration's control message; None = no budget): the loop ends when they are spent."""
         cfg = self.config
         assert cfg is not None
         zeta = float(cfg.zeta) if cfg.zeta > 0 else float(lr)  # reading 7
         result = Alg2Result(steps=0, stop=int(cfg.stop))
         for _ in range(cfg.stop):  # line 3: iter < stop ...
+            if evals_left is not None and len(result.losses) >= evals_left:  # reading 14
+                result.end = "budget"
+                break
             psi = ops.rerun_batch()  # lines 8, 4-6 (reading 12)
             result.losses.append(psi)
             if not ops.agree(math.isfinite(psi) and psi > limit):  # line 3: ... and psi > limit
+                result.end = "limit" if math.isfinite(psi) else "nonfinite"
                 break
             if ops.updates:
                 for data, diff, anchor, mult in ops.params(self.anchor):  # line 7: Eq. 18

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lmdb
 
@@ -34,6 +34,19 @@ class StartupMismatchError(RuntimeError):
 class AgreedExit(SystemExit):
     """Every rank stops together for a reason all of them know (rank 0 has printed it): no
     MPI_Abort is needed, so nothing races the message to the terminal."""
+
+
+def exit_together(comm: Comm, code: int) -> NoReturn:
+    """End every rank with status `code`, all at once and without MPI_Abort: the ranks meet at a
+    barrier and MPI is finalized, so neither `python -m mpi4py` nor run_guarded aborts the job
+    over a non-zero status, and mpiexec returns `code`. Call it on every rank."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    comm.barrier()
+    world = _mpi_world()
+    if world is not None:
+        sys.modules["mpi4py.MPI"].Finalize()
+    raise AgreedExit(code)
 
 
 def launcher_world_size(environ: Mapping[str, str] | None = None) -> int:

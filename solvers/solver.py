@@ -42,12 +42,14 @@ class Control:
 
     `stop`: a signal or an interrupted test asked to stop before this iteration (its pass is
     undone); `nonfinite`: the loss is NaN or inf; `decision`: Alg. 1's verdict (None without
-    ISGD statistics)."""
+    ISGD statistics); `evals_left`: the gradient evaluations max_grad_evals still allows after
+    this iteration's pass (None: no budget), which bounds Alg. 2's inner passes."""
 
     stop: bool = False
     nonfinite: bool = False
     last_snapshot: str | None = None
     decision: Decision | None = None
+    evals_left: int | None = None
 
     @property
     def alg2(self) -> bool:
@@ -334,7 +336,9 @@ class Solver:
         decision = None
         if master and stats is not None and finite and not self._stop_pending:
             decision = stats.observe(float(loss), self.iter)
-        mine = Control(self._stop_pending, not finite, self.last_snapshot, decision)
+        mine = Control(
+            self._stop_pending, not finite, self.last_snapshot, decision, self._evals_left()
+        )
         control = self._agree(mine if master else None)
         if control.stop or control.nonfinite or stats is None or not self.applies_updates:
             return control
@@ -346,15 +350,22 @@ class Solver:
             stats.keep_anchor(self.net.flat_data)  # w_{t-1}: psi was measured here
         return control
 
-    def _after_update(self, control: Control, rate: np.float32, batch: BatchStart) -> int:
+    def _evals_left(self) -> int | None:
+        """Gradient evaluations that max_grad_evals still allows (None without a budget)."""
+        budget = int(self.param.max_grad_evals)
+        return max(budget - self.grad_evals, 0) if budget else None
+
+    def _after_update(
+        self, control: Control, rate: np.float32, batch: BatchStart
+    ) -> Alg2Result | None:
         """After ApplyUpdate: Alg. 2 on batch d_t when Alg. 1 found it under-trained (line 23)."""
         if not control.alg2:
-            return 0
+            return None
         assert self.isgd is not None and control.decision is not None
         if self.applies_updates and self.isgd.config.anchor_after_update:
             self.isgd.keep_anchor(self.net.flat_data)
         limit = control.decision.limit
-        result = self._alg2(limit, rate, batch.cursors)
+        result = self._alg2(limit, rate, batch.cursors, control.evals_left)
         self.diffs_clear = False  # Alg. 2's passes left their gradients
         self.alg2_triggers += 1
         self.alg2_inner_steps += result.steps
@@ -365,14 +376,21 @@ class Solver:
                 f"{fmt(limit)} (mean {fmt(d.mean)} + {self.isgd.k:g} x std {fmt(d.std)}); "
                 f"Alg. 2: {result.describe(limit)}"
             )
-        return result.steps
+        return result
 
-    def _alg2(self, limit: float, rate: np.float32, cursors: list[dict[str, Any]]) -> Alg2Result:
+    def _alg2(
+        self,
+        limit: float,
+        rate: np.float32,
+        cursors: list[dict[str, Any]],
+        evals_left: int | None = None,
+    ) -> Alg2Result:
         """Alg. 2 on the batch that starts at `cursors`; the data go on from where they were."""
         assert self.isgd is not None
         after = self.net.data_cursors()
         try:
-            return self.isgd.accelerate(_Alg2Ops(self, cursors), limit, float(rate))
+            ops = _Alg2Ops(self, cursors)
+            return self.isgd.accelerate(ops, limit, float(rate), evals_left)
         finally:
             self.net.set_data_cursors(after)
 
@@ -475,7 +493,7 @@ class Solver:
         loss: np.float32,
         rate: np.float32,
         control: Control,
-        inner: int,
+        inner: Alg2Result | None,
         clock: float,
         comm_start: tuple[float, float],
     ) -> None:
@@ -501,7 +519,8 @@ class Solver:
             "std": None if d is None else d.std,
             "limit": None if d is None else d.limit,
             "under_trained": control.alg2,
-            "subproblem_iters": inner,
+            "subproblem_iters": 0 if inner is None else inner.steps,
+            "alg2_end": None if inner is None else inner.end,
             "t_comp": max(spent - t_comm - t_ctrl, 0.0),
             "t_comm": t_comm,
         }
