@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from scripts.profiles import load_profile
+from scripts.outcomes import LADDER_COLUMNS
 from scripts.table1 import build, collect, summarize_dataset
 from solvers.run_log import RunLogError
 
@@ -72,15 +73,17 @@ def write_log(folder: Path, seed: int, arm: str, tests: list, finished: bool = T
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Path:
+def runs(synthetic_runs: Path) -> Path:
     for (seed, arm), tests in TESTS.items():
-        write_log(tmp_path / "default" / "table1" / "mnist" / f"{arm}-seed{seed}", seed, arm, tests)
-    return tmp_path
+        write_log(
+            synthetic_runs / "default" / "table1" / "mnist" / f"{arm}-seed{seed}", seed, arm, tests
+        )
+    return synthetic_runs
 
 
 def test_rows_and_summary_match_the_hand_computation(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    [summary] = build("default", ["mnist"], say=lambda _: None, runs_dir=runs, out=out)
+    [summary] = build("default", ["mnist"], say=lambda _: None, out=out)
     rows = {(int(r["seed"]), r["arm"]): r for r in csv.DictReader(open(out / "table1_runs.csv"))}
     assert (
         rows[(1, "sgd")]["time_to_target_s"] == "8" and rows[(1, "sgd")]["evals_to_target"] == "400"
@@ -113,16 +116,37 @@ def test_rows_and_summary_match_the_hand_computation(runs: Path, tmp_path: Path)
     assert summary.paired_top.pairs == 3
     assert summary.paired_top.difference.mean == pytest.approx(-0.002 / 3)
     table = list(csv.DictReader(open(out / "table1.csv")))[0]
-    assert float(table["normalized_time_isgd"]) == pytest.approx(3 / (13 / 3), rel=1e-5)
-    assert float(table["time_imp"]) == pytest.approx(1 - 9 / 13, rel=1e-5)
+    # The paper's column, paired: stays-rule pairs both reached are seeds 1 (4 s / 8 s) and 3
+    # (2 s / 2 s): exp(mean(log 0.5, log 1)) = sqrt(0.5), never a ratio of two arms' means.
+    assert float(table["normalized_time_isgd"]) == pytest.approx(0.5**0.5, rel=1e-5)
+    assert float(table["time_imp"]) == pytest.approx(1 - 0.5**0.5, rel=1e-5)
+    assert float(table["normalized_evals_isgd"]) == pytest.approx(
+        (210 / 400 * 101 / 100) ** 0.5, rel=1e-5
+    )
     assert table["reached_isgd"] == "2" and table["pairs"] == "3"
+    # First reach: seed 1 200 vs 210, seed 2 150 vs 150 (a tie), seed 3 100 vs 101.
+    assert table["first_pairs_both"] == "3" and table["first_only_sgd"] == "0"
+    first_imp = 1 - (210 / 200 * 101 / 100) ** (1 / 3)
+    assert float(table["first_imp_evals"]) == pytest.approx(first_imp, rel=1e-5)
+    assert float(table["first_sign_p"]) == pytest.approx(0.5)  # SGD wins 2, the tie dropped
+    # Stays: ISGD wins seed 1, only SGD stays above in seed 2, SGD wins seed 3 (100 < 101).
+    assert table["stays_pairs_both"] == "2" and table["stays_only_sgd"] == "1"
+    assert float(table["stays_sign_p"]) == pytest.approx(1.0)
+    assert rows[(1, "sgd")]["first_reach_s"] == "4" and rows[(1, "sgd")]["first_reach_evals"] == "200"
+    assert rows[(2, "isgd")]["first_reach_s"] == "3" and rows[(2, "isgd")]["budget_grad_evals"] == "10000"
     md = (out / "table1.md").read_text()
-    assert "| mnist | isgd | 2/3 |" in md and "the interval includes zero" in md
+    assert "| mnist | isgd | 2/3 | 3/3 |" in md and "the interval contains 0" in md
+    ladder = list(csv.DictReader(open(out / "ladder.csv")))
+    assert list(ladder[0]) == LADDER_COLUMNS and len(ladder) == 2 * 25
+    at_target = next(r for r in ladder if r["rule"] == "first" and float(r["level"]) == 0.99)
+    assert float(at_target["imp_evals"]) == pytest.approx(first_imp, rel=1e-5)
+    assert (out / "figures" / "reached_mnist.png").stat().st_size > 5_000
+    assert (out / "figures" / "ladder.png").stat().st_size > 5_000
 
 
 def test_every_row_agrees_with_a_recomputation_from_its_own_log(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    build("default", ["mnist"], say=lambda _: None, runs_dir=runs, out=out)
+    build("default", ["mnist"], say=lambda _: None, out=out)
     for row in csv.DictReader(open(out / "table1_runs.csv")):
         log = Path(row["log"])
         events = [json.loads(x) for x in log.read_text().splitlines()]
@@ -134,8 +158,7 @@ def test_unfinished_runs_are_named_not_counted(runs: Path, tmp_path: Path) -> No
     write_log(
         runs / "default" / "table1" / "mnist" / "sgd-seed4", 4, "sgd", [(1, 5, 0.5)], finished=False
     )
-    profile = load_profile("default", ["mnist"])
-    rows, notes = collect("default", {"mnist": profile.plans["mnist"].dataset}, runs)
+    rows, notes = collect(load_profile("default", ["mnist"]))
     assert len(rows) == 6 and any("sgd-seed4: unfinished" in n for n in notes)
 
 
@@ -146,14 +169,14 @@ def test_a_corrupt_log_is_named_and_nothing_is_written(runs: Path, tmp_path: Pat
     log.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     with pytest.raises(RunLogError, match=r"sgd-seed1/log.jsonl:3: not a JSON event line"):
-        build("default", ["mnist"], say=lambda _: None, runs_dir=runs, out=out)
+        build("default", ["mnist"], say=lambda _: None, out=out)
     assert not out.exists()
 
 
 def test_summary_of_a_dataset_without_reached_pairs_has_no_interval(runs: Path) -> None:
     profile = load_profile("default", ["mnist"])
     dataset = profile.plans["mnist"].dataset
-    rows, _ = collect("default", {"mnist": dataset}, runs)
+    rows, _ = collect(profile)
     for r in rows:
         r.time_to_target_s = None
     s = summarize_dataset(rows, dataset)
