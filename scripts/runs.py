@@ -41,7 +41,7 @@ from scripts.run_identity import VERSION as IDENTITY_VERSION
 from solvers.launch import visible_gpu_count
 from solvers.run_log import RunLog, RunLogError, read_run_log
 
-RUNS_DIR = ROOT / "results" / "runs"
+RUNS_DIR = Path(os.environ.get("ISGD_RUNS_DIR") or ROOT / "results" / "runs")  # where runs live
 TEST_BATCH = 100  # the largest test batch; test_iter * batch covers the whole test set
 _TRAIN, _TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 
@@ -235,8 +235,14 @@ def _first_text_difference(old: str, new: str) -> str:
 
 
 def _holds_a_run(folder: Path) -> bool:
-    """A folder with a log or a snapshot: something a reuse or resume would build on."""
-    return (folder / "log.jsonl").exists() or any(folder.glob("snap_iter_*"))
+    """A folder with a snapshot or a finished log: something a reuse or resume would build on
+    (a started log without a snapshot is trained again from the start)."""
+    if any(folder.glob("snap_iter_*")):
+        return True
+    try:
+        return read_run_log(folder / "log.jsonl").finished
+    except RunLogError:
+        return False
 
 
 def move_aside(spec: RunSpec) -> Path:
@@ -620,6 +626,8 @@ def command(spec: RunSpec, solver_path: Path, resume: Path | None, fresh: bool) 
         _relative(spec.log_path),
         "-no_progress",
         *TRAINER_SAFETY,
+        "-parent_pid",  # the runner, also under mpiexec (whose ranks' parent is its proxy)
+        str(os.getpid()),
     ]
     if resume is not None:
         args += ["-snapshot", _relative(resume)]

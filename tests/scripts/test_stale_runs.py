@@ -7,6 +7,7 @@ import csv
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,8 +109,11 @@ def test_the_trainer_holds_the_lock_while_it_runs(spec: RunSpec) -> None:
     """The lock is inherited by the trainer child: held by it even if the runner is gone."""
     from scripts.runs import TrainingJob
 
-    job = TrainingJob(replace(spec, budget_grad_evals=400), quiet)
+    job = TrainingJob(replace(spec, budget_grad_evals=100000), quiet)
     assert job.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and job.poll().iteration < 2:
+        time.sleep(0.1)
     try:
         job.lock.release()  # the runner lets go; the child still holds it
         fd = os.open(spec.folder / ".lock", os.O_RDWR)
@@ -123,7 +127,8 @@ def test_the_trainer_holds_the_lock_while_it_runs(spec: RunSpec) -> None:
             os.close(fd)
     finally:
         job.stop()
-    assert job.child.returncode in (130, 0)
+    assert job.child.returncode == 130, "stopped at a snapshot on SIGTERM"
+    assert any(spec.folder.glob("snap_iter_*.solverstate"))
 
 
 def test_a_log_missing_beside_snapshots_is_one_line_with_what_to_do(spec: RunSpec) -> None:
@@ -138,9 +143,11 @@ def test_a_log_missing_beside_snapshots_is_one_line_with_what_to_do(spec: RunSpe
     assert log.finished and log.of("iter")[-1]["grad_evals"] == 6
 
 
-def test_sigterm_to_the_runner_stops_its_trainer_at_a_snapshot(spec: RunSpec, tmp_path: Path) -> None:
-    """The runner turns SIGTERM into a stop of every trainer at a snapshot and exits 130; no
-    trainer is left running."""
+@pytest.mark.parametrize("how", ["sigterm-runner", "sighup-group", "sigkill-runner"])
+def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str) -> None:
+    """SIGTERM to the runner, or SIGHUP to its whole group (a closed terminal): the runner stops
+    every trainer at a snapshot and exits 130. SIGKILL to the runner: the trainer notices its
+    parent is gone and stops at a snapshot by itself. No trainer is left running."""
     script = tmp_path / "runner.py"
     script.write_text(
         "import sys, pickle\n"
@@ -153,27 +160,54 @@ def test_sigterm_to_the_runner_stops_its_trainer_at_a_snapshot(spec: RunSpec, tm
     long = replace(spec, budget_grad_evals=100000, plan=replace(spec.plan, snapshot_every=50))
     (tmp_path / "spec.pkl").write_bytes(pickle.dumps(long))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    env["RUNS_DIR_FOR_TEST"] = ""
+    env["ISGD_RUNS_DIR"] = str(spec.folder.parents[3])
     child = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "spec.pkl")],
         cwd=Path(__file__).resolve().parents[2],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(long.folder.glob("snap_iter_*.solverstate")):
         time.sleep(0.2)
     assert any(long.folder.glob("snap_iter_*.solverstate")), "the run meant to be under way"
-    child.send_signal(15)
-    _, err = child.communicate(timeout=120)
-    assert child.returncode == 130, err
-    assert "interrupted" in err and "run the same command again to resume" in err
     holder = json.loads((long.folder / ".lock").read_text())
-    time.sleep(0.5)
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(holder["trainer_pid"]), 0)
+    trainer = int(holder["trainer_pid"])
+    if how == "sigterm-runner":
+        child.send_signal(signal.SIGTERM)
+    elif how == "sighup-group":
+        os.killpg(child.pid, signal.SIGHUP)
+    else:
+        child.send_signal(signal.SIGKILL)
+    _, err = child.communicate(timeout=120)
+    if how == "sigkill-runner":
+        assert child.returncode == -signal.SIGKILL
+    else:
+        assert child.returncode == 130, err
+        assert "interrupted" in err and "run the same command again to resume" in err
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(trainer):
+        time.sleep(0.2)
+    assert not _alive(trainer), "the trainer outlived its runner"
     assert status(long)[0] == "partial"
+    text_log = (long.folder / "train.log").read_text()
+    assert "interrupted" in text_log and "Snapshotting" in text_log.split("interrupted")[0][-2000:]
+    fd = os.open(long.folder / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: a rerun may resume it
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, reaped by nobody here, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 # ------------------------------------------------------------------ tables

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.profiles import load_profile
 from scripts.outcomes import LADDER_COLUMNS
+from scripts.profiles import load_profile
 from scripts.table1 import build, collect, summarize_dataset
 from solvers.run_log import RunLogError
 
