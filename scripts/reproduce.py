@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from data_tools.prepare import check_known_lmdb, prepare
 from scripts.profiles import ROOT, Profile, ProfileError, load_profile
-from scripts.runner import Display, Eta, guarded, run_all
-from scripts.runs import RunSpec, imagenet_sources, table1_spec
+from scripts.runner import Display, Eta, guarded, record_session, run_all
+from scripts.runs import RunSpec, imagenet_sources, sessions_file, table1_spec
 from scripts.table1 import build as build_table1
 
 __all__ = ["Display", "Eta", "guarded", "run_all", "main", "plan_runs", "table1_spec"]
@@ -120,7 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         display.say(f"profile {profile.name}: {profile.about}")
         overrides = ensure_data(profile, display.say)
-        run_all(plan_runs(profile, overrides), display, **runner_options(args, profile))
+        options = runner_options(args, profile)
+        load_before, began = os.getloadavg()[0], time.monotonic()
+        display.say(
+            f"machine load before training: {load_before:.2f} (1-min average, {os.cpu_count()} "
+            "cores); committed results are measured with nothing else running"
+        )
+        trained = run_all(plan_runs(profile, overrides), display, **options)
+        record_session(
+            sessions_file(profile.name), began, load_before, trained, int(options["jobs"])
+        )
         build_table1(profile.name, list(profile.plans), say=display.say)
         display.say(f"profile {profile.name} done in {(time.monotonic() - started) / 60:.1f} min")
         return 0

@@ -13,8 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+from scripts.outputs import write_atomic
 from scripts.profiles import ROOT, ProfileError, load_profile, results_dir
-from scripts.runs import RUNS_DIR
+from scripts.runs import RUNS_DIR, sessions_file
 from solvers.run_log import RunLogError, read_run_log
 
 FIGURES = {
@@ -94,6 +95,34 @@ def _wall_minutes(profile: str) -> dict[str, float]:
     return totals
 
 
+def _sessions(profile: str) -> list[str]:
+    """The runner sessions that trained the Table 1 runs: wall time and the machine's load."""
+    path = sessions_file(profile)
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not entries:
+        return []
+    wall = sum(float(e.get("wall_s", 0)) for e in entries) / 60
+    loads = "; ".join(
+        f"{e.get('ended', '?')}: {e.get('runs_trained')} runs, "
+        f"{float(e.get('wall_s', 0)) / 60:.0f} min, {e.get('jobs')} at a time, "
+        f"load {e.get('load_before')} before, {e.get('load_after')} after"
+        for e in entries
+    )
+    return [
+        f"- Table 1's runs were trained in {len(entries)} session(s), {wall:.0f} min of wall time "
+        f"in all ({loads}). The load before a session is the machine's 1-min load average: near 0 "
+        "means nothing else ran; after, it is the runs' own.",
+        "",
+    ]
+
+
 def build(profile: str) -> Path:
     """Write the README of a profile's results; returns its path."""
     prof = load_profile(profile)
@@ -125,10 +154,16 @@ def build(profile: str) -> Path:
         + (", ".join(f"{g} {m:.0f} min" for g, m in sorted(walls.items())) or "none yet"),
         "",
     ]
+    lines += _sessions(profile)
     table_md = out / "table1.md"
     if table_md.exists():
         body = table_md.read_text(encoding="utf-8").split("\n", 1)[1]
         lines += ["## Table 1", body.replace("\n## ", "\n### ")]
+        for name in sorted((out / "figures").glob("reached_*.png")) + [
+            out / "figures" / "ladder.png"
+        ]:
+            if name.exists():
+                lines += [f"![{name.stem}](figures/{name.name})", ""]
     else:
         lines += ["## Table 1", "", f"Not run yet: `make reproduce-table1{arg}`.", ""]
     notes_path = out / "figures" / "figures.json"
@@ -150,8 +185,7 @@ def build(profile: str) -> Path:
         if (out / "figures" / "sweep.png").exists():
             lines += ["![sweep](figures/sweep.png)", ""]
     path = out / "README.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    write_atomic(path, "\n".join(lines).rstrip() + "\n")
     return path
 
 

@@ -8,12 +8,14 @@ snapshot and the same command continues later.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -135,8 +137,9 @@ def run_all(
     jobs: int = 1,
     redo_changed: bool = False,
     wait: bool = False,
-) -> None:
-    """Run every spec to its end, in order, `jobs` at a time, with progress and an ETA."""
+) -> int:
+    """Run every spec to its end, in order, `jobs` at a time, with progress and an ETA.
+    Returns how many runs this call trained (started or resumed)."""
     eta = eta or Eta()
     total = len(specs)
     finished = []
@@ -152,6 +155,7 @@ def run_all(
     queue = [i for i, f in enumerate(finished) if not f]
     cores = min(jobs, os.cpu_count() or 1)
     active: dict[int, tuple[TrainingJob, float, int]] = {}  # slot -> job, start, spec index
+    trained = 0
     with stop_on_hangup_and_term():
         try:
             while queue or active:
@@ -176,6 +180,7 @@ def run_all(
                         f"(log {spec.log_path.parent})"
                     )
                     active[slot] = (job, time.monotonic(), index)
+                    trained += 1
                 time.sleep(0.5)
                 parts = []
                 for slot, (job, started, index) in list(active.items()):
@@ -206,6 +211,26 @@ def run_all(
             for job, _, _ in active.values():
                 job.stop()
             raise
+    return trained
+
+
+def record_session(path: Path, started: float, load_before: float, trained: int, jobs: int) -> None:
+    """Append one line on a runner session that trained runs (when, wall time, machine load
+    before and after, runs side by side) to `path` (JSON lines), for results/README.md."""
+    if trained <= 0:
+        return
+    entry = {
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_s": round(time.monotonic() - started, 1),
+        "runs_trained": trained,
+        "jobs": jobs,
+        "cores": os.cpu_count(),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
 
 
 EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)

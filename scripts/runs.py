@@ -309,6 +309,11 @@ def write_run_files(
     return paths
 
 
+def sessions_file(profile: str) -> Path:
+    """Where the runner notes each session that trained Table 1 runs (wall time, load)."""
+    return RUNS_DIR / profile / "table1" / "sessions.jsonl"
+
+
 def table1_spec(
     profile: Profile, plan: Plan, arm: str, seed: int, sources: dict[str, str]
 ) -> RunSpec:

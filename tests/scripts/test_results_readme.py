@@ -32,3 +32,24 @@ def test_readme_lists_commits_once_and_says_what_made_each_figure(
         "Here: losses 2.1 to 2.7. Made by `make figures` (runs results/runs/smoke/fig1/)." in text
     )
     assert "Not made yet. Made by `make figures` (drawn from the Table 1 runs" in text  # Fig. 2
+
+
+def test_readme_states_the_sessions_wall_time_and_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each runner session that trained Table 1 runs is noted (wall time, load before and
+    after); one that trained nothing is not."""
+    from scripts import runner
+
+    out = tmp_path / "smoke"
+    monkeypatch.setattr(results_readme, "results_dir", lambda profile: out)
+    monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(results_readme, "RUNS_DIR", tmp_path / "runs")
+    path = tmp_path / "runs" / "smoke" / "table1" / "sessions.jsonl"
+    runner.record_session(path, started=0.0, load_before=0.04, trained=0, jobs=2)
+    assert not path.exists()
+    monkeypatch.setattr("scripts.runner.time.monotonic", lambda: 600.0)
+    runner.record_session(path, started=0.0, load_before=0.04, trained=4, jobs=2)
+    text = results_readme.build("smoke").read_text()
+    assert "trained in 1 session(s), 10 min of wall time" in text
+    assert "4 runs, 10 min, 2 at a time, load 0.04 before" in text
