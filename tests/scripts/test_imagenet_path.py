@@ -67,3 +67,35 @@ def test_alexnet_row_from_an_image_folder(tmp_path: Path, monkeypatch: pytest.Mo
     assert 0.0 <= top1 <= top5 <= 1.0
     row = run_row(log, paper.dataset, "isgd")
     assert row.metric == "accuracy_top5" and row.target == 0.81 and row.final_acc == top5
+
+
+def test_imagenet_variables_are_checked_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty IMAGENET_TRAIN folder, an LMDB without records, a missing mean file and an unset
+    IMAGENET_MEAN without the default mean: each one line at start-up, never inside the run."""
+    from scripts.profiles import ProfileError
+
+    val = tmp_path / "val_lmdb"
+    lst = image_folder(tmp_path / "va", 3, 2)
+    convert_imageset(tmp_path / "va", lst, val, resize_height=256, resize_width=256, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("IMAGENET_TRAIN", str(empty))
+    monkeypatch.setenv("IMAGENET_VAL", str(val))
+    monkeypatch.delenv("IMAGENET_MEAN", raising=False)
+    profile = load_profile("paper", ["imagenet"], runs=1)
+    with pytest.raises(ProfileError, match=r"IMAGENET_TRAIN=.*empty: no data\.mdb in it"):
+        reproduce.ensure_data(profile, lambda _: None)
+    import lmdb
+
+    lmdb.open(str(empty), map_size=1 << 20).close()  # an LMDB with no record
+    with pytest.raises(ProfileError, match=r"IMAGENET_TRAIN=.*the LMDB holds no records"):
+        reproduce.ensure_data(profile, lambda _: None)
+    monkeypatch.setenv("IMAGENET_TRAIN", str(val))
+    monkeypatch.setattr("scripts.runs.ROOT", tmp_path)  # no default mean under this root
+    with pytest.raises(ProfileError, match=r"IMAGENET_MEAN is not set and the default mean"):
+        reproduce.ensure_data(profile, lambda _: None)
+    monkeypatch.setenv("IMAGENET_MEAN", str(tmp_path / "nope.binaryproto"))
+    with pytest.raises(ProfileError, match=r"IMAGENET_MEAN=.*nope\.binaryproto: no such file"):
+        reproduce.ensure_data(profile, lambda _: None)
