@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -200,6 +201,8 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     weights, snapshot), so a failed start writes nothing; a fresh run never replaces a log
     that holds an earlier run unless -overwrite_log is given, and a resume appends to it.
     """
+    # The parent to outlive no one: taken now, so that one ending during start-up still counts.
+    parent_pid = args.parent_pid if args.parent_pid is not None else os.getppid()
     if not args.solver:
         raise SystemExit("isgd train: need a solver definition to train (-solver FILE)")
     if args.snapshot and args.weights:
@@ -252,7 +255,7 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
             args.sighup_effect,
             args.sigterm_effect,
             stop_with_parent=args.stop_with_parent,
-            parent_pid=args.parent_pid,
+            parent_pid=parent_pid,
         )
         with signals as handler:
             solver = Solver(

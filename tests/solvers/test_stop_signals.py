@@ -251,3 +251,10 @@ def test_sigterm_is_caught_only_when_asked() -> None:
     assert signal.getsignal(signal.SIGTERM) == before
     with pytest.raises(ValueError, match="invalid sigterm_effect 'halt'"):
         SignalHandler(sigterm_effect="halt")
+
+
+def test_parent_pid_alone_is_refused(capsys) -> None:
+    from solvers.cli import main
+
+    assert main(["train", "-solver", "s.prototxt", "-parent_pid", "5"]) == 1
+    assert "-parent_pid is read only with -stop_with_parent" in capsys.readouterr().err
