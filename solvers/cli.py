@@ -312,8 +312,8 @@ def _interrupted(comm: Comm, solver: Solver, reason: str | None) -> int:
                 where += f"; the last one is {written}: run the same command with -snapshot "
                 where += f"{written} to resume from it"
         sys.stderr.write(
-            f"interrupted: {reason or 'a stop request'} stopped training at iteration "
-            f"{solver.iter}; {where}\n"
+            f"interrupted: training stopped at iteration {solver.iter} "
+            f"({reason or 'stop request'}); {where}\n"
         )
         sys.stderr.flush()
     if comm.size == 1:

@@ -213,7 +213,7 @@ def test_the_trainer_stops_at_a_snapshot_when_its_parent_is_killed(tiny: Tiny) -
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
     line = _interrupted_line(err_path.read_text())
-    assert f"parent process (pid {parent.pid}) ended" in line
+    assert f"(parent process pid {parent.pid} ended)" in line
     states = sorted((tiny.root / "snap").glob("solver_iter_*.solverstate"))
     assert len(states) == 1 and states[0].name in line
     _resume_finishes(tiny, states[0])
