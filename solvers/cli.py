@@ -52,6 +52,8 @@ examples (from the repository root, after `make data`):
 
 Flags take one dash as in Caffe (-solver S, -solver=S) or two (--solver S).
 ISGD is switched on by an `isgd_param { ... }` block in the solver file.
+train's exit status: 0 done, 1 error, 130 stopped at a snapshot by a signal whose effect is
+`stop` or by the end of its parent (-stop_with_parent); under mpiexec every rank exits 130.
 """
 
 
