@@ -7,6 +7,7 @@ export ISGD_DATA_DIR
 .PHONY: setup test test-slow test-mpi test-gpu gpu-check lint bench bench-gpu proto data \
 	data-verify clean help reproduce-table1 table1 figures sweep-isgd
 DATA_SEED ?= 1
+DATA_ARGS ?=
 PROFILE ?= default
 DATASETS ?=
 RUNS ?=
@@ -32,6 +33,7 @@ help:
 	@echo "make bench-gpu  time the benchmark nets on the GPU (scripts/gpu_bench.py)"
 	@echo "make gpu-check  gpu tests + CuPy under the backend tests + GPU timing (scripts/gpu_check.sh)"
 	@echo "make data       MNIST / CIFAR-10 originals in ISGD_DATA_DIR -> LMDBs (FCPR order) under data/"
+	@echo "                 [DATA_SEED=1] [DATA_ARGS='--overwrite --download'] (another seed needs --overwrite)"
 	@echo "make data-verify  md5-check the originals in ISGD_DATA_DIR"
 	@echo "make proto      regenerate engine/proto/caffe_pb2.py from engine/proto/caffe.proto"
 
@@ -67,7 +69,7 @@ bench:
 	$(PY) scripts/bench.py
 
 data:
-	$(PY) -m data_tools prepare --out data --seed $(DATA_SEED)
+	$(PY) -m data_tools prepare --out data --seed $(DATA_SEED) $(DATA_ARGS)
 
 data-verify:
 	$(PY) -m data_tools fetch

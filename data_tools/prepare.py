@@ -8,6 +8,7 @@ data/cifar10/mean.binaryproto and the Fig. 1 controlled sets; existing outputs a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from data_tools.controlled import make_controlled
@@ -15,11 +16,19 @@ from data_tools.convert_cifar import convert_cifar
 from data_tools.convert_mnist import convert_mnist
 from data_tools.fcpr import DEFAULT_SEED
 from data_tools.image_mean import compute_mean, write_mean
-from data_tools.sources import ENV_VAR, locate_cifar10, locate_mnist, raw_dir
+from data_tools.prepare_record import RECORD, check_seed, write_record
+from data_tools.sources import CIFAR_FILES, ENV_VAR, locate_cifar10, locate_mnist, raw_dir
 from engine.errors import DataError, EngineError
 from engine.lmdb_reader import LmdbReader
 
 DATASETS = ("mnist", "cifar10", "controlled")
+# The outputs in FCPR order of --seed (the others keep the originals' order, or are derived).
+ORDERED = (
+    "mnist_train_lmdb",
+    "cifar10_train_lmdb",
+    "cifar10_single_class_lmdb",
+    "cifar10_iid_lmdb",
+)
 # Records in the original distributions (their files are md5-checked, so these never vary).
 KNOWN_RECORDS = {
     "mnist_train_lmdb": 60000,
@@ -59,7 +68,9 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Build the requested datasets under `out`; the paths written (existing ones are skipped)."""
+    """Build the requested datasets under `out`; the paths written (existing ones are skipped,
+    once their recorded FCPR seed is `seed`: another seed is refused, see prepare_record). Each
+    folder's prepare.json records the seed and the originals' SHA-256."""
     base, root = raw_dir(raw), Path(out)
     written: list[Path] = []
 
@@ -69,7 +80,12 @@ def prepare(
         for p in paths:
             if verify:  # unverified originals may be any size (generated test data)
                 check_known_lmdb(p)
-        return not all(p.exists() for p in paths)
+        if not all(p.exists() for p in paths):
+            return True
+        note = check_seed(list(paths), seed, ORDERED)
+        if note and progress:
+            print(note, file=sys.stderr)
+        return False
 
     if "mnist" in only:
         d = root / "mnist"
@@ -78,6 +94,7 @@ def prepare(
             f = locate_mnist(base, verify, download)
             convert_mnist(f["train_images"], f["train_labels"], train, True, seed, True, progress)
             convert_mnist(f["test_images"], f["test_labels"], test, False, seed, True, progress)
+            write_record([train, test], seed, list(f.values()), ORDERED)
             written += [train, test]
     if "cifar10" in only or "controlled" in only:
         d = root / "cifar10"
@@ -93,12 +110,18 @@ def prepare(
         if need_cifar:
             convert_cifar(folder, d, True, seed, True, progress)
             write_mean(compute_mean(train, progress), mean)
+            write_record([train, test, mean], seed, _cifar_originals(folder), ORDERED)
             written += [train, test, mean]
         if need_ctrl:
-            written += list(
-                make_controlled(folder, d, seed=seed, overwrite=True, progress=progress)
-            )
+            made = list(make_controlled(folder, d, seed=seed, overwrite=True, progress=progress))
+            write_record(made, seed, _cifar_originals(folder), ORDERED)
+            written += made
     return written
+
+
+def _cifar_originals(folder: Path | None) -> list[Path]:
+    assert folder is not None
+    return [folder / spec.name for spec in CIFAR_FILES.values()]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -108,7 +131,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="FCPR permutation seed")
     p.add_argument("--download", action="store_true", help="fetch missing originals")
     p.add_argument("--no-verify", action="store_true", help="skip md5 checks")
-    p.add_argument("--overwrite", action="store_true", help="rebuild existing outputs")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"rebuild existing outputs (needed to change the seed of outputs whose {RECORD} "
+        "records another; make data DATA_ARGS=--overwrite)",
+    )
     p.add_argument("--quiet", action="store_true")
 
 

@@ -99,6 +99,10 @@ def verify(path: Path, expected: RawFile | str, what: str | None = None) -> None
         )
 
 
+# What a user types to fetch missing originals: most come through `make data`.
+DOWNLOAD_HINT = "run `make data DATA_ARGS=--download` (or add --download to `python -m data_tools`)"
+
+
 def _candidates(base: Path, sub: str, name: str) -> list[Path]:
     plain = name[:-3] if name.endswith(".gz") else None
     out = []
@@ -127,8 +131,8 @@ def locate_mnist(base: Path, check: bool = True, download: bool = False) -> dict
         raise DataError(
             f"MNIST files not found under {base}: missing {', '.join(missing)}. Put the four "
             f"original .gz files from http://yann.lecun.com/exdb/mnist/ in {base / 'mnist'}/ "
-            f"(or set ${ENV_VAR} / --raw-dir to the directory holding mnist/), or rerun with "
-            "--download when online."
+            f"(or set ${ENV_VAR} / --raw-dir to the directory holding mnist/), or, when online, "
+            f"{DOWNLOAD_HINT}."
         )
     return found
 
@@ -153,7 +157,7 @@ def locate_cifar10(base: Path, check: bool = True, download: bool = False) -> Pa
                 f"CIFAR-10 binary batches not found under {base}: put data_batch_1..5.bin and "
                 f"test_batch.bin in {base / 'cifar10' / CIFAR_BATCH_DIR}/, or "
                 f"{CIFAR_TAR.name} (from {CIFAR_URL}) in {base / 'cifar10'}/ (or set "
-                f"${ENV_VAR} / --raw-dir), or rerun with --download when online."
+                f"${ENV_VAR} / --raw-dir), or, when online, {DOWNLOAD_HINT}."
             )
         if check:
             verify(tar, CIFAR_TAR, "CIFAR-10 binary archive")

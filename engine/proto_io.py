@@ -122,8 +122,53 @@ def read_net_param(
 
 
 def read_net_weights(path: PathLike) -> caffe_pb2.NetParameter:
-    """A trained .caffemodel (binary NetParameter), upgraded, for Net.copy_from."""
-    return read_net_param(path, binary=True)
+    """A trained .caffemodel (binary NetParameter), upgraded, for Net.copy_from.
+
+    A file that holds no layers but reads as another Caffe binary (a mean file's BlobProto, a
+    .solverstate) is refused naming what it is: parsed as a NetParameter its fields would
+    otherwise give a misleading error (input_dim without input) or no weights at all."""
+    name = os.fspath(path)
+    data = _read_bytes(path)
+    param = caffe_pb2.NetParameter()
+    failure: PrototxtError | None = None
+    try:
+        parse_binary_proto(data, param, source=name)
+    except PrototxtError as exc:
+        failure = exc
+    if failure is not None or not (len(param.layer) or len(param.layers)):
+        other = _other_caffe_binary(data, name)
+        if other:
+            raise PrototxtError(f"{name}: {other}")
+        if failure is not None:
+            raise failure
+    return upgrade_net_param(param, source=name)
+
+
+def _other_caffe_binary(data: bytes, name: str) -> str | None:
+    """What a would-be weights file is when it reads as a BlobProto or SolverState, else None."""
+    blob = caffe_pb2.BlobProto()
+    try:
+        blob.ParseFromString(data)
+        shape = blob_proto_shape(blob)
+        count = len(blob.data) or len(blob.double_data)
+        if count and shape and int(np.prod(shape)) == count:
+            return (
+                f"is a BlobProto of shape {shape} (a mean file, as compute_image_mean writes), "
+                "not trained weights; -weights takes a .caffemodel (a binary NetParameter)"
+            )
+    except (pb_message.DecodeError, RuntimeError, ValueError):
+        pass
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(data)
+    except (pb_message.DecodeError, RuntimeError, ValueError):
+        return None
+    if state.learned_net.endswith((".caffemodel", ".caffemodel.h5")):
+        return (
+            f"is a SolverState (a .solverstate at iteration {state.iter}), not trained weights; "
+            f"resume it with -snapshot {name}, or give its weights {state.learned_net} to -weights"
+        )
+    return None
 
 
 def read_solver_param(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -51,6 +52,8 @@ examples (from the repository root, after `make data`):
 
 Flags take one dash as in Caffe (-solver S, -solver=S) or two (--solver S).
 ISGD is switched on by an `isgd_param { ... }` block in the solver file.
+train's exit status: 0 done, 1 error, 130 stopped at a snapshot by a signal whose effect is
+`stop` or by the end of its parent (-stop_with_parent); under mpiexec every rank exits 130.
 """
 
 
@@ -200,6 +203,8 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
     weights, snapshot), so a failed start writes nothing; a fresh run never replaces a log
     that holds an earlier run unless -overwrite_log is given, and a resume appends to it.
     """
+    # The parent to outlive no one: taken now, so that one ending during start-up still counts.
+    parent_pid = args.parent_pid if args.parent_pid is not None else os.getppid()
     if not args.solver:
         raise SystemExit("isgd train: need a solver definition to train (-solver FILE)")
     if args.snapshot and args.weights:
@@ -252,7 +257,7 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
             args.sighup_effect,
             args.sigterm_effect,
             stop_with_parent=args.stop_with_parent,
-            parent_pid=args.parent_pid,
+            parent_pid=parent_pid,
         )
         with signals as handler:
             solver = Solver(
@@ -309,8 +314,8 @@ def _interrupted(comm: Comm, solver: Solver, reason: str | None) -> int:
                 where += f"; the last one is {written}: run the same command with -snapshot "
                 where += f"{written} to resume from it"
         sys.stderr.write(
-            f"interrupted: {reason or 'a stop request'} stopped training at iteration "
-            f"{solver.iter}; {where}\n"
+            f"interrupted: training stopped at iteration {solver.iter} "
+            f"({reason or 'stop request'}); {where}\n"
         )
         sys.stderr.flush()
     if comm.size == 1:

@@ -127,7 +127,7 @@ class SignalHandler:
         if self.stop_with_parent and not self._parent_reported:
             if self._parent_gone or self._parent_ended():
                 self._parent_reported = True
-                self.stop_reason = f"the parent process (pid {self.parent_pid}) ended"
+                self.stop_reason = f"parent process pid {self.parent_pid} ended"
                 return "stop"
         while self._pending:
             signum = self._pending.pop(0)

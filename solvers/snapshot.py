@@ -3,6 +3,7 @@ cursor); BINARYPROTO or HDF5 by the file name, as Caffe."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -79,13 +80,64 @@ def history_from_state(state: Any, history: list[Any], where: str) -> None:
         copy_to_device(h, np.ascontiguousarray(array.reshape(h.shape), dtype=h.dtype))
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Lowercase hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _state_sha256(state: Any) -> str:
+    """SHA-256 of a SolverState serialized (deterministically) without its `integrity` field."""
+    bare = type(state)()
+    bare.CopyFrom(state)
+    bare.ClearField("integrity")
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
+
+
+def seal(state: Any, model_path: str) -> None:
+    """Record the checksums of a binary snapshot in `state.integrity`: the .caffemodel's bytes
+    (already written) and the state's own payload, so a damaged snapshot is refused on load."""
+    state.ClearField("integrity")
+    digest = _state_sha256(state)
+    state.integrity.caffemodel_sha256 = file_sha256(model_path)
+    state.integrity.state_sha256 = digest
+
+
+def check_state(state: Any, path: str) -> None:
+    """Refuse a state whose payload differs from the checksum it was written with (ours only:
+    Caffe's files, and ours from before the checksum, carry none and load as they are)."""
+    if not state.HasField("integrity") or not state.integrity.state_sha256:
+        return
+    if _state_sha256(state) != state.integrity.state_sha256:
+        raise PrototxtError(
+            f"{path}: corrupt snapshot: its contents do not match the SHA-256 written with it "
+            "(damaged or edited file); resume from an earlier snapshot"
+        )
+
+
+def check_model(state: Any, model_path: str, state_path: str) -> None:
+    """Refuse a .caffemodel that is not the one the state was written with (when it says)."""
+    expected = state.integrity.caffemodel_sha256 if state.HasField("integrity") else ""
+    if expected and file_sha256(model_path) != expected:
+        raise PrototxtError(
+            f"{model_path}: corrupt snapshot weights: the file does not match the SHA-256 "
+            f"recorded in {state_path} (damaged, or replaced); resume from an earlier snapshot"
+        )
+
+
 def load_state(path: str) -> Any:
-    """Read a .solverstate (Caffe's or ours): binary proto, or HDF5 when the name ends ".h5"."""
+    """Read a .solverstate (Caffe's or ours): binary proto, or HDF5 when the name ends ".h5";
+    ours are checked against their checksum."""
     if not Path(path).is_file():
         raise PrototxtError(f"{path}: solver state file not found")
     if is_hdf5_path(path):
         return hdf5_io.read_solver_state(path)
-    return read_solver_state(path)
+    state = read_solver_state(path)
+    check_state(state, path)
+    return state
 
 
 def write_state(path: str, state: Any) -> None:
@@ -107,3 +159,12 @@ def resolve_learned_net(learned_net: str, state_path: str) -> str:
         f"{state_path}: learned_net '{learned_net}' not found (paths resolve against the working "
         "directory, as in Caffe)"
     )
+
+
+def verify(path: str) -> None:
+    """Check a snapshot before resuming from it (a runner picking the newest good one): the state
+    reads back and matches its checksum, its weights file exists and matches. Raises
+    PrototxtError naming the file at fault."""
+    state = load_state(path)
+    if state.HasField("learned_net") and state.learned_net:
+        check_model(state, resolve_learned_net(state.learned_net, path), path)

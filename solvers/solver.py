@@ -723,6 +723,8 @@ class Solver:
         progress.alg2_inner_steps = self.alg2_inner_steps
         path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + ext)
         self.log.info(f"Snapshotting solver state to {kind} file {path}")
+        if not h5:
+            snapshot.seal(state, model)
         snapshot.write_state(path, state)
         self.last_snapshot = path
         self.log.flush()
@@ -735,7 +737,9 @@ class Solver:
         if state.iter < 0:
             raise PrototxtError(f"{path}: solver state has iter = {state.iter} (must be >= 0)")
         if state.HasField("learned_net") and state.learned_net:
-            self.net.copy_from(snapshot.resolve_learned_net(state.learned_net, path))
+            model = snapshot.resolve_learned_net(state.learned_net, path)
+            snapshot.check_model(state, model, path)
+            self.net.copy_from(model)
         self.iter = int(state.iter)
         self.current_step = int(state.current_step)
         ordered = [

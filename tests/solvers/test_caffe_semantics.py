@@ -48,6 +48,7 @@ def caffe_state(ours: Path, out: Path) -> Path:
         "data_rng_state",
         "data_cursors",
         "layer_rng_state",
+        "integrity",
     ):
         state.ClearField(name)
     out.write_bytes(state.SerializeToString())

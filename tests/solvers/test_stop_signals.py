@@ -213,7 +213,7 @@ def test_the_trainer_stops_at_a_snapshot_when_its_parent_is_killed(tiny: Tiny) -
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
     line = _interrupted_line(err_path.read_text())
-    assert f"parent process (pid {parent.pid}) ended" in line
+    assert f"(parent process pid {parent.pid} ended)" in line
     states = sorted((tiny.root / "snap").glob("solver_iter_*.solverstate"))
     assert len(states) == 1 and states[0].name in line
     _resume_finishes(tiny, states[0])
@@ -251,3 +251,10 @@ def test_sigterm_is_caught_only_when_asked() -> None:
     assert signal.getsignal(signal.SIGTERM) == before
     with pytest.raises(ValueError, match="invalid sigterm_effect 'halt'"):
         SignalHandler(sigterm_effect="halt")
+
+
+def test_parent_pid_alone_is_refused(capsys) -> None:
+    from solvers.cli import main
+
+    assert main(["train", "-solver", "s.prototxt", "-parent_pid", "5"]) == 1
+    assert "-parent_pid is read only with -stop_with_parent" in capsys.readouterr().err
