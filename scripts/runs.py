@@ -40,6 +40,7 @@ from scripts.run_identity import (
 from scripts.run_identity import VERSION as IDENTITY_VERSION
 from solvers.launch import visible_gpu_count
 from solvers.run_log import RunLog, RunLogError, read_run_log
+from solvers.snapshot import verify as verify_snapshot
 
 RUNS_DIR = Path(os.environ.get("ISGD_RUNS_DIR") or ROOT / "results" / "runs")  # where runs live
 TEST_BATCH = 100  # the largest test batch; test_iter * batch covers the whole test set
@@ -358,8 +359,7 @@ def newest_snapshot(folder: Path, say: Callable[[str], None]) -> Path | None:
             weights = folder / Path(state.learned_net).name
             if not weights.is_file():
                 raise ValueError(f"its weights {weights.name} are missing")
-            net = caffe_pb2.NetParameter()
-            net.ParseFromString(weights.read_bytes())
+            verify_snapshot(str(state_path))  # parses both files and checks their checksums
         except Exception as exc:  # any unreadable snapshot is skipped, named
             say(f"{_relative(state_path)}: unreadable snapshot ({exc}); trying an older one")
             continue
@@ -649,6 +649,17 @@ def _gpus_visible() -> bool:
     return visible_gpu_count() > 0
 
 
+def _parent_death_signal(sig: int) -> None:
+    """Ask Linux to send `sig` to this (child) process when its parent dies (prctl
+    PR_SET_PDEATHSIG); nothing elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Interrupted(KeyboardInterrupt):
     """The runner was asked to stop (Ctrl-C, SIGTERM, SIGHUP): runs stop at a snapshot."""
 
@@ -713,10 +724,14 @@ class TrainingJob:
                 env["OMP_NUM_THREADS"] = "1"
             core = self.core
 
-            def pin() -> None:  # one core per trainer when runs share the machine
+            under_mpi = spec.ranks > 1
+
+            def prepare_child() -> None:
                 if core is not None and hasattr(os, "sched_setaffinity"):
-                    cores = sorted(os.sched_getaffinity(0))
+                    cores = sorted(os.sched_getaffinity(0))  # one core per trainer side by side
                     os.sched_setaffinity(0, {cores[core % len(cores)]})
+                if under_mpi:  # mpiexec gets SIGTERM (which it forwards) when the runner dies
+                    _parent_death_signal(signal.SIGTERM)
 
             with open(spec.folder / "train.log", "a", encoding="utf-8") as text:
                 self.child = subprocess.Popen(
@@ -726,7 +741,10 @@ class TrainingJob:
                     stdout=text,
                     stderr=subprocess.STDOUT,
                     pass_fds=(self.lock.fd,) if self.lock.fd is not None else (),
-                    preexec_fn=pin if core is not None else None,
+                    preexec_fn=prepare_child if (core is not None or under_mpi) else None,
+                    # mpiexec (Hydra) does not catch SIGHUP: in a session of its own a closed
+                    # terminal reaches it only through the runner, which stops it with SIGTERM
+                    start_new_session=under_mpi,
                 )
             self.lock.note(self.child.pid)
             return True

@@ -29,7 +29,11 @@ from scripts.runs import (
     write_run_files,
 )
 from tests.scripts.conftest import mnist_like
+from tests.solvers.mpi_scripts.runner import have_mpi
+
 from tests.scripts.test_table1 import TESTS, write_log
+
+MPI_OK, MPI_WHY = have_mpi()
 
 
 def quiet(_: object) -> None:
@@ -143,7 +147,22 @@ def test_a_log_missing_beside_snapshots_is_one_line_with_what_to_do(spec: RunSpe
     assert log.finished and log.of("iter")[-1]["grad_evals"] == 6
 
 
-@pytest.mark.parametrize("how", ["sigterm-runner", "sighup-group", "sigkill-runner"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "sigterm-runner",
+        "sighup-group",
+        "sigkill-runner",
+        pytest.param(
+            "sighup-group-mpi",
+            marks=[pytest.mark.mpi, pytest.mark.skipif(not MPI_OK, reason=MPI_WHY)],
+        ),
+        pytest.param(
+            "sigkill-runner-mpi",
+            marks=[pytest.mark.mpi, pytest.mark.skipif(not MPI_OK, reason=MPI_WHY)],
+        ),
+    ],
+)
 def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str) -> None:
     """SIGTERM to the runner, or SIGHUP to its whole group (a closed terminal): the runner stops
     every trainer at a snapshot and exits 130. SIGKILL to the runner: the trainer notices its
@@ -158,6 +177,8 @@ def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str)
     import pickle
 
     long = replace(spec, budget_grad_evals=100000, plan=replace(spec.plan, snapshot_every=50))
+    if how.endswith("-mpi"):  # under mpiexec -n 2 (master/worker), the same guarantees
+        long = replace(long, ranks=2)
     (tmp_path / "spec.pkl").write_bytes(pickle.dumps(long))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     env["ISGD_RUNS_DIR"] = str(spec.folder.parents[3])
@@ -177,12 +198,12 @@ def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str)
     trainer = int(holder["trainer_pid"])
     if how == "sigterm-runner":
         child.send_signal(signal.SIGTERM)
-    elif how == "sighup-group":
+    elif how.startswith("sighup-group"):
         os.killpg(child.pid, signal.SIGHUP)
     else:
         child.send_signal(signal.SIGKILL)
     _, err = child.communicate(timeout=120)
-    if how == "sigkill-runner":
+    if how.startswith("sigkill-runner"):
         assert child.returncode == -signal.SIGKILL
     else:
         assert child.returncode == 130, err
