@@ -29,9 +29,8 @@ from scripts.runs import (
     write_run_files,
 )
 from tests.scripts.conftest import mnist_like
-from tests.solvers.mpi_scripts.runner import have_mpi
-
 from tests.scripts.test_table1 import TESTS, write_log
+from tests.solvers.mpi_scripts.runner import have_mpi
 
 MPI_OK, MPI_WHY = have_mpi()
 
