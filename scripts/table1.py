@@ -866,10 +866,7 @@ def _sources(profile: Profile) -> tuple[dict[str, dict[str, str]], list[str]]:
     found = imagenet_sources()
     if found is None:
         del profile.plans["imagenet"]
-        return {}, [
-            "imagenet: IMAGENET_TRAIN / IMAGENET_VAL not set, so its runs are not checked "
-            "or tabulated"
-        ]
+        return {}, ["ImageNet: not in the table (IMAGENET_TRAIN / IMAGENET_VAL not set)"]
     return {"imagenet": found}, []
 
 
