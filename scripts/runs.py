@@ -151,11 +151,9 @@ def render_run_files(spec: RunSpec) -> tuple[str, str]:
     del solver.test_iter[:]
     if spec.test:
         solver.test_iter.append(test_records // full_test_batch(test_records))
-        seconds, evals = test_cadence(spec)
-        if evals:
-            solver.test_interval_grad_evals = evals
-        else:
-            solver.test_interval_seconds = seconds
+        seconds, evals = test_cadence(spec)  # exactly one cadence, whatever the solver file had
+        solver.test_interval_grad_evals = evals
+        solver.test_interval_seconds = seconds
         solver.test_initialization = True
     else:
         solver.test_interval_seconds = 0

@@ -11,7 +11,7 @@ import pytest
 
 from engine.proto_io import read_solver_param
 from scripts import reproduce, runner
-from scripts.profiles import ProfileError, load_profile
+from scripts.profiles import ROOT, ProfileError, load_profile
 from scripts.runs import (
     LogFollower,
     RunSpec,
@@ -75,6 +75,18 @@ def test_fig1_controlled_sets_are_prepared_with_the_datasets_when_missing(
     asked.clear()
     reproduce.ensure_data(profile, lambda _: None, extra)
     assert asked == []
+
+
+def test_a_profile_in_evaluations_replaces_the_solver_files_clock_cadence(spec: RunSpec) -> None:
+    """prototxt/lenet_isgd_solver.prototxt tests every 2 s of training; a profile that tests
+    every N gradient evaluations must leave exactly that cadence in the generated solver."""
+    assert read_solver_param(str(ROOT / spec.plan.dataset.solver_file("isgd"))).test_interval_seconds > 0
+    _, solver_path = write_run_files(replace(spec, test_interval_evals=250))
+    solver = read_solver_param(str(solver_path))
+    assert solver.test_interval_grad_evals == 250 and solver.test_interval_seconds == 0
+    _, solver_path = write_run_files(replace(spec, test_interval_seconds=3.0))
+    solver = read_solver_param(str(solver_path))
+    assert solver.test_interval_grad_evals == 0 and solver.test_interval_seconds == 3.0
 
 
 def test_generated_solver_and_net_carry_the_profile(spec: RunSpec) -> None:
