@@ -152,6 +152,60 @@ def test_every_row_agrees_with_a_recomputation_from_its_own_log(runs: Path, tmp_
         events = [json.loads(x) for x in log.read_text().splitlines()]
         accs = [e["outputs"]["accuracy"] for e in events if e["event"] == "test"]
         assert float(row["top_acc"]) == max(accs) and float(row["final_acc"]) == accs[-1]
+        tests = [(e["train_s"], e["grad_evals"], e["outputs"]["accuracy"]) for e in events if e["event"] == "test"]
+        first = next(((s, g) for s, g, a in tests if a >= 0.99), None)
+        stays = None
+        for i, (s, g, a) in enumerate(tests):  # the first test after which all stay >= target
+            if all(x >= 0.99 for _, _, x in tests[i:]):
+                stays = (s, g)
+                break
+        cell = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
+        assert (row["first_reach_s"], row["first_reach_evals"]) == tuple(
+            cell(v) for v in (first or (None, None))
+        )
+        assert (row["time_to_target_s"], row["evals_to_target"]) == tuple(
+            cell(v) for v in (stays or (None, None))
+        )
+
+
+def test_the_ladder_recomputes_from_the_runs_table(runs: Path, tmp_path: Path) -> None:
+    """ladder.csv from table1_runs.csv-level data: per level and rule, the runs that reached
+    it and the paired IMP in evaluations (1 - exp(mean log ratio)) over pairs both reached."""
+    import math
+
+    out = tmp_path / "out"
+    build("default", ["mnist"], say=lambda _: None, out=out)
+    ladder = list(csv.DictReader(open(out / "ladder.csv")))
+    per_run = {}
+    for row in csv.DictReader(open(out / "table1_runs.csv")):
+        events = [json.loads(x) for x in Path(row["log"]).read_text().splitlines()]
+        per_run[(int(row["seed"]), row["arm"])] = [
+            (e["grad_evals"], e["outputs"]["accuracy"]) for e in events if e["event"] == "test"
+        ]
+
+    def reach(tests, level, rule):
+        for i, (g, a) in enumerate(tests):
+            if rule == "first" and a >= level:
+                return g
+            if rule == "stays" and all(x >= level for _, x in tests[i:]):
+                return g
+        return None
+
+    for row in ladder:
+        level, rule = float(row["level"]), row["rule"]
+        hits = {k: reach(t, level, rule) for k, t in per_run.items()}
+        assert int(row["reached_sgd"]) == sum(hits[(s, "sgd")] is not None for s in (1, 2, 3))
+        assert int(row["reached_isgd"]) == sum(hits[(s, "isgd")] is not None for s in (1, 2, 3))
+        ratios = [
+            math.log(hits[(s, "isgd")] / hits[(s, "sgd")])
+            for s in (1, 2, 3)
+            if hits[(s, "sgd")] is not None and hits[(s, "isgd")] is not None
+        ]
+        assert int(row["pairs_both"]) == len(ratios)
+        if len(ratios) >= 2:
+            assert float(row["imp_evals"]) == pytest.approx(1 - math.exp(sum(ratios) / len(ratios)), rel=1e-5)
+        else:
+            assert row["imp_evals"] == ""
 
 
 def test_unfinished_runs_are_named_not_counted(runs: Path, tmp_path: Path) -> None:
