@@ -124,6 +124,7 @@ class SettingSummary:
     setting: Setting
     summary: DatasetSummary
     at_highest: dict[str, PairedImp | None]
+    ladder: tuple[float, ...] = ()  # the dataset's ladder levels (none: only the target)
 
     @property
     def label(self) -> str:
@@ -148,7 +149,9 @@ def summarize_setting(profile: Profile, plan: Plan, setting: Setting) -> Setting
         else paired_imp(paired_outcomes(pairs, r.highest_all, rule))
         for rule, r in summary.rules.items()
     }
-    return SettingSummary(setting, summary, at_highest)
+    return SettingSummary(
+        setting, summary, at_highest, tuple(ds.ladder.levels if ds.ladder else ())
+    )
 
 
 def _imp_columns(prefix: str, suffix: str, imp: PairedImp | None) -> dict[str, Any]:
@@ -263,7 +266,7 @@ def markdown(summaries: list[SettingSummary], profile: Profile) -> str:
             pairs = "—" if imp is None else f"{imp.pairs_both}/{imp.pairs_total}"
             out.append(
                 f"| {s.summary.dataset} | {s.setting.name} | {RULE_NAMES[rule]} "
-                f"| {_level(r.highest_all)} | {pairs} | {_imp_cells(imp)} |"
+                f"| {_highest(s, r.highest_all)} | {pairs} | {_imp_cells(imp)} |"
             )
     out += [
         "",
@@ -289,6 +292,17 @@ def markdown(summaries: list[SettingSummary], profile: Profile) -> str:
     out += ["", "## Reading", ""]
     out += reading(summaries)
     return "\n".join(out) + "\n"
+
+
+def _highest(s: SettingSummary, level: float | None) -> str:
+    """The highest level every run reached, or why there is none."""
+    if level is not None:
+        return _level(level)
+    if not s.ladder:
+        return "no ladder"
+    if not s.summary.pairs_total:
+        return "no finished pair"
+    return f"none (a run stayed below {_level(min(s.ladder))})"
 
 
 def _interval_side(imp: PairedImp | None) -> str | None:
@@ -320,6 +334,11 @@ def _setting_reading(s: SettingSummary) -> str:
             if abs(r.highest_all - s.summary.target) > 1e-9:
                 what = f"At {_level(r.highest_all)}, the highest level every run reached"
                 parts.append(_imp_reading(high, what, None) + ".")
+    if s.ladder and all(r.highest_all is None for r in s.summary.rules.values()):
+        parts.append(
+            f"No level of the ladder ({_level(min(s.ladder))} to {_level(max(s.ladder))}) was "
+            "reached by every run."
+        )
     return f"- **{s.label}**: {' '.join(parts)}"
 
 

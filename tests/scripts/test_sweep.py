@@ -147,6 +147,22 @@ def test_the_reading_says_cannot_tell_and_the_table_gives_the_interval(runs: Pat
     assert "SGD" in text and "improvement" not in text.lower()
 
 
+def test_no_ladder_level_reached_by_every_run_is_said(runs: Path) -> None:
+    """zeta_10lr: the ISGD runs stay below the ladder's 97 %, so no level was reached by every
+    run: the table says why there is no IMP there, the reading says so in words."""
+    low = [(2, 100, 0.9), (4, 200, 0.95)]
+    _write(runs, "default", "mnist", "zeta_10lr", {("isgd", k): low for k in (1, 2, 3)})
+    profile = load_profile("default", ["mnist"], runs=3)
+    s = sweep.summarize_setting(profile, profile.plans["mnist"], _setting("zeta_10lr"))
+    row = sweep.setting_record(s)
+    assert row["first_highest_level_all_reached"] is None
+    assert row["first_imp_evals_at_highest"] is None and row["first_sign_p_at_highest"] is None
+    assert (row["first_only_sgd"], row["first_pairs_both"]) == (2, 0)  # SGD seeds 1, 2 reached
+    text = sweep.markdown([s], profile)
+    assert "| mnist | zeta_10lr | first reach | none (a run stayed below 97 %) | — |" in text
+    assert "No level of the ladder (97 % to 99.4 %) was reached by every run." in text
+
+
 def test_the_dataset_s_own_pairs_decide_the_seeds(synthetic_runs: Path) -> None:
     """default's CIFAR-10 has 3 pairs while the profile has 4: the sweep reads seeds 1-3 there
     (profile.seeds_of), and ignores a fourth seed's runs."""
