@@ -357,6 +357,10 @@ def load_profile(
             checker.check(f"{name}.figures", section[sub], _FIGURE_KEYS)
         elif sub == "sweep":
             checker.check(f"{name}.sweep", section[sub], _SWEEP_KEYS)
+            if "pairs" in section[sub] and "runs" in section[sub]:
+                raise checker.fail(
+                    f"{name}.sweep", "runs", "give `pairs` only (`runs` is its old name)"
+                )
         elif sub not in known_datasets:
             close = difflib.get_close_matches(sub, [*known_datasets, "figures", "sweep"], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -125,3 +125,17 @@ def test_the_committed_profiles_load() -> None:
         assert profile.runs >= 1 and profile.plans
         for plan in profile.plans.values():
             assert plan.budget_grad_evals > 0 and (plan.test_interval_evals or plan.test_interval_seconds)
+
+
+def test_the_sweep_takes_pairs_or_its_old_name_runs_but_not_both(tmp_path: Path) -> None:
+    """[<profile>.sweep] pairs (old name: runs) is the sweep's number of pairs; both at once is
+    ambiguous and named with its line."""
+    assert load_profile("default").sweep["pairs"] == 3
+    old = edited(tmp_path, "pairs = 3                     # seeds 1-3", "runs = 3  #")
+    assert load_profile("default", path=old).sweep["runs"] == 3
+    both = edited(tmp_path, "pairs = 3                     # seeds 1-3", "pairs = 3\nruns = 3  #")
+    line = line_of(both, "runs = 3")
+    with pytest.raises(
+        ProfileError, match=rf"profiles\.toml:{line}: \[default\.sweep\] runs: give `pairs` only"
+    ):
+        load_profile("default", path=both)
