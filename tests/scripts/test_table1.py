@@ -155,7 +155,7 @@ def test_every_row_agrees_with_a_recomputation_from_its_own_log(runs: Path, tmp_
         tests = [(e["train_s"], e["grad_evals"], e["outputs"]["accuracy"]) for e in events if e["event"] == "test"]
         first = next(((s, g) for s, g, a in tests if a >= 0.99), None)
         stays = None
-        for i, (s, g, a) in enumerate(tests):  # the first test after which all stay >= target
+        for i, (s, g, _a) in enumerate(tests):  # the first test after which all stay >= target
             if all(x >= 0.99 for _, _, x in tests[i:]):
                 stays = (s, g)
                 break
