@@ -12,6 +12,7 @@ import numpy as np
 
 from engine.backend import get_array_module, make_rng, rng_state, set_rng_state, to_numpy
 from engine.blob import Blob
+from engine.boost_random import CaffeRNG, is_caffe_rng_state
 from engine.errors import EngineError, NetError
 from engine.hdf5_io import is_hdf5_path, load_net_weights, save_net_weights
 from engine.layer import TEST, TRAIN, Layer, layer_class
@@ -52,6 +53,7 @@ class Net:
         stages: Iterable[str] = (),
         level: int = 0,
         weights: str | None = None,
+        stream: CaffeRNG | None = None,
     ) -> None:
 
         self.xp = get_array_module(xp)
@@ -61,6 +63,10 @@ class Net:
         self.source = str(self.source)
         param = read_net_param(path_or_param)
         self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+        # Caffe's CPU stream: boost mt19937 seeded with the seed, drawn in Caffe's order by the
+        # fillers (layer by layer), the Data layers' transformer seeds and Dropout. The solver
+        # passes one stream to its train and test nets, as Caffe's nets share the thread's.
+        self.stream = stream if stream is not None else CaffeRNG(self.seed)
         # Set by a caller that has just zeroed every param diff (the solver); the next backward
         # takes it down and may let layers write their gradients instead of adding them.
         self.param_diffs_zero = False
@@ -106,7 +112,9 @@ class Net:
             # Caffe gives each layer the net's phase unless the layer sets its own.
             phase = (TRAIN if lp.phase == 0 else TEST) if lp.HasField("phase") else self.phase
             try:
-                layer = cls(lp, phase, self.xp, self.dtype, _layer_seed(self.seed, index))
+                layer = cls(
+                    lp, phase, self.xp, self.dtype, _layer_seed(self.seed, index), self.stream
+                )
             except EngineError:
                 raise
             except Exception as exc:
