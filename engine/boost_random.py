@@ -93,7 +93,7 @@ class CaffeRNG:
         if p == 0.0:
             return np.zeros(int(n), bool)
         bound = math.floor(float(p) * 4294967295.0)  # u is an integer: u <= floor(bound)
-        return self.raw(n) <= np.uint32(bound)
+        return self._bg.random_raw(int(n)) <= np.uint64(bound)
 
     def bernoulli_float(self, n: int, p: float) -> np.ndarray:
         """caffe_rng_bernoulli(n, float p) (the sparse gaussian filler): true when

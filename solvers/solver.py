@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from engine.backend import get_array_module, host_threads_allowed, to_numpy
+from engine.boost_random import CaffeRNG
 from engine.errors import EngineError, PrototxtError
+from engine.net import STREAM_STATE_KEY
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
 from engine.threads import EngineThreads
@@ -115,20 +117,29 @@ class Solver:
         self.applies_updates = self.comm.is_master or self.allreduce
         p = self.param
         self._validate()
-        # Every rank builds the same net from the same seed, so weights, Data-layer crop/mirror
-        # draws (taken per global batch) and hence each rank's slice agree with a 1-rank run.
-        # Caffe's random_seed -1 means "pick one": the master picks and tells the workers.
+        # Caffe's stream: one boost mt19937 seeded with random_seed before any net is built; the
+        # train net draws from it first (fillers layer by layer, Data-layer transformer seeds),
+        # then each test net, then training (Dropout masks). Every rank uses the same seed (not
+        # Caffe's seed + rank) and draws the global batch's crops and masks, so n ranks see the
+        # one-process stream. Caffe's random_seed -1 seeds from entropy: the master picks a seed
+        # and tells the workers.
         if p.random_seed >= 0:
             self.seed = int(p.random_seed)
         else:
             self.seed = self.comm.bcast_object(int(np.random.SeedSequence().entropy % 2**31))
-        self.net = train_net or build_net(train_net_param(p), "TRAIN", self.xp, self.seed)
+        self.stream = train_net.stream if train_net is not None else CaffeRNG(self.seed)
+        self.net = train_net or build_net(
+            train_net_param(p), "TRAIN", self.xp, self.seed, self.stream
+        )
         if test_nets is None:
             test_nets = []
             if self.comm.is_master:
                 for i, (where, net_param) in enumerate(test_net_params(p)):
                     self.log.info(f"Creating test net (#{i}) specified by {where}")
-                    test_nets.append(build_net(net_param, "TEST", self.xp, self.seed))
+                    test_nets.append(build_net(net_param, "TEST", self.xp, self.seed, self.stream))
+            if self.comm.size > 1:  # workers build no test nets: they take the stream after them
+                state = self.stream.get_state() if self.comm.is_master else None
+                self.stream.set_state(self.comm.bcast_object(state))
         self.test_nets = test_nets
         for spec in p.weights:  # Caffe's solver `weights` field, as the -weights flag
             self.load_weights(spec)
@@ -751,12 +762,19 @@ class Solver:
         """What a resume from `state` cannot restore and therefore starts anew, in words."""
         afresh = []
         if self.net.data_layers() and not state.HasField("data_cursor"):
-            afresh.append("the data cursor starts at record 0")
+            afresh.append(
+                "the data cursor starts at record 0 and the crop/mirror draws from their seed, "
+                "as in Caffe"
+            )
         if self.isgd is not None and not state.HasField("isgd_state"):
             what = "ISGD's loss queue" if self.isgd.enabled else "the average-loss window"
             afresh.append(f"{what} starts empty (one epoch to refill)")
-        if self.net.rng_state() and not state.layer_rng_state:
-            afresh.append("layer random streams (Dropout ...) restart from the seed")
+        saved_rngs = json.loads(state.layer_rng_state) if state.layer_rng_state else {}
+        if STREAM_STATE_KEY not in saved_rngs:
+            afresh.append(
+                "Caffe's random stream is not in it: like Caffe, the run replays the stream from "
+                "the seed (Dropout masks and DummyData draws as from iteration 0)"
+            )
         if not state.HasField("progress"):
             afresh.append(
                 f"the training clock and grad_evals start at 0 (iteration {int(state.iter)})"
