@@ -143,6 +143,10 @@ class Layer:
         """False for inputs that have no gradient (labels of loss layers)."""
         return True
 
+    def accepts_rng_state(self, state: Any) -> bool:
+        """Whether a saved generator state (a data layer's `rng_state`) is of this layer's kind."""
+        return True
+
     # --- helpers ---------------------------------------------------------------------------
     def error(self, message: str) -> NetError:
         return NetError(f"layer '{self.name}' (type {self.type_name}): {message}")

@@ -453,14 +453,17 @@ class Net:
             for layer in self.data_layers()
         ]
 
-    def set_data_cursors(self, cursors: Sequence[dict[str, Any]]) -> None:
+    def set_data_cursors(self, cursors: Sequence[dict[str, Any]]) -> list[str]:
         """Put every data layer back where data_cursors() found it (each its own entry; an entry
-        without "layer" fits any layer, as a Caffe snapshot's single cursor does)."""
+        without "layer" fits any layer, as a Caffe snapshot's single cursor does). Returns the
+        layers whose saved generator state is of another kind (an older version's): their
+        generators stay where they are."""
         layers = self.data_layers()
         if len(cursors) != len(layers):
             raise NetError(
                 f"{self._where()}{len(cursors)} saved data cursors for {len(layers)} data layers"
             )
+        skipped: list[str] = []
         for layer, saved in zip(layers, cursors, strict=True):
             name = saved.get("layer")
             if name is not None and name != layer.name:
@@ -470,8 +473,12 @@ class Net:
                 )
             if int(layer.cursor) != int(saved["cursor"]):
                 layer.cursor = int(saved["cursor"])
-            if saved.get("rng_state") is not None:
-                layer.rng_state = saved["rng_state"]
+            state = saved.get("rng_state")
+            if state is not None and not layer.accepts_rng_state(state):
+                skipped.append(layer.name)
+            elif state is not None:
+                layer.rng_state = state
+        return skipped
 
     def rng_state(self) -> dict[str, Any]:
         """The random streams the net draws from, JSON-ready: {"caffe_stream": Caffe's stream

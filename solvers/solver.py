@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from engine.backend import get_array_module, host_threads_allowed, to_numpy
-from engine.boost_random import CaffeRNG
 from engine.errors import EngineError, PrototxtError
 from engine.net import STREAM_STATE_KEY
 from engine.proto import caffe_pb2
@@ -127,19 +126,18 @@ class Solver:
             self.seed = int(p.random_seed)
         else:
             self.seed = self.comm.bcast_object(int(np.random.SeedSequence().entropy % 2**31))
-        self.stream = train_net.stream if train_net is not None else CaffeRNG(self.seed)
-        self.net = train_net or build_net(
-            train_net_param(p), "TRAIN", self.xp, self.seed, self.stream
-        )
+        self.net = train_net or build_net(train_net_param(p), "TRAIN", self.xp, self.seed)
         if test_nets is None:
             test_nets = []
             if self.comm.is_master:
                 for i, (where, net_param) in enumerate(test_net_params(p)):
                     self.log.info(f"Creating test net (#{i}) specified by {where}")
-                    test_nets.append(build_net(net_param, "TEST", self.xp, self.seed, self.stream))
+                    test_nets.append(
+                        build_net(net_param, "TEST", self.xp, self.seed, self.net.stream)
+                    )
             if self.comm.size > 1:  # workers build no test nets: they take the stream after them
-                state = self.stream.get_state() if self.comm.is_master else None
-                self.stream.set_state(self.comm.bcast_object(state))
+                state = self.net.rng_state() if self.comm.is_master else None
+                self.net.set_rng_state(self.comm.bcast_object(state))
         self.test_nets = test_nets
         for spec in p.weights:  # Caffe's solver `weights` field, as the -weights flag
             self.load_weights(spec)
@@ -737,12 +735,17 @@ class Solver:
                     "from the other backend (CPU vs GPU): they restart from their seeds"
                 )
         if state.data_cursors:
-            self.net.set_data_cursors(json.loads(state.data_cursors))
+            cursors = json.loads(state.data_cursors)
         else:  # Caffe's or an older snapshot: one cursor for all (none: from the first record)
             cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
             rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
-            saved = {"cursor": cursor, "rng_state": rng_state}
-            self.net.set_data_cursors([saved] * len(self.net.data_layers()))
+            cursors = [{"cursor": cursor, "rng_state": rng_state}] * len(self.net.data_layers())
+        older = self.net.set_data_cursors(cursors)
+        if older and self.comm.is_master:
+            self.log.info(
+                f"{path} holds crop/mirror generator states of an older version (not Caffe's "
+                f"mt19937) for {', '.join(older)}: their transforms draw from their seeds"
+            )
         if state.HasField("progress"):
             progress = state.progress
             self.train_seconds = float(progress.train_seconds)

@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.backend import copy_to_device, pinned_empty
 from engine.blob import Blob
-from engine.boost_random import CaffeRNG
+from engine.boost_random import CaffeRNG, is_caffe_rng_state
 from engine.data_transformer import DataTransformer, TransformDraw
 from engine.datum import decode_batch
 from engine.errors import EngineError
@@ -153,6 +153,10 @@ class DataLayer(Layer):
         """The transform generator's state before the next batch's draws (save with the cursor);
         None when the transform draws nothing."""
         return self._rng_before_next if self._next_draw is not None else self._transform_state()
+
+    def accepts_rng_state(self, state: Any) -> bool:
+        """Only Caffe's mt19937 states (not the NumPy states of older versions)."""
+        return is_caffe_rng_state(state)
 
     @rng_state.setter
     def rng_state(self, state: dict | None) -> None:

@@ -190,3 +190,16 @@ def test_a_cpu_snapshot_resumes_on_the_gpu_and_says_dropout_restarts(tiny: Tiny,
     gpu.restore(str(tiny.root / "snap" / "cpu_iter_3.solverstate"))
     assert "random streams of layers drop1 from the other backend" in text.getvalue()
     assert gpu.iter == 3 and [c["cursor"] for c in gpu.net.data_cursors()] == [12, 1]
+
+
+def test_transform_states_of_an_older_version_are_reported_not_misread(tiny: Tiny) -> None:
+    """A snapshot of an older version holds NumPy (PCG64) crop/mirror states: the Data layer
+    keeps its mt19937 (Caffe's transformer generator) and the Net names the layer."""
+    with_aux_and_dropout(tiny)
+    net = Net(str(tiny.net), "TRAIN", seed=3)
+    saved = json.loads(json.dumps(net.data_cursors()))
+    assert saved[1]["rng_state"]["kind"] == "mt19937"
+    before = net.layer_dict["aux"].rng_state
+    saved[1]["rng_state"] = np.random.default_rng(0).bit_generator.state
+    assert net.set_data_cursors(saved) == ["aux"]
+    assert net.layer_dict["aux"].rng_state == before

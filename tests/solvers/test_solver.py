@@ -399,7 +399,7 @@ def test_ranks_share_weights_and_slice_the_global_batchs_dropout_masks(
     alone = Solver(path, log=log)
     assert solvers[0].test_nets and not solvers[1].test_nets
     np.testing.assert_array_equal(solvers[0].net.flat_data, solvers[1].net.flat_data)
-    assert solvers[1].stream.get_state() == alone.stream.get_state()
+    assert solvers[1].net.rng_state() == alone.net.rng_state()
     masks = []
     for s in (*solvers, alone):
         s.net.forward()
