@@ -153,3 +153,21 @@ def test_sparse_bernoulli_compares_in_float() -> None:
     np.testing.assert_array_equal(keep, raw.astype(F32) <= F32(644245120.0))
     rng = CaffeRNG(9)
     assert not rng.bernoulli_float(10, 0.0).any() and rng.get_state() == _after(9, 0)
+
+
+def test_pure_python_ziggurat_equals_the_compiled_one() -> None:
+    """Where Numba has no wheel the kernels run as plain Python: the same values and draws."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from engine import ziggurat_kernels; assert not ziggurat_kernels.AVAILABLE\n"
+        "from engine.boost_random import CaffeRNG\n"
+        "r = CaffeRNG(42); v = r.gaussian(3000, 0.5, 2.0)\n"
+        "print(v.tobytes().hex(), r.get_state()['pos'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rng = CaffeRNG(42)
+    values = rng.gaussian(3000, 0.5, 2.0)
+    assert out.stdout.split() == [values.tobytes().hex(), str(rng.get_state()["pos"])]
