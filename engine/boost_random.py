@@ -21,6 +21,7 @@ from engine import ziggurat_kernels
 F32 = np.float32
 _U32_RANGE_F32 = F32(4294967296.0)  # float(2^32 - 1) rounds to 2^32; boost adds 1 (still 2^32)
 _STATE_KIND = "mt19937"
+_CHUNK = 1 << 20  # normals made per buffer of draws (bounds the buffer's memory)
 
 
 class CaffeRNG:
@@ -77,10 +78,12 @@ class CaffeRNG:
         out = np.empty(int(n), F32)
         done = 0
         while done < n:
-            want = n - done
+            want = min(n - done, _CHUNK)
             saved = self._bg.state
             raw = self.raw(want + want // 8 + 64)
-            made, used = ziggurat_kernels.normals_from(raw, out[done:], F32(mean), F32(std))
+            made, used = ziggurat_kernels.normals_from(
+                raw, out[done : done + want], F32(mean), F32(std)
+            )
             self._advance(saved, used)
             done += made
         return out
