@@ -4,6 +4,8 @@ Per element Caffe computes out = (x[c, h_off + h, w_off + w] - mean[same index])
 to column (crop_w - 1 - w) when mirrored; crops are random in TRAIN, centred in TEST; the mirror
 coin (param.mirror and Rand(2)) is tossed in either phase, as Caffe does. Random draws are made
 for a whole (global) batch up front, so a slice of the batch is transformed as in the full batch.
+The draws come from the transformer's own mt19937 in Caffe's order, record by record: the mirror
+coin, then the crop's row and column offsets, each Rand(n) = u mod n (data_transformer.cpp).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.boost_random import CaffeRNG
 from engine.errors import NetError
 from engine.layer import TRAIN
 from engine.proto import caffe_pb2
@@ -112,12 +115,27 @@ class DataTransformer:
             return channels, self.crop, self.crop
         return channels, height, width
 
-    def draw(self, n: int, height: int, width: int, rng: np.random.Generator) -> TransformDraw:
-        """Mirror flags, then crop row and column offsets, for n records (host generator)."""
-        mirror = rng.integers(0, 2, n).astype(bool) if self.mirror else np.zeros(n, bool)
-        if self.crop and self.phase == TRAIN:
-            h_off = rng.integers(0, height - self.crop + 1, n)
-            w_off = rng.integers(0, width - self.crop + 1, n)
+    @property
+    def needs_rand(self) -> bool:
+        """Caffe gives the transformer a generator when it mirrors, or crops at random (TRAIN)."""
+        return self.mirror or bool(self.crop and self.phase == TRAIN)
+
+    def draw(self, n: int, height: int, width: int, rng: CaffeRNG | None) -> TransformDraw:
+        """Mirror flags and crop offsets for n records: per record Rand(2) (when mirroring), then
+        Rand(H - crop + 1) and Rand(W - crop + 1) (TRAIN crop), from the transformer's stream."""
+        random_crop = bool(self.crop and self.phase == TRAIN)
+        per_record = int(self.mirror) + 2 * int(random_crop)
+        draws = np.zeros((n, 0), np.int64)
+        if per_record:
+            if rng is None:
+                raise NetError(f"{self.where}the transform draws at random but has no generator")
+            modulus = [2] * int(self.mirror)
+            if random_crop:
+                modulus += [height - self.crop + 1, width - self.crop + 1]
+            draws = rng.rand_mod(n * per_record, np.tile(modulus, n)).reshape(n, per_record)
+        mirror = draws[:, 0].astype(bool) if self.mirror else np.zeros(n, bool)
+        if random_crop:
+            h_off, w_off = draws[:, -2], draws[:, -1]
         else:
             h_off = np.full(n, (height - self.crop) // 2 if self.crop else 0)
             w_off = np.full(n, (width - self.crop) // 2 if self.crop else 0)

@@ -10,6 +10,7 @@ import numpy as np
 
 from engine.backend import is_numpy, make_rng
 from engine.blob import Blob
+from engine.boost_random import CaffeRNG
 from engine.errors import NetError, UnknownLayerTypeError
 from engine.fillers import fill
 
@@ -76,9 +77,9 @@ class Layer:
     # Layers reading a dataset (Data, HDF5Data) have `cursor`, `rng_state` and `set_rank`; the Net
     # saves and rewinds them apart from the other layers' random streams.
     reads_dataset: ClassVar[bool] = False
-    # Layers drawing per-sample noise on the device in forward (Dropout): under data parallelism
-    # each rank gets its own stream (Net.set_rank), or every rank would drop the same units of its
-    # slice; a resumed run is exact only if this stream is restored (Net.set_rng_state).
+    # Layers drawing per-sample noise in forward (Dropout): on the host from Caffe's stream for
+    # the whole global batch (Net.set_rank gives the rank its slice), on a device from a device
+    # stream of their own per rank; a resumed run is exact only if the stream is restored.
     device_noise: ClassVar[bool] = False
     # Layers that draw random numbers in forward (Dropout masks, DummyData refills): the solver
     # saves their streams at every iteration's start (Net.forward_rng_state) to undo a pass.
@@ -95,15 +96,24 @@ class Layer:
         xp: ModuleType = np,
         dtype: np.dtype | type = np.float32,
         seed: int | None = None,
+        stream: CaffeRNG | None = None,
     ) -> None:
         self.param = param
         self.name: str = param.name
         self.phase = phase
         self.xp = xp
         self.dtype = np.dtype(dtype)
-        self.rng: np.random.Generator = np.random.default_rng(seed)  # host: fillers
-        # device draws (Dropout masks); on NumPy the same generator as the host's
-        self.xp_rng = self.rng if is_numpy(xp) else make_rng(xp, seed)
+        # Caffe's CPU stream (boost mt19937), shared by every layer of a net and by the solver's
+        # nets: fillers, Data-layer transformer seeds, Dropout masks. A layer built alone gets
+        # one of its own from `seed`.
+        if stream is None:
+            stream = CaffeRNG(np.random.SeedSequence(seed).generate_state(1)[0])
+        self.stream = stream
+        # Host draws that Caffe does not take from its stream (HDF5Data's shuffle, rand_skip).
+        self.rng: np.random.Generator = np.random.default_rng(seed)
+        # Per-sample noise in forward (Dropout masks): Caffe's stream on the host, a device
+        # stream on CuPy (Caffe's GPU mode draws these with cuRAND, not boost).
+        self.xp_rng: Any = self.stream if is_numpy(xp) else make_rng(xp, seed)
         self.blobs: list[Blob] = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -133,6 +143,10 @@ class Layer:
         """False for inputs that have no gradient (labels of loss layers)."""
         return True
 
+    def accepts_rng_state(self, state: Any) -> bool:
+        """Whether a saved generator state (a data layer's `rng_state`) is of this layer's kind."""
+        return True
+
     # --- helpers ---------------------------------------------------------------------------
     def error(self, message: str) -> NetError:
         return NetError(f"layer '{self.name}' (type {self.type_name}): {message}")
@@ -152,10 +166,11 @@ class Layer:
                 raise self.error(f"takes {how} {want} {what} blob(s), got {have}")
 
     def new_param_blob(self, shape: Sequence[int], filler: Any | None = None) -> Blob:
-        """Create a learnable param blob, filled on the host by `filler` (a FillerParameter)."""
+        """Create a learnable param blob, filled on the host by `filler` (a FillerParameter) from
+        Caffe's stream, so the draws follow Caffe's order: layer by layer, weights then bias."""
 
         blob = Blob(shape, self.xp, self.dtype)
         if filler is not None:
-            blob.data[...] = self.xp.asarray(fill(filler, tuple(shape), self.rng, self.dtype))
+            blob.data[...] = self.xp.asarray(fill(filler, tuple(shape), self.stream, self.dtype))
         self.blobs.append(blob)
         return blob

@@ -12,6 +12,7 @@ import numpy as np
 
 from engine.backend import get_array_module, make_rng, rng_state, set_rng_state, to_numpy
 from engine.blob import Blob
+from engine.boost_random import CaffeRNG
 from engine.errors import EngineError, NetError
 from engine.hdf5_io import is_hdf5_path, load_net_weights, save_net_weights
 from engine.layer import TEST, TRAIN, Layer, layer_class
@@ -20,6 +21,7 @@ from engine.proto import caffe_pb2
 from engine.proto_io import array_to_blob_proto, read_net_param, write_binary_proto
 
 _PHASES = {TRAIN: 0, TEST: 1}
+STREAM_STATE_KEY = "caffe_stream"  # Caffe's stream in Net.rng_state()
 
 
 def _phase_name(phase: str | int) -> str:
@@ -52,6 +54,7 @@ class Net:
         stages: Iterable[str] = (),
         level: int = 0,
         weights: str | None = None,
+        stream: CaffeRNG | None = None,
     ) -> None:
 
         self.xp = get_array_module(xp)
@@ -61,6 +64,10 @@ class Net:
         self.source = str(self.source)
         param = read_net_param(path_or_param)
         self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+        # Caffe's CPU stream: boost mt19937 seeded with the seed, drawn in Caffe's order by the
+        # fillers (layer by layer), the Data layers' transformer seeds and Dropout. The solver
+        # passes one stream to its train and test nets, as Caffe's nets share the thread's.
+        self.stream = stream if stream is not None else CaffeRNG(self.seed)
         # Set by a caller that has just zeroed every param diff (the solver); the next backward
         # takes it down and may let layers write their gradients instead of adding them.
         self.param_diffs_zero = False
@@ -106,7 +113,9 @@ class Net:
             # Caffe gives each layer the net's phase unless the layer sets its own.
             phase = (TRAIN if lp.phase == 0 else TEST) if lp.HasField("phase") else self.phase
             try:
-                layer = cls(lp, phase, self.xp, self.dtype, _layer_seed(self.seed, index))
+                layer = cls(
+                    lp, phase, self.xp, self.dtype, _layer_seed(self.seed, index), self.stream
+                )
             except EngineError:
                 raise
             except Exception as exc:
@@ -444,14 +453,17 @@ class Net:
             for layer in self.data_layers()
         ]
 
-    def set_data_cursors(self, cursors: Sequence[dict[str, Any]]) -> None:
+    def set_data_cursors(self, cursors: Sequence[dict[str, Any]]) -> list[str]:
         """Put every data layer back where data_cursors() found it (each its own entry; an entry
-        without "layer" fits any layer, as a Caffe snapshot's single cursor does)."""
+        without "layer" fits any layer, as a Caffe snapshot's single cursor does). Returns the
+        layers whose saved generator state is of another kind (an older version's): their
+        generators stay where they are."""
         layers = self.data_layers()
         if len(cursors) != len(layers):
             raise NetError(
                 f"{self._where()}{len(cursors)} saved data cursors for {len(layers)} data layers"
             )
+        skipped: list[str] = []
         for layer, saved in zip(layers, cursors, strict=True):
             name = saved.get("layer")
             if name is not None and name != layer.name:
@@ -461,66 +473,69 @@ class Net:
                 )
             if int(layer.cursor) != int(saved["cursor"]):
                 layer.cursor = int(saved["cursor"])
-            if saved.get("rng_state") is not None:
-                layer.rng_state = saved["rng_state"]
+            state = saved.get("rng_state")
+            if state is not None and not layer.accepts_rng_state(state):
+                skipped.append(layer.name)
+            elif state is not None:
+                layer.rng_state = state
+        return skipped
 
     def rng_state(self) -> dict[str, Any]:
-        """The random streams of every layer but the data layers (Dropout masks, DummyData
-        refills), JSON-ready: {"<index>:<name>": stream, "<index>:<name>:host": host stream when
-        the layer has one apart (on a GPU the device stream and the host fillers' differ)}."""
-        states: dict[str, Any] = {}
+        """The random streams the net draws from, JSON-ready: {"caffe_stream": Caffe's stream
+        (fillers, Data-layer transformer seeds, Dropout masks on the host, DummyData refills),
+        "<index>:<name>": the device stream of each noise layer (Dropout) on a GPU}."""
+        states: dict[str, Any] = {STREAM_STATE_KEY: self.stream.get_state()}
         for index, layer in enumerate(self.layers):
-            if layer.reads_dataset:
-                continue
-            key = f"{index}:{layer.name}"
-            states[key] = rng_state(layer.xp_rng)
-            if layer.rng is not layer.xp_rng:
-                states[f"{key}:host"] = rng_state(layer.rng)
+            if layer.device_noise and layer.xp_rng is not self.stream:
+                states[f"{index}:{layer.name}"] = rng_state(layer.xp_rng)
         return states
 
     def forward_rng_state(self) -> dict[str, Any]:
-        """rng_state() of the layers that draw in forward only (cheap to take every iteration)."""
-        states: dict[str, Any] = {}
-        for index, layer in enumerate(self.layers):
-            if layer.draws_in_forward and not layer.reads_dataset:
-                key = f"{index}:{layer.name}"
-                states[key] = rng_state(layer.xp_rng)
-                if layer.rng is not layer.xp_rng:
-                    states[f"{key}:host"] = rng_state(layer.rng)
-        return states
+        """rng_state() when some layer draws in forward (Dropout, DummyData refills), else {}:
+        what the solver takes at every iteration's start to undo a pass."""
+        if not any(layer.draws_in_forward for layer in self.layers):
+            return {}
+        return self.rng_state()
 
     def set_rng_state(self, states: dict[str, Any]) -> list[str]:
         """Restore the streams of rng_state(). Returns the noise layers (Dropout) whose device
         stream could not be restored because the other backend (NumPy vs CuPy) saved it: those
-        continue from their seed, so such a resumed run is not bit-exact."""
+        continue from their seed (on the host: from Caffe's stream), so such a resumed run is
+        not bit-exact."""
+        if STREAM_STATE_KEY in states:
+            try:
+                self.stream.set_state(states[STREAM_STATE_KEY])
+            except ValueError as exc:
+                raise NetError(f"{self._where()}{exc}") from None
         skipped: list[str] = []
         for index, layer in enumerate(self.layers):
-            key = f"{index}:{layer.name}"
-            saved = [s for s in (states.get(key), states.get(f"{key}:host")) if s is not None]
-            device = next((s for s in saved if s.get("kind") == "DeviceRNG"), None)
-            host = next((s for s in saved if s.get("kind") != "DeviceRNG"), None)
-            if host is not None:
-                set_rng_state(layer.rng, host)  # on NumPy this is the layer's one stream
-            if layer.xp_rng is not layer.rng:  # a device stream apart (CuPy)
-                if device is not None:
-                    set_rng_state(layer.xp_rng, device)
-                elif saved and layer.device_noise:  # saved by a NumPy run
+            if not layer.device_noise:
+                continue
+            saved = states.get(f"{index}:{layer.name}")
+            device_state = isinstance(saved, dict) and saved.get("kind") == "DeviceRNG"
+            if layer.xp_rng is not self.stream:  # a device stream apart (CuPy)
+                if device_state:
+                    set_rng_state(layer.xp_rng, saved)
+                elif states:  # saved by a NumPy run
                     skipped.append(layer.name)
-            elif device is not None and layer.device_noise:  # saved by a CuPy run
+            elif device_state:  # saved by a CuPy run
                 skipped.append(layer.name)
         return skipped
 
     def set_rank(self, rank: int, size: int) -> None:
         """Make this net rank `rank` of `size` data-parallel ranks: every data layer serves the
-        rank's slice of each global batch, and layers drawing per-sample noise (Dropout) get a
-        stream of their own per rank (size > 1), so masks do not repeat across ranks."""
+        rank's slice of each global batch. Noise layers (Dropout) on the host draw the global
+        batch's masks from Caffe's stream and use the rank's slice, so every n sees the
+        one-process stream; on a device each rank gets a device stream of its own."""
         for layer in self.data_layers():
             layer.set_rank(rank, size)
-        if size > 1:
-            for index, layer in enumerate(self.layers):
-                if layer.device_noise:
-                    stream = np.random.SeedSequence([self.seed, index, rank])
-                    layer.xp_rng = make_rng(self.xp, int(stream.generate_state(1)[0]))
+        for index, layer in enumerate(self.layers):
+            if not layer.device_noise:
+                continue
+            layer.rank, layer.world_size = int(rank), int(size)
+            if size > 1 and layer.xp_rng is not self.stream:
+                stream = np.random.SeedSequence([self.seed, index, rank])
+                layer.xp_rng = make_rng(self.xp, int(stream.generate_state(1)[0]))
 
     # ------------------------------------------------------------------ weights
     def copy_from(self, path_or_param: Any) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.backend import get_array_module, host_threads_allowed, to_numpy
 from engine.errors import EngineError, PrototxtError
+from engine.net import STREAM_STATE_KEY
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
 from engine.threads import EngineThreads
@@ -117,9 +118,12 @@ class Solver:
         self.applies_updates = self.comm.is_master or self.allreduce
         p = self.param
         self._validate()
-        # Every rank builds the same net from the same seed, so weights, Data-layer crop/mirror
-        # draws (taken per global batch) and hence each rank's slice agree with a 1-rank run.
-        # Caffe's random_seed -1 means "pick one": the master picks and tells the workers.
+        # Caffe's stream: one boost mt19937 seeded with random_seed before any net is built; the
+        # train net draws from it first (fillers layer by layer, Data-layer transformer seeds),
+        # then each test net, then training (Dropout masks). Every rank uses the same seed (not
+        # Caffe's seed + rank) and draws the global batch's crops and masks, so n ranks see the
+        # one-process stream. Caffe's random_seed -1 seeds from entropy: the master picks a seed
+        # and tells the workers.
         if p.random_seed >= 0:
             self.seed = int(p.random_seed)
         else:
@@ -130,7 +134,12 @@ class Solver:
             if self.comm.is_master:
                 for i, (where, net_param) in enumerate(test_net_params(p)):
                     self.log.info(f"Creating test net (#{i}) specified by {where}")
-                    test_nets.append(build_net(net_param, "TEST", self.xp, self.seed))
+                    test_nets.append(
+                        build_net(net_param, "TEST", self.xp, self.seed, self.net.stream)
+                    )
+            if self.comm.size > 1:  # workers build no test nets: they take the stream after them
+                state = self.net.rng_state() if self.comm.is_master else None
+                self.net.set_rng_state(self.comm.bcast_object(state))
         self.test_nets = test_nets
         for spec in p.weights:  # Caffe's solver `weights` field, as the -weights flag
             self.load_weights(spec)
@@ -758,12 +767,17 @@ class Solver:
                     "from the other backend (CPU vs GPU): they restart from their seeds"
                 )
         if state.data_cursors:
-            self.net.set_data_cursors(json.loads(state.data_cursors))
+            cursors = json.loads(state.data_cursors)
         else:  # Caffe's or an older snapshot: one cursor for all (none: from the first record)
             cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
             rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
-            saved = {"cursor": cursor, "rng_state": rng_state}
-            self.net.set_data_cursors([saved] * len(self.net.data_layers()))
+            cursors = [{"cursor": cursor, "rng_state": rng_state}] * len(self.net.data_layers())
+        older = self.net.set_data_cursors(cursors)
+        if older and self.comm.is_master:
+            self.log.info(
+                f"{path} holds crop/mirror generator states of an older version (not Caffe's "
+                f"mt19937) for {', '.join(older)}: their transforms draw from their seeds"
+            )
         if state.HasField("progress"):
             progress = state.progress
             self.train_seconds = float(progress.train_seconds)
@@ -788,12 +802,19 @@ class Solver:
         """What a resume from `state` cannot restore and therefore starts anew, in words."""
         afresh = []
         if self.net.data_layers() and not state.HasField("data_cursor"):
-            afresh.append("the data cursor starts at record 0")
+            afresh.append(
+                "the data cursor starts at record 0 and the crop/mirror draws from their seed, "
+                "as in Caffe"
+            )
         if self.isgd is not None and not state.HasField("isgd_state"):
             what = "ISGD's loss queue" if self.isgd.enabled else "the average-loss window"
             afresh.append(f"{what} starts empty (one epoch to refill)")
-        if self.net.rng_state() and not state.layer_rng_state:
-            afresh.append("layer random streams (Dropout ...) restart from the seed")
+        saved_rngs = json.loads(state.layer_rng_state) if state.layer_rng_state else {}
+        if STREAM_STATE_KEY not in saved_rngs:
+            afresh.append(
+                "Caffe's random stream is not in it: like Caffe, the run replays the stream from "
+                "the seed (Dropout masks and DummyData draws as from iteration 0)"
+            )
         if not state.HasField("progress"):
             afresh.append(
                 f"the training clock and grad_evals start at 0 (iteration {int(state.iter)})"

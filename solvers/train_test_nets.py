@@ -74,10 +74,13 @@ def test_net_params(param: Any) -> list[tuple[str, Any]]:
     return sources
 
 
-def build_net(net_param: Any, phase: str, xp: ModuleType, seed: int | None) -> Any:
-    """An engine Net for a prepared NetParameter (its state already merged)."""
+def build_net(
+    net_param: Any, phase: str, xp: ModuleType, seed: int | None, stream: Any = None
+) -> Any:
+    """An engine Net for a prepared NetParameter (its state already merged), drawing from
+    Caffe's `stream` when given (the solver's nets share one, as Caffe's do)."""
 
-    return Net(net_param, phase=phase, xp=xp, seed=seed)
+    return Net(net_param, phase=phase, xp=xp, seed=seed, stream=stream)
 
 
 def batches_per_epoch(net: Any, iter_size: int) -> int | None:

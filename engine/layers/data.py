@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.backend import copy_to_device, pinned_empty
 from engine.blob import Blob
+from engine.boost_random import CaffeRNG, is_caffe_rng_state
 from engine.data_transformer import DataTransformer, TransformDraw
 from engine.datum import decode_batch
 from engine.errors import EngineError
@@ -84,10 +85,20 @@ class DataLayer(Layer):
         self.datum_shape: tuple[int, int, int] = tuple(first.shape[1:])  # type: ignore[assignment]
         self.out_shape = self.transformer.output_shape(*self.datum_shape)
         self.rank, self.world_size = 0, 1
+        # Caffe's draws from its stream at setup: InitRand twice (BaseDataLayer's, then
+        # BasePrefetchingDataLayer's, which replaces the first) when the transform is random,
+        # then the prefetch thread's seed, which the Data layer never uses.
+        self.transform_rng: CaffeRNG | None = None
+        if self.transformer.needs_rand:
+            self.stream.rand()
+            self.transform_rng = CaffeRNG(self.stream.rand())
+        self.stream.rand()
+        # rand_skip: Caffe 1.0's Data layer ignores it; here it skips from the layer's own
+        # generator, apart from Caffe's streams.
         self._pos = int(self.rng.integers(0, dp.rand_skip)) if dp.rand_skip else 0
         self._served_start: int | None = None
         self._next_draw: TransformDraw | None = None
-        self._rng_before_next: dict = self.rng.bit_generator.state
+        self._rng_before_next: dict | None = self._transform_state()
         self._pending: Future | tuple | None = None
         self._reader: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -134,18 +145,29 @@ class DataLayer(Layer):
         self._pos = value
         self._served_start = None
 
+    def _transform_state(self) -> dict | None:
+        return self.transform_rng.get_state() if self.transform_rng is not None else None
+
     @property
-    def rng_state(self) -> dict:
-        """The transform generator's state before the next batch's draws (save with the cursor)."""
-        return (
-            self._rng_before_next if self._next_draw is not None else self.rng.bit_generator.state
-        )
+    def rng_state(self) -> dict | None:
+        """The transform generator's state before the next batch's draws (save with the cursor);
+        None when the transform draws nothing."""
+        return self._rng_before_next if self._next_draw is not None else self._transform_state()
+
+    def accepts_rng_state(self, state: Any) -> bool:
+        """Only Caffe's mt19937 states (not the NumPy states of older versions)."""
+        return is_caffe_rng_state(state)
 
     @rng_state.setter
-    def rng_state(self, state: dict) -> None:
+    def rng_state(self, state: dict | None) -> None:
         self._discard_pending()
         self._next_draw = None
-        self.rng.bit_generator.state = state
+        if state is None or self.transform_rng is None:
+            return
+        try:
+            self.transform_rng.set_state(state)
+        except ValueError as exc:
+            raise self.error(f"cannot restore the transform's random stream: {exc}") from None
 
     def _cycle_index(self, start: int | None) -> int:
         """k with k * B = start (mod N), the batch's place in the cycle; -1 if off the grid."""
@@ -196,9 +218,9 @@ class DataLayer(Layer):
     def _submit(self) -> None:
         """Start loading the batch at the cursor (with its random draws, made once)."""
         if self._next_draw is None:
-            self._rng_before_next = self.rng.bit_generator.state
+            self._rng_before_next = self._transform_state()
             h, w = self.datum_shape[1:]
-            self._next_draw = self.transformer.draw(self.batch_size, h, w, self.rng)
+            self._next_draw = self.transformer.draw(self.batch_size, h, w, self.transform_rng)
         args = (self._pos, self._next_draw, self._flip)
         if self.prefetch:
             if self._executor is None or self._pid != os.getpid():

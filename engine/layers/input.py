@@ -60,6 +60,7 @@ class DummyDataLayer(Layer):
             fillers = [SimpleNamespace(type="constant", value=0.0, sparse=-1)]
         self._fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n_top)]
         self._refill = [f.type != "constant" for f in self._fillers]
+        self.draws_in_forward = any(self._refill)
 
         legacy = [list(p.num), list(p.channels), list(p.height), list(p.width)]
         if any(legacy):
@@ -78,13 +79,14 @@ class DummyDataLayer(Layer):
 
         for i, top in enumerate(tops):
             top.reshape(shapes[i])
-            self._fill_top(i, top)
+            if not self._refill[i]:  # Caffe fills constant tops once here; the others in forward
+                self._fill_top(i, top)
 
     def _fill_top(self, i: int, top: Blob) -> None:
         if top.count == 0:
             return
         try:
-            values = fill(self._fillers[i], top.shape, self.rng, self.dtype)
+            values = fill(self._fillers[i], top.shape, self.stream, self.dtype)
         except ValueError as exc:
             raise self.error(f"top {i}: {exc}") from None
         top.data[...] = self.xp.asarray(values)

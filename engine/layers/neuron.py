@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from engine.blob import Blob
+from engine.boost_random import CaffeRNG
 from engine.layer import TRAIN, Layer, register_layer
 
 
@@ -119,6 +120,7 @@ class DropoutLayer(NeuronLayer):
 
     def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         p = self.param.dropout_param
+        self.rank, self.world_size = 0, 1  # Net.set_rank: this rank's slice of the global batch
         self.ratio = float(p.dropout_ratio)
         if not 0.0 <= self.ratio < 1.0:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}")
@@ -128,11 +130,19 @@ class DropoutLayer(NeuronLayer):
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         x, y = bottoms[0].data, tops[0].data
         if self.phase == TRAIN:
-            u = self.xp_rng.random(x.shape, dtype=self.dtype)
             if self.mask is None or self.mask.shape != x.shape:
                 self.mask = self.xp.empty(x.shape, self.dtype)
-            self.xp.less(u, 1.0 - self.ratio, out=u)  # u becomes the 0/1 keep mask
-            self.xp.multiply(u, self.train_scale, out=self.mask)
+            if isinstance(self.xp_rng, CaffeRNG):
+                # Caffe's CPU mask: Bernoulli(1 - ratio) per element of the global batch, row-major,
+                # from Caffe's stream; this rank keeps its slice.
+                n = x.size
+                keep = self.xp_rng.bernoulli(n * self.world_size, 1.0 - self.ratio)
+                keep = keep[self.rank * n : (self.rank + 1) * n].reshape(x.shape)
+                self.xp.multiply(keep, self.train_scale, out=self.mask, dtype=self.dtype)
+            else:  # a device stream (Caffe's GPU mode draws its masks with cuRAND too)
+                u = self.xp_rng.random(x.shape, dtype=self.dtype)
+                self.xp.less(u, 1.0 - self.ratio, out=u)  # u becomes the 0/1 keep mask
+                self.xp.multiply(u, self.train_scale, out=self.mask)
             self.xp.multiply(x, self.mask, out=y)
         elif y is not x:
             y[...] = x

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from engine.boost_random import CaffeRNG
 from engine.data_transformer import DataTransformer, TransformDraw
 from engine.fillers import fill
 from engine.layer import TEST, TRAIN, layer_class
@@ -641,7 +642,7 @@ def test_data_transformer_mean_file_crop_mirror_scale_order(tmp_path):
     for phase in (TRAIN, TEST):
         tr = DataTransformer(tp, phase, np.float64)
         assert tr.output_shape(2, 7, 6) == (2, 4, 4)
-        draw = tr.draw(3, 7, 6, np.random.default_rng(1))
+        draw = tr.draw(3, 7, 6, CaffeRNG(1))
         if phase == TEST:
             assert list(draw.h_off) == [1] * 3 and list(draw.w_off) == [1] * 3
         else:
@@ -666,7 +667,7 @@ def test_xavier_and_msra_fans_for_conv_weights(norm, fan):
     """filler.hpp: fan_in = count / num, fan_out = count / channels; xavier U(+-sqrt(3/n)),
     msra N(0, sqrt(2/n))."""
     shape = (40, 3, 5, 5)
-    rng = np.random.default_rng(0)
+    rng = CaffeRNG(0)
     xav = caffe_pb2.FillerParameter(type="xavier", variance_norm=norm)
     w = fill(xav, shape, rng, F64)
     bound = math.sqrt(3.0 / fan)
@@ -678,13 +679,13 @@ def test_xavier_and_msra_fans_for_conv_weights(norm, fan):
 
 def test_gaussian_sparse_keeps_sparse_over_num_outputs():
     p = caffe_pb2.FillerParameter(type="gaussian", std=1.0, sparse=5)
-    w = fill(p, (20, 2000), np.random.default_rng(0), F64)
+    w = fill(p, (20, 2000), CaffeRNG(0), F64)
     assert np.count_nonzero(w) / w.size == pytest.approx(5 / 20, abs=0.01)
 
 
 def test_filler_defaults_constant_zero_and_uniform_zero_one():
-    assert np.all(fill(caffe_pb2.FillerParameter(), (3, 2), np.random.default_rng(0)) == 0)
-    u = fill(caffe_pb2.FillerParameter(type="uniform"), (1000,), np.random.default_rng(0), F64)
+    assert np.all(fill(caffe_pb2.FillerParameter(), (3, 2), CaffeRNG(0)) == 0)
+    u = fill(caffe_pb2.FillerParameter(type="uniform"), (1000,), CaffeRNG(0), F64)
     assert u.min() >= 0 and u.max() <= 1 and u.max() > 0.99
 
 

@@ -63,12 +63,17 @@ def test_data_cursors_cover_every_data_layer_individually(tiny: Tiny, xp) -> Non
         net.set_data_cursors([saved[1], saved[0]])
 
 
-def test_rng_state_holds_every_layer_but_the_data_layers(tiny: Tiny, xp) -> None:
+def test_rng_state_holds_caffes_stream_and_the_device_noise_streams(tiny: Tiny, xp) -> None:
+    """Caffe draws fillers, transformer seeds and CPU Dropout masks from one mt19937 per
+    thread: the net saves that stream, plus (on a GPU, where Caffe uses cuRAND) each Dropout
+    layer's device stream; the data layers' transform generators travel with their cursors."""
     with_aux_and_dropout(tiny)
     net = Net(str(tiny.net), "TRAIN", xp=xp, seed=3)
     states = json.loads(json.dumps(net.rng_state()))
-    names = {key.split(":")[1] for key in states}
-    assert "drop1" in names and "ip1" in names and not names & {"data", "aux"}
+    assert states["caffe_stream"]["kind"] == "mt19937"
+    assert len(states["caffe_stream"]["key"]) == 624
+    layers = {key.split(":")[1] for key in states if key != "caffe_stream"}
+    assert layers == ({"drop1"} if xp is not np else set())
     device_streams = [key for key in states if states[key].get("kind") == "DeviceRNG"]
     assert bool(device_streams) == (xp is not np)  # on a GPU the device stream is apart
 
@@ -104,16 +109,39 @@ def test_device_streams_from_the_other_backend_are_reported_not_misread(tiny: Ti
     assert cpu.set_rng_state(gpu.rng_state()) == ["drop1"]
 
 
-def test_set_rank_slices_data_and_gives_each_rank_its_own_dropout_stream(tiny: Tiny, xp) -> None:
+def test_set_rank_slices_data_and_dropout_masks_of_the_global_batch(tiny: Tiny) -> None:
+    """On the host every rank draws the global batch's Dropout masks from Caffe's stream and
+    keeps its rows, so two ranks' masks concatenate to the one-process masks (as their data
+    slices concatenate to the one-process batch)."""
     with_aux_and_dropout(tiny)
     text = tiny.net.read_text().replace("batch_size: 3", "batch_size: 4")
     tiny.net.write_text(text)
-    nets = [Net(str(tiny.net), "TRAIN", xp=xp, seed=3) for _ in range(3)]
+    nets = [Net(str(tiny.net), "TRAIN", seed=3) for _ in range(3)]
+    nets[0].set_rank(0, 2)
+    nets[1].set_rank(1, 2)
+    for net in nets[:2]:
+        assert [layer.local_batch_size for layer in net.data_layers()] == [2, 2]
+    masks = []
+    for net in nets:
+        net.forward()
+        masks.append(to_numpy(net.layer_dict["drop1"].mask).copy())
+    assert masks[0].shape[0] == masks[2].shape[0] // 2
+    np.testing.assert_array_equal(np.concatenate(masks[:2]), masks[2])
+    assert not np.array_equal(masks[0], masks[1])
+
+
+def test_set_rank_gives_each_rank_its_own_device_dropout_stream(tiny: Tiny) -> None:
+    """On a GPU (Caffe draws these masks with cuRAND) each rank gets a device stream of its
+    own, so the ranks' sub-batches do not share masks."""
+    from tests.cupy_standin import fakecupy
+
+    with_aux_and_dropout(tiny)
+    text = tiny.net.read_text().replace("batch_size: 3", "batch_size: 4")
+    tiny.net.write_text(text)
+    nets = [Net(str(tiny.net), "TRAIN", xp=fakecupy, seed=3) for _ in range(3)]
     nets[0].set_rank(0, 2)
     nets[1].set_rank(1, 2)
     nets[2].set_rank(0, 2)
-    for net in nets:
-        assert [layer.local_batch_size for layer in net.data_layers()] == [2, 2]
     draws = [to_numpy(n.layer_dict["drop1"].xp_rng.random(64, dtype=np.float32)) for n in nets]
     assert not np.array_equal(draws[0], draws[1])
     assert np.array_equal(draws[0], draws[2])
@@ -162,3 +190,16 @@ def test_a_cpu_snapshot_resumes_on_the_gpu_and_says_dropout_restarts(tiny: Tiny,
     gpu.restore(str(tiny.root / "snap" / "cpu_iter_3.solverstate"))
     assert "random streams of layers drop1 from the other backend" in text.getvalue()
     assert gpu.iter == 3 and [c["cursor"] for c in gpu.net.data_cursors()] == [12, 1]
+
+
+def test_transform_states_of_an_older_version_are_reported_not_misread(tiny: Tiny) -> None:
+    """A snapshot of an older version holds NumPy (PCG64) crop/mirror states: the Data layer
+    keeps its mt19937 (Caffe's transformer generator) and the Net names the layer."""
+    with_aux_and_dropout(tiny)
+    net = Net(str(tiny.net), "TRAIN", seed=3)
+    saved = json.loads(json.dumps(net.data_cursors()))
+    assert saved[1]["rng_state"]["kind"] == "mt19937"
+    before = net.layer_dict["aux"].rng_state
+    saved[1]["rng_state"] = np.random.default_rng(0).bit_generator.state
+    assert net.set_data_cursors(saved) == ["aux"]
+    assert net.layer_dict["aux"].rng_state == before

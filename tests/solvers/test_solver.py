@@ -362,22 +362,29 @@ def test_alg1_line_19_reading_folds_the_current_loss_into_the_statistics(
 
 
 class _FakeRank(SerialComm):
-    """Rank r of a 2-rank job whose collectives are local (enough for construction)."""
+    """Rank r of a 2-rank job whose collectives are local (enough for construction); objects
+    the master broadcasts reach the worker through `sent` (build the master first)."""
 
-    def __init__(self, rank: int) -> None:
-        self.rank, self.size = rank, 2
+    def __init__(self, rank: int, sent: list) -> None:
+        self.rank, self.size, self.sent = rank, 2, sent
 
     @property
     def is_master(self) -> bool:
         return self.rank == 0
 
+    def bcast_object(self, obj, root: int = 0):
+        if self.is_master:
+            self.sent.append(obj)
+            return obj
+        return self.sent.pop(0)
 
-def test_dropout_masks_differ_across_ranks_while_weights_and_data_agree(
+
+def test_ranks_share_weights_and_slice_the_global_batchs_dropout_masks(
     tiny: Tiny, quiet_log
 ) -> None:
     """Every rank builds the same net from one seed (same w_0, same crop/mirror draws per global
-    batch), but Dropout gets a stream per rank: sub-batches of different samples need
-    independent masks."""
+    batch) and, though only the master builds the test net, takes Caffe's stream where the
+    master's test net left it; each rank's Dropout mask is its rows of the one-process mask."""
     text = tiny.net.read_text().replace(
         'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }',
         'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }\n'
@@ -386,10 +393,18 @@ def test_dropout_masks_differ_across_ranks_while_weights_and_data_agree(
     assert "drop1" in text
     tiny.net.write_text(text)
     log, _, _ = quiet_log()
-    solvers = [Solver(str(tiny.solver(max_iter=1)), log=log, comm=_FakeRank(r)) for r in (0, 1)]
+    sent: list = []
+    path = str(tiny.solver(max_iter=1))
+    solvers = [Solver(path, log=log, comm=_FakeRank(r, sent)) for r in (0, 1)]
+    alone = Solver(path, log=log)
+    assert solvers[0].test_nets and not solvers[1].test_nets
     np.testing.assert_array_equal(solvers[0].net.flat_data, solvers[1].net.flat_data)
-    drops = [s.net.layer_dict["drop1"] for s in solvers]
-    masks = [d.xp_rng.random(64) for d in drops]
+    assert solvers[1].net.rng_state() == alone.net.rng_state()
+    masks = []
+    for s in (*solvers, alone):
+        s.net.forward()
+        masks.append(np.asarray(s.net.layer_dict["drop1"].mask).copy())
+    np.testing.assert_array_equal(np.concatenate(masks[:2]), masks[2])
     assert not np.array_equal(masks[0], masks[1])
 
 

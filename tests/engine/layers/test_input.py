@@ -57,16 +57,23 @@ def test_dummy_data_defaults_to_constant_zero_with_legacy_dims():
 
 
 def test_dummy_data_constant_filled_at_setup_per_top_fillers():
+    """Caffe's DummyData fills constant tops at setup and draws the others only in Forward
+    (dummy_data_layer.cpp runs Forward once with refill_ inverted): setup takes no draw."""
     layer = make(
         'name: "d" type: "DummyData" dummy_data_param { shape { dim: 3 } shape { dim: 2 dim: 2 }'
         ' data_filler { type: "constant" value: 4 } data_filler { type: "uniform" min: 1 max: 2 }'
         " }"
     )
     tops = [Blob(), Blob()]
+    before = layer.stream.get_state()
     layer.setup([], tops)
+    assert layer.stream.get_state() == before
     assert np.all(host(tops[0].data) == 4)
+    assert tops[1].shape == (2, 2)
+    layer.forward([], tops)
     second = host(tops[1].data)
-    assert tops[1].shape == (2, 2) and np.all((second >= 1) & (second <= 2))
+    assert np.all((second >= 1) & (second <= 2))
+    assert layer.stream.get_state() != before
 
 
 def test_dummy_data_refills_random_fillers_every_forward():
