@@ -23,10 +23,16 @@ import numpy as np
 
 from scripts import figure_runs
 from scripts.profiles import Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import add_runner_arguments, ensure_data, runner_options, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runner import Display, guarded, run_all
-from scripts.runs import RunSpec, finished_log
+from scripts.runner import (
+    Display,
+    add_runner_arguments,
+    ensure_data,
+    guarded,
+    run_all,
+    runner_options,
+)
+from scripts.runs import RunSpec, finished_log, table1_spec
 from scripts.stats import time_to_target
 from scripts.table1 import test_series
 from solvers.run_log import RunLog

@@ -316,7 +316,9 @@ def sessions_file(profile: str) -> Path:
 def table1_spec(
     profile: Profile, plan: Plan, arm: str, seed: int, sources: dict[str, str]
 ) -> RunSpec:
-    """The Table 1 run of one arm and seed (sources: ImageNet's LMDBs from the environment)."""
+    """The Table 1 run of one arm (by name, from the profile's [arms]) and seed (sources:
+    ImageNet's LMDBs from the environment)."""
+    chosen = profile.arm(arm)
     return RunSpec(
         profile=profile.name,
         group="table1",
@@ -324,8 +326,26 @@ def table1_spec(
         arm=arm,
         seed=seed,
         ranks=profile.ranks,
+        solver_arm="" if chosen.solver == arm else chosen.solver,
+        isgd=dict(chosen.isgd),
         **sources,
     )
+
+
+def table1_specs(
+    profile: Profile, sources: dict[str, dict[str, str]] | None = None
+) -> dict[str, list[RunSpec]]:
+    """The profile's Table 1 runs per dataset: per seed, each of its arms (the order in which
+    they train alternates with the seed, so slow drifts of the machine hit every arm alike)."""
+    sources = sources or {}
+    return {
+        name: [
+            table1_spec(profile, plan, arm, seed, sources.get(name, {}))
+            for seed in profile.seeds_of(name)
+            for arm in (profile.arms if seed % 2 else tuple(reversed(profile.arms)))
+        ]
+        for name, plan in profile.plans.items()
+    }
 
 
 def _records(source: str) -> int:

@@ -27,10 +27,16 @@ import numpy as np
 from engine.proto_io import read_solver_param
 from scripts.outcomes import PairedImp, paired_imp, paired_outcomes
 from scripts.profiles import ROOT, RULES, Plan, Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import add_runner_arguments, ensure_data, runner_options, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runner import Display, guarded, run_all
-from scripts.runs import RunSpec, finished_log
+from scripts.runner import (
+    Display,
+    add_runner_arguments,
+    ensure_data,
+    guarded,
+    run_all,
+    runner_options,
+)
+from scripts.runs import RunSpec, finished_log, table1_spec
 from scripts.table1 import (
     RULE_NAMES,
     DatasetSummary,
