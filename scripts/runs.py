@@ -313,23 +313,38 @@ def sessions_file(profile: str) -> Path:
     return RUNS_DIR / profile / "table1" / "sessions.jsonl"
 
 
-def table1_spec(
-    profile: Profile, plan: Plan, arm: str, seed: int, sources: dict[str, str]
+def arm_spec(
+    profile: Profile,
+    plan: Plan,
+    arm: str,
+    seed: int,
+    group: str = "table1",
+    **settings: Any,
 ) -> RunSpec:
-    """The Table 1 run of one arm (by name, from the profile's [arms]) and seed (sources:
-    ImageNet's LMDBs from the environment)."""
+    """The one way a run is specified: `arm` (by name, from the profiles file's [arms]: its
+    prototxt/ solver and isgd_param switches) on `plan` with `seed`, in `group`; `settings` are
+    RunSpec fields (tag, batch_size, budget_grad_evals, train_source, test, ...; `isgd` adds to
+    the arm's switches). Ranks: the profile's unless given."""
     chosen = profile.arm(arm)
+    isgd = {**chosen.isgd, **settings.pop("isgd", {})}
+    settings.setdefault("ranks", profile.ranks)
     return RunSpec(
         profile=profile.name,
-        group="table1",
+        group=group,
         plan=plan,
         arm=arm,
         seed=seed,
-        ranks=profile.ranks,
         solver_arm="" if chosen.solver == arm else chosen.solver,
-        isgd=dict(chosen.isgd),
-        **sources,
+        isgd=isgd,
+        **settings,
     )
+
+
+def table1_spec(
+    profile: Profile, plan: Plan, arm: str, seed: int, sources: dict[str, str]
+) -> RunSpec:
+    """The Table 1 run of one arm and seed (sources: ImageNet's LMDBs from the environment)."""
+    return arm_spec(profile, plan, arm, seed, **sources)
 
 
 def table1_specs(

@@ -36,7 +36,7 @@ from scripts.runner import (
     run_all,
     runner_options,
 )
-from scripts.runs import RunSpec, finished_log, table1_spec
+from scripts.runs import RunSpec, arm_spec, finished_log, table1_spec
 from scripts.table1 import (
     RULE_NAMES,
     DatasetSummary,
@@ -100,18 +100,14 @@ def setting_specs(profile: Profile, plan: Plan, setting: Setting, seed: int) -> 
         isgd["zeta"] = _base_lr(plan) * setting.zeta_lr_multiple
     batch = plan.batch_size * setting.batch_factor
     budget = max(1, plan.budget_grad_evals * plan.batch_size // batch)
-    common = dict(
-        profile=profile.name,
-        group="sweep",
-        plan=plan,
-        seed=seed,
-        ranks=profile.ranks,
-        batch_size=batch,
-        budget_grad_evals=budget,
-    )
-    specs = {"isgd": RunSpec(arm="isgd", tag=setting.name, isgd=isgd, **common)}
+    common: dict[str, Any] = dict(batch_size=batch, budget_grad_evals=budget)
+    specs = {
+        "isgd": arm_spec(
+            profile, plan, "isgd", seed, "sweep", tag=setting.name, isgd=isgd, **common
+        )
+    }
     if setting.batch_factor != 1:
-        specs["sgd"] = RunSpec(arm="sgd", tag=setting.name, **common)
+        specs["sgd"] = arm_spec(profile, plan, "sgd", seed, "sweep", tag=setting.name, **common)
     else:
         specs["sgd"] = table1_spec(profile, plan, "sgd", seed, {})
     return specs

@@ -110,6 +110,7 @@ class RunRow:
     wall_s: float = 0.0
     machine: str = ""
     tests: RunTests | None = field(default=None, repr=False)  # for the ladder; not a CSV column
+    isgd: bool | None = None  # ISGD on (its start event's isgd settings); None: not logged
 
     @property
     def reached(self) -> bool:
@@ -174,6 +175,7 @@ def run_row(log: RunLog, dataset: Dataset, arm: str, budget: int | None = None) 
         iterations=len(iters),
         wall_s=log.wall_s,
         machine=str(start.get("machine", "")),
+        isgd=None if "isgd" not in start else start["isgd"] is not None,
         tests=RunTests(
             tests=tuple(tests),
             budget_evals=int(budget if budget is not None else last.get("grad_evals", 0)),
@@ -266,6 +268,7 @@ class ArmSummary:
     alg2_inner_steps: int
     iterations: int
     grad_evals: int
+    isgd: bool = True  # False when every run's log says ISGD was off (no Alg. 2 to report)
 
 
 @dataclass
@@ -325,6 +328,7 @@ def _arm(rows: list[RunRow]) -> ArmSummary:
         alg2_inner_steps=sum(r.alg2_inner_steps for r in rows),
         iterations=sum(r.iterations for r in rows),
         grad_evals=sum(r.grad_evals for r in rows),
+        isgd=not rows or any(r.isgd is not False for r in rows),
     )
 
 
@@ -780,7 +784,7 @@ def markdown(
                     _num(r["alg2_inner_steps_per_trigger"]),
                     _pct(r["extra_evals_fraction"], 3),
                 )
-                if arm == s.arm
+                if arm == s.arm and a.isgd
                 else ("—", "—", "—")
             )
             out.append(
@@ -901,6 +905,7 @@ def _columns(records: list[dict[str, Any]], default: list[str]) -> list[str]:
 def _csv_row(row: RunRow) -> dict[str, Any]:
     values = asdict(row)
     values.pop("tests", None)
+    values.pop("isgd", None)
     return values
 
 
