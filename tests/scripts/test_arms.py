@@ -68,19 +68,19 @@ def test_an_arm_of_the_profiles_file_picks_its_solver_and_isgd_switches(tmp_path
     ("old", "new", "where", "message"),
     [
         (
-            'about = "CI\'s check',
+            "about = \"CI's check",
             'arms = ["sgd", "adamw"]\nabout = "CI\'s check',
             "arms = ",
             r"\[smoke\] arms: unknown arm 'adamw'",
         ),
         (
-            'about = "CI\'s check',
+            "about = \"CI's check",
             'baseline = "nesterov"\nabout = "CI\'s check',
             "baseline = ",
             r"\[smoke\] baseline: 'nesterov' is not one of the profile's arms \(sgd, isgd\)",
         ),
         (
-            'about = "CI\'s check',
+            "about = \"CI's check",
             'arms = ["sgd"]\nabout = "CI\'s check',
             "arms = ",
             r"\[smoke\] arms: must list at least two different arms",
@@ -99,7 +99,7 @@ def test_an_arm_of_the_profiles_file_picks_its_solver_and_isgd_switches(tmp_path
         ),
         (
             "# ----------------------------------------------------------------------------- smoke",
-            '[arms]\nbad = { isgd = { stop = 2 } }\n',
+            "[arms]\nbad = { isgd = { stop = 2 } }\n",
             "bad = ",
             r"\[arms\] bad: lacks solver",
         ),
@@ -150,7 +150,7 @@ def _trio_profile(tmp_path: Path) -> Path:
             'lmdbs = ["data/mnist/mnist_train_lmdb", "data/mnist/mnist_test_lmdb"]',
             f'lmdbs = ["{tmp_path / "tiny_train_lmdb"}", "{tmp_path / "tiny_test_lmdb"}"]',
         ),
-        ('about = "CI\'s check', 'arms = ["sgd", "isgd", "nesterov"]\nabout = "CI\'s check'),
+        ("about = \"CI's check", 'arms = ["sgd", "isgd", "nesterov"]\nabout = "CI\'s check'),
         ('datasets = ["mnist", "cifar10", "imagenet"]', 'datasets = ["mnist"]'),
         ("batch_size = 64               # Caffe's", "batch_size = 4  #"),
         ("budget_grad_evals = 300 ", "budget_grad_evals = 4 "),
