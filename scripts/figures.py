@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scripts import figure_runs
-from scripts.profiles import Profile, ProfileError, load_profile, results_dir
+from scripts.profiles import BUILTIN_ARMS, Profile, ProfileError, load_profile, results_dir
 from scripts.results_readme import build as build_readme
 from scripts.runner import (
     Display,
@@ -43,7 +43,7 @@ COLORS = {
     "nesterov": "tab:green",
     "isgd_nesterov": "tab:red",
 }
-LABELS = {"sgd": "SGD", "isgd": "ISGD", "nesterov": "Nesterov", "isgd_nesterov": "ISGD-Nesterov"}
+LABELS = {name: arm.title for name, arm in BUILTIN_ARMS.items()}  # "SGD", "ISGD", "Nesterov", ...
 DPI = 100
 plt.switch_backend("Agg")  # files only, no screen
 
