@@ -1,7 +1,8 @@
 """The runs behind the paper's figures beyond Table 1's: Fig. 1, 5, 6, 8 and 9, per profile.
 
 Budgets come from the profile's [<profile>.figures] block (scripts/profiles.toml); every run is
-an ordinary run folder (results/runs/<profile>/fig<N>/...), so it resumes and is never redone.
+specified by scripts.runs.arm_spec, as Table 1's and the sweep's, and is an ordinary run folder
+(results/runs/<profile>/fig<N>/...), so it resumes and is never redone.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from scripts.profiles import Plan, Profile, ProfileError
-from scripts.runs import RunSpec
+from scripts.runs import RunSpec, arm_spec
 
 CONTROLLED = {
     "single_class": "data/cifar10/cifar10_single_class_lmdb",
@@ -38,13 +39,14 @@ def fig1_specs(profile: Profile) -> list[RunSpec]:
     """CIFAR-10 quick trained by SGD on the 10 single-class and the 10 i.i.d. batches."""
     plan = _plan(profile, "cifar10")
     return [
-        RunSpec(
-            profile=profile.name,
-            group="fig1",
-            plan=plan,
-            arm="sgd",
+        arm_spec(
+            profile,
+            plan,
+            "sgd",
+            1,
+            "fig1",
             tag=tag,
-            seed=1,
+            ranks=1,
             batch_size=FIG1_BATCH,
             budget_grad_evals=int(_setting(profile, "fig1_grad_evals")),
             train_source=source,
@@ -58,13 +60,13 @@ def fig5_specs(profile: Profile) -> list[RunSpec]:
     """LeNet timed at several batch sizes and rank counts, for Eq. 21's t_comp and t_comm."""
     plan = _plan(profile, "mnist")
     return [
-        RunSpec(
-            profile=profile.name,
-            group="fig5",
-            plan=plan,
-            arm="sgd",
+        arm_spec(
+            profile,
+            plan,
+            "sgd",
+            1,
+            "fig5",
             tag=f"b{batch}-n{ranks}",
-            seed=1,
             ranks=int(ranks),
             batch_size=int(batch),
             budget_grad_evals=int(_setting(profile, "fig5_grad_evals")),
@@ -80,13 +82,14 @@ def fig6_specs(profile: Profile) -> list[RunSpec]:
     """CIFAR-10 quick at batch 2500 (20 batches), SGD and ISGD, as section 5.1."""
     plan = _plan(profile, "cifar10")
     return [
-        RunSpec(
-            profile=profile.name,
-            group="fig6",
-            plan=plan,
-            arm=arm,
+        arm_spec(
+            profile,
+            plan,
+            arm,
+            1,
+            "fig6",
             tag="b2500",
-            seed=1,
+            ranks=1,
             batch_size=FIG6_BATCH,
             budget_grad_evals=int(_setting(profile, "fig6_grad_evals")),
             test_interval_seconds=float(_setting(profile, "fig6_test_interval_seconds")),
@@ -108,14 +111,13 @@ def fig8_specs(profile: Profile) -> list[RunSpec]:
                 continue  # the Table 1 run of seed 1 is that point
             for arm in ("sgd", "isgd"):
                 specs.append(
-                    RunSpec(
-                        profile=profile.name,
-                        group="fig8",
-                        plan=plan,
-                        arm=arm,
+                    arm_spec(
+                        profile,
+                        plan,
+                        arm,
+                        1,
+                        "fig8",
                         tag=f"b{batch}",
-                        seed=1,
-                        ranks=profile.ranks,
                         batch_size=int(batch),
                         budget_grad_evals=max(1, images // int(batch)),
                     )
@@ -130,14 +132,5 @@ def fig9_specs(profile: Profile) -> list[RunSpec]:
         if dataset not in profile.plans:
             continue
         for arm in ("nesterov", "isgd_nesterov"):
-            specs.append(
-                RunSpec(
-                    profile=profile.name,
-                    group="fig9",
-                    plan=profile.plans[dataset],
-                    arm=arm,
-                    seed=1,
-                    ranks=profile.ranks,
-                )
-            )
+            specs.append(arm_spec(profile, profile.plans[dataset], arm, 1, "fig9"))
     return specs

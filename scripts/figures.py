@@ -22,11 +22,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scripts import figure_runs
-from scripts.profiles import Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import add_runner_arguments, ensure_data, runner_options, table1_spec
+from scripts.profiles import BUILTIN_ARMS, Profile, ProfileError, load_profile, results_dir
 from scripts.results_readme import build as build_readme
-from scripts.runner import Display, guarded, run_all
-from scripts.runs import RunSpec, finished_log
+from scripts.runner import (
+    Display,
+    add_runner_arguments,
+    ensure_data,
+    guarded,
+    run_all,
+    runner_options,
+)
+from scripts.runs import RunSpec, finished_log, table1_spec
 from scripts.stats import time_to_target
 from scripts.table1 import test_series
 from solvers.run_log import RunLog
@@ -37,7 +43,7 @@ COLORS = {
     "nesterov": "tab:green",
     "isgd_nesterov": "tab:red",
 }
-LABELS = {"sgd": "SGD", "isgd": "ISGD", "nesterov": "Nesterov", "isgd_nesterov": "ISGD-Nesterov"}
+LABELS = {name: arm.title for name, arm in BUILTIN_ARMS.items()}  # "SGD", "ISGD", "Nesterov", ...
 DPI = 100
 plt.switch_backend("Agg")  # files only, no screen
 

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # allow `python scripts/gpu_bench.py` from a chec
 
 from engine.backend import get_array_module, synchronize, use_device  # noqa: E402
 from engine.net import Net  # noqa: E402
-from scripts.bench import NETS, format_table, prepare_param, useful_flops  # noqa: E402
+from scripts.bench_nets import NETS, format_table, prepare_param, useful_flops  # noqa: E402
 
 
 def timed(xp: ModuleType, fn: Callable[[], Any]) -> float:

@@ -40,7 +40,13 @@ def _value(o: Outcome, unit: str) -> float:
     return o.evals if unit == "evals" else o.seconds
 
 
-def _reached_panel(ax: Any, unit: str, arms: dict[str, Sequence[Outcome]], target: float) -> None:
+def _reached_panel(
+    ax: Any,
+    unit: str,
+    arms: dict[str, Sequence[Outcome]],
+    target: float,
+    labels: tuple[str, str] = ("SGD", "ISGD"),
+) -> None:
     """A step curve per arm with '+' at censored runs' budgets, log-rank p as title."""
     if not all(math.isfinite(_value(o, unit)) for runs in arms.values() for o in runs):
         ax.text(0.5, 0.5, f"no {UNIT_LABELS[unit]} in these logs", ha="center", va="center")
@@ -59,7 +65,8 @@ def _reached_panel(ax: Any, unit: str, arms: dict[str, Sequence[Outcome]], targe
             ys,
             where="post",
             color=ARM_COLORS[arm],
-            label=f"{ARM_LABELS[arm]}: {n_reached}/{len(runs)} reached",
+            label=f"{dict(zip(ARM_LABELS, labels, strict=True))[arm]}: {n_reached}/{len(runs)} "
+            "reached",
         )
         censored = [_value(o, unit) for o in runs if not o.reached]
         if censored:
@@ -85,15 +92,17 @@ def plot_reached(
     sgd: Sequence[Outcome],
     isgd: Sequence[Outcome],
     rule: str = "first",
+    labels: tuple[str, str] = ("SGD", "ISGD"),
 ) -> Path:
     """Fraction of runs that reached `target` under `rule` against gradient evaluations and
-    against seconds: Kaplan-Meier step curves per arm, censored runs marked, log-rank p."""
+    against seconds: Kaplan-Meier step curves per arm, censored runs marked, log-rank p.
+    `sgd` and `isgd` are the (baseline, compared arm) slots; `labels` names them."""
     _check_rule(rule)
     if not sgd and not isgd:
         raise ValueError(f"{dataset}: no runs to plot in {path}")
     fig, axes = plt.subplots(1, len(UNITS), figsize=(11, 4))
     for ax, unit in zip(axes, UNITS, strict=True):
-        _reached_panel(ax, unit, {"sgd": sgd, "isgd": isgd}, target)
+        _reached_panel(ax, unit, {"sgd": sgd, "isgd": isgd}, target, labels)
     fig.suptitle(
         f"{dataset}: runs that reached {100 * target:g} % ({RULE_LABELS[rule]} rule)", fontsize=10
     )
@@ -110,6 +119,7 @@ def plot_ladder(
     targets: dict[str, float],
     paper_imp: dict[str, float],
     unit: str = "evals",
+    title: str = "ISGD over SGD",
 ) -> Path:
     """IMP (in `unit`, "evals" or "seconds") against the ladder's level, one panel per dataset,
     one line per rule with its 95 % interval as a band, 0 marked, and the paper's IMP at the
@@ -159,5 +169,5 @@ def plot_ladder(
         ax.set_ylabel(f"IMP in {UNIT_LABELS[unit].split(' (')[0]} (%), 95 % CI")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Paired improvement of ISGD over SGD against the target level", fontsize=10)
+    fig.suptitle(f"Paired improvement of {title} against the target level", fontsize=10)
     return _save(fig, path)

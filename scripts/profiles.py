@@ -1,4 +1,4 @@
-"""Experiment profiles (scripts/profiles.toml): datasets, pairs, batches, budgets, test cadence.
+"""Experiment profiles (scripts/profiles.toml): datasets, arms, pairs, batches, budgets, tests.
 
 Every value is checked on load (types, ranges, unknown keys, missing sections); a bad one stops
 with one line naming the file, line, section and key.
@@ -9,14 +9,17 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = ROOT / "scripts" / "profiles.toml"
 RULES = ("first", "stays")  # first reach (MLPerf) and stays above (the paper's Table 1)
+DEFAULT_ARMS = ("sgd", "isgd")  # Table 1's arms when a profile names none
+DEFAULT_BASELINE = "sgd"
 
 
 class ProfileError(ValueError):
@@ -35,6 +38,31 @@ class Ladder:
     def levels(self) -> list[float]:
         count = int(round((self.stop - self.start) / self.step)) + 1
         return [round(self.start + k * self.step, 10) for k in range(count)]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a comparison: the prototxt/ solver it uses (the `{arm}` of a dataset's solver
+    pattern) and the isgd_param fields it sets (any set field turns ISGD on, as in Caffe's
+    optional message)."""
+
+    name: str
+    solver: str
+    isgd: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        """How tables and figures name the arm ("SGD"; the name when no label is given)."""
+        return self.label or self.name
+
+
+BUILTIN_ARMS = {  # the arms every profiles file knows, unless its [arms] table redefines them
+    "sgd": Arm("sgd", "sgd", label="SGD"),
+    "isgd": Arm("isgd", "isgd", label="ISGD"),
+    "nesterov": Arm("nesterov", "nesterov", label="Nesterov"),
+    "isgd_nesterov": Arm("isgd_nesterov", "isgd_nesterov", label="ISGD-Nesterov"),
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,18 @@ class Profile:
     figures: dict[str, Any]
     sweep: dict[str, Any]
     jobs: int = 1  # runs trained at the same time (one core each when 2)
+    arms: tuple[str, ...] = DEFAULT_ARMS  # the arms each seed runs, the baseline among them
+    baseline: str = DEFAULT_BASELINE
+    arm_table: dict[str, Arm] = field(default_factory=lambda: dict(BUILTIN_ARMS))
+
+    def arm(self, name: str) -> Arm:
+        """The arm `name` of the profiles file's [arms] (an unknown name uses its own solver)."""
+        return self.arm_table.get(name) or Arm(name, name)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The arms reported against the baseline, in the profile's order."""
+        return tuple(a for a in self.arms if a != self.baseline)
 
     @property
     def seeds(self) -> list[int]:
@@ -174,6 +214,27 @@ def _rules(value: Any) -> str | None:
     return f"unknown rule {unknown[0]!r} (known: {', '.join(RULES)})" if unknown else None
 
 
+def _isgd_switches(value: Any) -> str | None:
+    """isgd_param fields (caffe.proto's IsgdParameter) with values of their type."""
+    from engine.proto import caffe_pb2
+
+    if not isinstance(value, dict):
+        return "must be a table of isgd_param fields, e.g. { zeta = 0.1 }"
+    fields = caffe_pb2.IsgdParameter.DESCRIPTOR.fields_by_name
+    for key, item in value.items():
+        if key not in fields:
+            return f"has unknown isgd_param field '{key}' (known: {', '.join(sorted(fields))})"
+        is_bool = fields[key].type == fields[key].TYPE_BOOL
+        ok = isinstance(item, bool) if is_bool else _number(item)
+        if not ok:
+            return f"{key} = {item!r}: must be {'true or false' if is_bool else 'a number'}"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 Check = Callable[[Any], "str | None"]
 _DATASET_KEYS: dict[str, Check] = {
     "net": _text,
@@ -205,7 +266,10 @@ _PROFILE_KEYS: dict[str, Check] = {
     "ranks": _positive_int,
     "jobs": _positive_int,
     "datasets": _texts,
+    "arms": _texts,
+    "baseline": _text,
 }
+_ARM_KEYS: dict[str, Check] = {"solver": _text, "label": _text, "isgd": _isgd_switches}
 _FIGURE_KEYS: dict[str, Check] = {
     "fig1_grad_evals": _positive_int,
     "fig5_batches": _positive_ints,
@@ -346,7 +410,8 @@ def load_profile(
     raw, text = _load(path)
     checker = _Checker(path, text)
     known_datasets = raw.get("datasets", {})
-    names = [k for k in raw if k != "datasets"]
+    arm_table = _arm_table(checker, raw.get("arms", {}))
+    names = [k for k in raw if k not in ("datasets", "arms")]
     if name not in names:
         raise ProfileError(f"unknown profile '{name}' (known: {', '.join(names)}; see {path})")
     section = raw[name]
@@ -367,6 +432,10 @@ def load_profile(
             raise checker.fail(f"{name}.{sub}", None, f"unknown dataset or section{hint}")
     if "pairs" in section and "runs" in section:
         raise checker.fail(name, "runs", "give `pairs` only (`runs` is its old name)")
+    for where, values in ((name, section), (f"{name}.sweep", section.get("sweep", {}))):
+        if "runs" in values:
+            warnings.warn(_deprecated(checker, where), FutureWarning, stacklevel=2)
+    arms, baseline = _arms_of(checker, name, section, arm_table)
     chosen = list(section.get("datasets", []))
     for ds in chosen:
         if ds not in known_datasets:
@@ -405,7 +474,69 @@ def load_profile(
         figures=dict(section.get("figures", {})),
         sweep=dict(section.get("sweep", {})),
         jobs=int(section.get("jobs", 1)),
+        arms=arms,
+        baseline=baseline,
+        arm_table=arm_table,
     )
+
+
+def _deprecated(checker: _Checker, section: str) -> str:
+    line = checker.line_of(section, "runs")
+    where = f"{checker.path}:{line}" if line else str(checker.path)
+    return f"{where}: [{section}] runs: renamed `pairs` (paired runs per dataset); use `pairs`"
+
+
+def _arm_table(checker: _Checker, raw: Any) -> dict[str, Arm]:
+    """The built-in arms, then the file's [arms] table (name = { solver, isgd, label })."""
+    if not isinstance(raw, dict):
+        raise checker.fail("arms", None, "must be a table of name = { solver = ... }")
+    table = dict(BUILTIN_ARMS)
+    for name, values in raw.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise checker.fail("arms", name, "an arm's name is letters, digits and _ only")
+        if not isinstance(values, dict):
+            raise checker.fail("arms", name, "must be { solver = ..., isgd = { ... } }")
+        problem = _arm_problem(values)
+        if problem is not None:
+            raise checker.fail("arms", name, problem)
+        table[name] = Arm(
+            name=name,
+            solver=values["solver"],
+            isgd=dict(values.get("isgd", {})),
+            label=str(values.get("label", "")),
+        )
+    return table
+
+
+def _arm_problem(values: dict[str, Any]) -> str | None:
+    for key, value in values.items():
+        if key not in _ARM_KEYS:
+            return f"unknown key '{key}' (known: {', '.join(sorted(_ARM_KEYS))})"
+        if error := _ARM_KEYS[key](value):
+            return f"{key} {error}" if key == "isgd" else f"{key} = {value!r}: {error}"
+    if "solver" not in values:
+        return 'lacks solver (the {arm} of the datasets\' solver patterns, e.g. "sgd")'
+    return None
+
+
+def _arms_of(
+    checker: _Checker, name: str, section: dict[str, Any], table: dict[str, Arm]
+) -> tuple[tuple[str, ...], str]:
+    """The profile's arms (default: SGD and ISGD) and its baseline (default: SGD), checked."""
+    arms = tuple(section.get("arms", DEFAULT_ARMS))
+    for arm in arms:
+        if arm not in table:
+            close = difflib.get_close_matches(arm, list(table), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise checker.fail(name, "arms", f"unknown arm '{arm}'{hint}; define it in [arms]")
+    if len(set(arms)) != len(arms) or len(arms) < 2:
+        raise checker.fail(name, "arms", "must list at least two different arms")
+    baseline = str(section.get("baseline", DEFAULT_BASELINE))
+    if baseline not in arms:
+        raise checker.fail(
+            name, "baseline", f"'{baseline}' is not one of the profile's arms ({', '.join(arms)})"
+        )
+    return arms, baseline
 
 
 def results_dir(profile: str) -> Path:

@@ -1,6 +1,8 @@
-"""Running a list of experiment runs to their end: progress, ETA, concurrency, signals.
+"""Running a list of experiment runs to their end: data, options, progress, ETA, concurrency,
+signals.
 
-Used by `make reproduce-table1`, `make figures` and the sweeps. Runs train one at a time on all
+The library of `make reproduce-table1`, `make figures` and the sweeps (no command imports
+another). Runs train one at a time on all
 cores, or `jobs` at a time with one core each (each trainer pinned to its own core with
 OMP_NUM_THREADS=1). SIGTERM and SIGHUP stop the runner as Ctrl-C does: every trainer stops at a
 snapshot and the same command continues later.
@@ -8,6 +10,7 @@ snapshot and the same command continues later.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -19,8 +22,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from data_tools.prepare import check_known_lmdb, prepare
 from engine.errors import DataError, EngineError
-from scripts.profiles import ProfileError
+from scripts.profiles import ROOT, Profile, ProfileError
 from scripts.runs import (
     INTERRUPTED,
     Interrupted,
@@ -28,9 +32,74 @@ from scripts.runs import (
     RunError,
     RunSpec,
     TrainingJob,
+    imagenet_sources,
     status,
 )
 from solvers.run_log import RunLog, RunLogError
+
+
+def ensure_data(
+    profile: Profile, say: Callable[[str], None], extra: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, dict[str, str]]:
+    """Build missing LMDBs (MNIST, CIFAR-10, and `extra`: data-tools set -> the paths it writes,
+    e.g. Fig. 1's controlled sets) from the originals in $ISGD_DATA_DIR (downloaded with
+    checksums when missing, unless ISGD_OFFLINE=1); ImageNet comes from the environment or its
+    row is skipped. Returns per-dataset source overrides."""
+    overrides: dict[str, dict[str, str]] = {}
+    missing = [
+        name
+        for name, paths in (extra or {}).items()
+        if not all((ROOT / path).exists() for path in paths)
+    ]
+    for name, plan in list(profile.plans.items()):
+        if name == "imagenet":
+            means = [p for p in plan.dataset.lmdbs if p.endswith(".binaryproto")]
+            sources = imagenet_sources(means[0] if means else None)
+            if sources is None:
+                say(
+                    "ImageNet row skipped: set IMAGENET_TRAIN and IMAGENET_VAL to LMDBs of "
+                    "ILSVRC2012 (isgd data convert_imageset makes them from an image folder) "
+                    "and IMAGENET_MEAN to its mean (isgd data compute_image_mean)"
+                )
+                del profile.plans[name]
+                continue
+            overrides[name] = sources
+            continue
+        for path in plan.dataset.lmdbs:
+            full = ROOT / path
+            check_known_lmdb(full)
+            if not full.exists():
+                missing.append(name)
+                break
+    if missing:
+        say(f"preparing {', '.join(missing)} (data tools; originals from $ISGD_DATA_DIR)")
+        online = os.environ.get("ISGD_OFFLINE", "").lower() not in ("1", "true", "yes")
+        prepare(out=str(ROOT / "data"), only=tuple(missing), download=online, progress=False)
+    return overrides
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runner's options shared by reproduce-table1, figures and the sweeps."""
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="runs at a time, one core each (default: profile's)"
+    )
+    parser.add_argument(
+        "--redo-changed",
+        action="store_true",
+        help="move run folders made with other settings or data to results/runs/<profile>/stale/ "
+        "and train them afresh (default: refuse them)",
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for a run another process is training"
+    )
+
+
+def runner_options(args: argparse.Namespace, profile: Profile) -> dict[str, object]:
+    """run_all's keyword arguments from the command line and the profile."""
+    jobs = profile.jobs if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ProfileError(f"--jobs {jobs}: must be >= 1")
+    return {"jobs": jobs, "redo_changed": args.redo_changed, "wait": args.wait}
 
 
 class Display:

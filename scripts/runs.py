@@ -313,19 +313,54 @@ def sessions_file(profile: str) -> Path:
     return RUNS_DIR / profile / "table1" / "sessions.jsonl"
 
 
+def arm_spec(
+    profile: Profile,
+    plan: Plan,
+    arm: str,
+    seed: int,
+    group: str = "table1",
+    **settings: Any,
+) -> RunSpec:
+    """The one way a run is specified: `arm` (by name, from the profiles file's [arms]: its
+    prototxt/ solver and isgd_param switches) on `plan` with `seed`, in `group`; `settings` are
+    RunSpec fields (tag, batch_size, budget_grad_evals, train_source, test, ...; `isgd` adds to
+    the arm's switches). Ranks: the profile's unless given."""
+    chosen = profile.arm(arm)
+    isgd = {**chosen.isgd, **settings.pop("isgd", {})}
+    settings.setdefault("ranks", profile.ranks)
+    return RunSpec(
+        profile=profile.name,
+        group=group,
+        plan=plan,
+        arm=arm,
+        seed=seed,
+        solver_arm="" if chosen.solver == arm else chosen.solver,
+        isgd=isgd,
+        **settings,
+    )
+
+
 def table1_spec(
     profile: Profile, plan: Plan, arm: str, seed: int, sources: dict[str, str]
 ) -> RunSpec:
     """The Table 1 run of one arm and seed (sources: ImageNet's LMDBs from the environment)."""
-    return RunSpec(
-        profile=profile.name,
-        group="table1",
-        plan=plan,
-        arm=arm,
-        seed=seed,
-        ranks=profile.ranks,
-        **sources,
-    )
+    return arm_spec(profile, plan, arm, seed, **sources)
+
+
+def table1_specs(
+    profile: Profile, sources: dict[str, dict[str, str]] | None = None
+) -> dict[str, list[RunSpec]]:
+    """The profile's Table 1 runs per dataset: per seed, each of its arms (the order in which
+    they train alternates with the seed, so slow drifts of the machine hit every arm alike)."""
+    sources = sources or {}
+    return {
+        name: [
+            table1_spec(profile, plan, arm, seed, sources.get(name, {}))
+            for seed in profile.seeds_of(name)
+            for arm in (profile.arms if seed % 2 else tuple(reversed(profile.arms)))
+        ]
+        for name, plan in profile.plans.items()
+    }
 
 
 def _records(source: str) -> int:

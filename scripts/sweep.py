@@ -27,10 +27,16 @@ import numpy as np
 from engine.proto_io import read_solver_param
 from scripts.outcomes import PairedImp, paired_imp, paired_outcomes
 from scripts.profiles import ROOT, RULES, Plan, Profile, ProfileError, load_profile, results_dir
-from scripts.reproduce import add_runner_arguments, ensure_data, runner_options, table1_spec
 from scripts.results_readme import build as build_readme
-from scripts.runner import Display, guarded, run_all
-from scripts.runs import RunSpec, finished_log
+from scripts.runner import (
+    Display,
+    add_runner_arguments,
+    ensure_data,
+    guarded,
+    run_all,
+    runner_options,
+)
+from scripts.runs import RunSpec, arm_spec, finished_log, table1_spec
 from scripts.table1 import (
     RULE_NAMES,
     DatasetSummary,
@@ -94,18 +100,14 @@ def setting_specs(profile: Profile, plan: Plan, setting: Setting, seed: int) -> 
         isgd["zeta"] = _base_lr(plan) * setting.zeta_lr_multiple
     batch = plan.batch_size * setting.batch_factor
     budget = max(1, plan.budget_grad_evals * plan.batch_size // batch)
-    common = dict(
-        profile=profile.name,
-        group="sweep",
-        plan=plan,
-        seed=seed,
-        ranks=profile.ranks,
-        batch_size=batch,
-        budget_grad_evals=budget,
-    )
-    specs = {"isgd": RunSpec(arm="isgd", tag=setting.name, isgd=isgd, **common)}
+    common: dict[str, Any] = dict(batch_size=batch, budget_grad_evals=budget)
+    specs = {
+        "isgd": arm_spec(
+            profile, plan, "isgd", seed, "sweep", tag=setting.name, isgd=isgd, **common
+        )
+    }
     if setting.batch_factor != 1:
-        specs["sgd"] = RunSpec(arm="sgd", tag=setting.name, **common)
+        specs["sgd"] = arm_spec(profile, plan, "sgd", seed, "sweep", tag=setting.name, **common)
     else:
         specs["sgd"] = table1_spec(profile, plan, "sgd", seed, {})
     return specs

@@ -1,7 +1,8 @@
-"""Table 1 from the runs' JSON logs alone: one row per run, then per dataset the paper's columns
-and what the paper lacks: time to target as a censored outcome under two rules (first reach,
-stays above), paired improvement with intervals, sign and log-rank tests, the accuracy ladder,
-the power of the comparison, Alg. 2's cost.
+"""Table 1 from the runs' JSON logs alone: one row per run, then per dataset and compared arm
+(every arm of the profile against its baseline, paired by seed; ISGD against SGD by default)
+the paper's columns and what the paper lacks: time to target as a censored outcome under two
+rules (first reach, stays above), paired improvement with intervals, sign and log-rank tests,
+the accuracy ladder, the power of the comparison, Alg. 2's cost.
 
     python -m scripts.table1 [--profile default] [--datasets mnist]     (also `make table1`)
 """
@@ -30,20 +31,29 @@ from scripts.outcomes import (
     pairs_for_half_width,
 )
 from scripts.outputs import csv_text, write_atomic
-from scripts.profiles import ROOT, RULES, Dataset, Profile, ProfileError, load_profile, results_dir
+from scripts.profiles import (
+    DEFAULT_ARMS,
+    DEFAULT_BASELINE,
+    ROOT,
+    RULES,
+    Dataset,
+    Profile,
+    ProfileError,
+    load_profile,
+    results_dir,
+)
 from scripts.results_readme import build as build_readme
 from scripts.runs import (
     RunError,
     RunSpec,
     imagenet_sources,
     status,
-    table1_spec,
+    table1_specs,
     table_lock,
 )
 from scripts.stats import PairedTest, Summary, first_reach, paired_test, summarize, time_to_target
-from solvers.run_log import RunLog, RunLogError
+from solvers.run_log import RunLog, RunLogError, alg2_inner_steps
 
-ARMS = ("sgd", "isgd")
 RUN_COLUMNS = [
     "dataset",
     "arm",
@@ -100,6 +110,7 @@ class RunRow:
     wall_s: float = 0.0
     machine: str = ""
     tests: RunTests | None = field(default=None, repr=False)  # for the ladder; not a CSV column
+    isgd: bool | None = None  # ISGD on (its start event's isgd settings); None: not logged
 
     @property
     def reached(self) -> bool:
@@ -153,7 +164,7 @@ def run_row(log: RunLog, dataset: Dataset, arm: str, budget: int | None = None) 
         grad_evals=int(last.get("grad_evals", 0)),
         train_s=float(last.get("train_s", 0.0)),
         alg2_triggers=sum(1 for e in iters if e.get("under_trained")),
-        alg2_inner_steps=sum(int(e.get("subproblem_iters") or 0) for e in iters),
+        alg2_inner_steps=sum(alg2_inner_steps(e) for e in iters),
         batch_size=start.get("batch_size"),
         ranks=int(start.get("ranks", 1)),
         device=str(start.get("device", "cpu")),
@@ -164,6 +175,7 @@ def run_row(log: RunLog, dataset: Dataset, arm: str, budget: int | None = None) 
         iterations=len(iters),
         wall_s=log.wall_s,
         machine=str(start.get("machine", "")),
+        isgd=None if "isgd" not in start else start["isgd"] is not None,
         tests=RunTests(
             tests=tuple(tests),
             budget_evals=int(budget if budget is not None else last.get("grad_evals", 0)),
@@ -183,21 +195,6 @@ class TableError(RuntimeError):
     """Nothing to tabulate (no finished runs), or results that cannot be written."""
 
 
-def table1_specs(
-    profile: Profile, sources: dict[str, dict[str, str]] | None = None
-) -> dict[str, list[RunSpec]]:
-    """The profile's Table 1 runs per dataset: exactly its seeds and arms."""
-    sources = sources or {}
-    return {
-        name: [
-            table1_spec(profile, plan, arm, seed, sources.get(name, {}))
-            for seed in profile.seeds_of(name)
-            for arm in ARMS
-        ]
-        for name, plan in profile.plans.items()
-    }
-
-
 def collect(
     profile: Profile,
     sources: dict[str, dict[str, str]] | None = None,
@@ -209,6 +206,7 @@ def collect(
     check = check or runs.stale_problem
     rows, notes = [], []
     for specs in table1_specs(profile, sources).values():
+        specs.sort(key=lambda spec: (spec.seed, profile.arms.index(spec.arm)))
         dataset = specs[0].plan.dataset if specs else None
         expected = {spec.folder for spec in specs}
         base = specs[0].folder.parent if specs else None
@@ -248,7 +246,7 @@ def collect(
                     f"not used: {', '.join(others)}"
                 )
     order = list(profile.plans)
-    rows.sort(key=lambda r: (order.index(r.dataset), r.seed, ARMS.index(r.arm)))
+    rows.sort(key=lambda r: (order.index(r.dataset), r.seed, profile.arms.index(r.arm)))
     return rows, notes
 
 
@@ -270,6 +268,7 @@ class ArmSummary:
     alg2_inner_steps: int
     iterations: int
     grad_evals: int
+    isgd: bool = True  # False when every run's log says ISGD was off (no Alg. 2 to report)
 
 
 @dataclass
@@ -286,13 +285,16 @@ class RuleSummary:
 
 @dataclass
 class DatasetSummary:
+    """One dataset's comparison of one arm against the baseline (ISGD against SGD by default);
+    differences and ratios are arm - baseline, arm / baseline."""
+
     dataset: str
     metric: str
     target: float
     arms: dict[str, ArmSummary]
-    paired_s: PairedTest  # stays rule, seconds, ISGD - SGD over pairs both reached
+    paired_s: PairedTest  # stays rule, seconds, arm - baseline over pairs both reached
     paired_evals: PairedTest
-    paired_top: PairedTest  # top accuracy, ISGD - SGD, over every finished pair
+    paired_top: PairedTest  # top accuracy, arm - baseline, over every finished pair
     pairs_total: int
     machine: str
     commit: str
@@ -302,6 +304,13 @@ class DatasetSummary:
     paper_imp: float | None = None
     power_half_width: float | None = None  # IMP interval half-width, first reach, evaluations
     pairs_for_10_points: int | None = None
+    baseline: str = DEFAULT_BASELINE
+    arm: str = DEFAULT_ARMS[1]
+    labels: tuple[str, str] = ("SGD", "ISGD")  # (baseline, arm) as tables name them
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.baseline, self.arm
 
 
 def _arm(rows: list[RunRow]) -> ArmSummary:
@@ -319,27 +328,34 @@ def _arm(rows: list[RunRow]) -> ArmSummary:
         alg2_inner_steps=sum(r.alg2_inner_steps for r in rows),
         iterations=sum(r.iterations for r in rows),
         grad_evals=sum(r.grad_evals for r in rows),
+        isgd=not rows or any(r.isgd is not False for r in rows),
     )
 
 
-def complete_pairs(rows: list[RunRow], dataset: str) -> list[tuple[RunRow, RunRow]]:
-    """(SGD, ISGD) rows of every seed where both arms finished, in seed order."""
+def complete_pairs(
+    rows: list[RunRow], dataset: str, baseline: str = "sgd", arm: str = "isgd"
+) -> list[tuple[RunRow, RunRow]]:
+    """(baseline, arm) rows of every seed where both arms finished, in seed order."""
     by_seed = {(r.arm, r.seed): r for r in rows if r.dataset == dataset}
     seeds = sorted({seed for _, seed in by_seed})
     return [
-        (by_seed[("sgd", s)], by_seed[("isgd", s)])
+        (by_seed[(baseline, s)], by_seed[(arm, s)])
         for s in seeds
-        if ("sgd", s) in by_seed and ("isgd", s) in by_seed
+        if (baseline, s) in by_seed and (arm, s) in by_seed
     ]
 
 
 def _rule_summary(
-    pairs: list[tuple[RunRow, RunRow]], dataset: Dataset, rule: str, levels: list[float]
+    pairs: list[tuple[RunRow, RunRow]],
+    dataset: Dataset,
+    rule: str,
+    levels: list[float],
+    names: tuple[str, str] = ("sgd", "isgd"),
 ) -> RuleSummary:
     outcomes = [
         (a.outcome(dataset.target, rule), b.outcome(dataset.target, rule)) for a, b in pairs
     ]
-    by_arm = {"sgd": [a for a, _ in outcomes], "isgd": [b for _, b in outcomes]}
+    by_arm = {names[0]: [a for a, _ in outcomes], names[1]: [b for _, b in outcomes]}
     run_pairs = [(a.run_tests(), b.run_tests()) for a, b in pairs]
     return RuleSummary(
         rule=rule,
@@ -353,17 +369,25 @@ def _rule_summary(
 
 def _safe_logrank(by_arm: dict[str, list[Outcome]], unit: str) -> float | None:
     try:
-        return logrank_p(by_arm["sgd"], by_arm["isgd"], unit)
+        return logrank_p(*by_arm.values(), unit)  # (baseline, arm)
     except ValueError:  # a reaching test without its evaluation count (an old log)
         return None
 
 
-def summarize_dataset(rows: list[RunRow], dataset: Dataset) -> DatasetSummary:
-    """Per-arm statistics, the paired comparisons over seeds (both rules, at the target and on
-    the ladder) and the power of the comparison."""
-    mine = [r for r in rows if r.dataset == dataset.name]
-    arms = {arm: _arm([r for r in mine if r.arm == arm]) for arm in ARMS}
-    complete = complete_pairs(rows, dataset.name)
+def summarize_dataset(
+    rows: list[RunRow],
+    dataset: Dataset,
+    baseline: str = "sgd",
+    arm: str = "isgd",
+    labels: tuple[str, str] = ("SGD", "ISGD"),
+) -> DatasetSummary:
+    """Per-arm statistics of `arm` and `baseline`, their paired comparisons over seeds (both
+    rules, at the target and on the ladder) and the power of the comparison. The paper's IMP
+    is kept only for its own comparison, ISGD against SGD."""
+    names = (baseline, arm)
+    mine = [r for r in rows if r.dataset == dataset.name and r.arm in names]
+    arms = {name: _arm([r for r in mine if r.arm == name]) for name in names}
+    complete = complete_pairs(rows, dataset.name, baseline, arm)
     both = [(a, b) for a, b in complete if a.reached and b.reached]
     tops = [
         (a.top_acc, b.top_acc)
@@ -371,7 +395,7 @@ def summarize_dataset(rows: list[RunRow], dataset: Dataset) -> DatasetSummary:
         if a.top_acc is not None and b.top_acc is not None
     ]
     levels = dataset.ladder.levels if dataset.ladder else []
-    rules = {rule: _rule_summary(complete, dataset, rule, levels) for rule in dataset.rules}
+    rules = {rule: _rule_summary(complete, dataset, rule, levels, names) for rule in dataset.rules}
     first = rules.get("first")
     ratios = first.imp.log_ratios_evals if first is not None else ()
     machines = sorted({r.machine for r in mine if r.machine})
@@ -395,9 +419,12 @@ def summarize_dataset(rows: list[RunRow], dataset: Dataset) -> DatasetSummary:
         wall_s=sum(r.wall_s for r in mine),
         rules=rules,
         ladder=ladder_rows(dataset.name, run_pairs, levels, dataset.rules) if levels else [],
-        paper_imp=dataset.paper_imp,
+        paper_imp=dataset.paper_imp if names == ("sgd", "isgd") else None,
         power_half_width=None if first is None else first.imp.imp_evals.half_width,
         pairs_for_10_points=pairs_for_half_width(ratios, POWER_HALF_WIDTH) if ratios else None,
+        baseline=baseline,
+        arm=arm,
+        labels=labels,
     )
 
 
@@ -406,9 +433,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def summary_record(s: DatasetSummary) -> dict[str, Any]:
-    """One row of table1.csv. The paper's "normalized time" is exp(mean log(ISGD / SGD)) over
-    the pairs where both arms reached the target under the paper's rule (stays above)."""
-    sgd, isgd = s.arms["sgd"], s.arms["isgd"]
+    """One row of table1.csv: per-arm columns carry the arm's name (`runs_sgd`, `runs_isgd`).
+    The paper's "normalized time" is exp(mean log(arm / baseline)) over the pairs where both
+    arms reached the target under the paper's rule (stays above)."""
+    b, a = s.pair
+    sgd, isgd = s.arms[b], s.arms[a]  # the (baseline, arm) slots
     stays = s.rules.get("stays")
     norm = (
         None if stays is None or stays.imp.imp_s.estimate is None else 1 - stays.imp.imp_s.estimate
@@ -423,24 +452,24 @@ def summary_record(s: DatasetSummary) -> dict[str, Any]:
         "metric": s.metric,
         "target": s.target,
         "pairs": s.pairs_total,
-        "runs_sgd": sgd.runs,
-        "runs_isgd": isgd.runs,
-        "reached_sgd": sgd.reached,
-        "reached_isgd": isgd.reached,
-        "highest_top_sgd": sgd.highest_top,
-        "highest_top_isgd": isgd.highest_top,
+        f"runs_{b}": sgd.runs,
+        f"runs_{a}": isgd.runs,
+        f"reached_{b}": sgd.reached,
+        f"reached_{a}": isgd.reached,
+        f"highest_top_{b}": sgd.highest_top,
+        f"highest_top_{a}": isgd.highest_top,
         "highest_top_imp": _diff(isgd.highest_top, sgd.highest_top),
-        "average_top_sgd": sgd.average_top,
-        "average_top_isgd": isgd.average_top,
+        f"average_top_{b}": sgd.average_top,
+        f"average_top_{a}": isgd.average_top,
         "average_top_imp": _diff(isgd.average_top, sgd.average_top),
-        "normalized_time_sgd": 1.0 if norm is not None else None,
-        "normalized_time_isgd": norm,
+        f"normalized_time_{b}": 1.0 if norm is not None else None,
+        f"normalized_time_{a}": norm,
         "time_imp": None if norm is None else 1.0 - norm,
-        "normalized_evals_isgd": norm_evals,
+        f"normalized_evals_{a}": norm_evals,
         "evals_imp": None if norm_evals is None else 1.0 - norm_evals,
     }
-    for arm, a in (("sgd", sgd), ("isgd", isgd)):
-        for unit, summ in (("time_s", a.time_s), ("evals", a.evals)):
+    for arm, summaries in ((b, sgd), (a, isgd)):
+        for unit, summ in (("time_s", summaries.time_s), ("evals", summaries.evals)):
             for key in ("mean", "std", "low", "high"):
                 record[f"{unit}_{arm}_{key}"] = getattr(summ, key)
     for unit, test in (
@@ -458,8 +487,8 @@ def summary_record(s: DatasetSummary) -> dict[str, Any]:
         r = s.rules.get(rule)
         imp = r.imp if r is not None else None
         record[f"{rule}_pairs_both"] = None if imp is None else imp.pairs_both
-        record[f"{rule}_only_sgd"] = None if imp is None else imp.only_sgd
-        record[f"{rule}_only_isgd"] = None if imp is None else imp.only_isgd
+        record[f"{rule}_only_{b}"] = None if imp is None else imp.only_sgd
+        record[f"{rule}_only_{a}"] = None if imp is None else imp.only_isgd
         record[f"{rule}_neither"] = None if imp is None else imp.neither
         for unit, interval in (
             ("evals", None if imp is None else imp.imp_evals),
@@ -541,8 +570,11 @@ def _level(value: float | None) -> str:
     return "none" if value is None else f"{100 * value:g} %"
 
 
-def _imp_reading(imp: PairedImp, what: str, paper: float | None) -> str:
-    """What a paired IMP interval says, in words."""
+def _imp_reading(
+    imp: PairedImp, what: str, paper: float | None, labels: tuple[str, str] = ("SGD", "ISGD")
+) -> str:
+    """What a paired IMP interval says, in words (`labels`: baseline, compared arm)."""
+    base, arm = labels
     interval = imp.imp_evals
     if interval.estimate is None or interval.low is None or interval.high is None:
         return (
@@ -550,16 +582,16 @@ def _imp_reading(imp: PairedImp, what: str, paper: float | None) -> str:
             "few for an interval"
         )
     text = (
-        f"{what}: ISGD needs {100 * interval.estimate:+.1f} % fewer gradient evaluations "
+        f"{what}: {arm} needs {100 * interval.estimate:+.1f} % fewer gradient evaluations "
         f"(IMP, 95 % CI [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}], "
         f"{imp.pairs_both} of {imp.pairs_total} pairs, sign test p = {_p(imp.sign_p)})"
     )
     if interval.low > 0:
-        finding = "ISGD was faster; the interval excludes no difference"
+        finding = f"{arm} was faster; the interval excludes no difference"
     elif interval.high < 0:
-        finding = "ISGD was slower; the interval excludes no difference"
+        finding = f"{arm} was slower; the interval excludes no difference"
     else:
-        finding = "the interval contains 0: these runs cannot tell ISGD from SGD"
+        finding = f"the interval contains 0: these runs cannot tell {arm} from {base}"
     if paper is not None:
         inside = interval.low <= paper <= interval.high
         finding += (
@@ -570,36 +602,38 @@ def _imp_reading(imp: PairedImp, what: str, paper: float | None) -> str:
 
 def verdict(s: DatasetSummary) -> str:
     """Honest sentences on what the runs show about time to target, under both rules."""
-    sgd, isgd = s.arms["sgd"], s.arms["isgd"]
+    sgd, isgd = (s.arms[name] for name in s.pair)
+    base, arm = s.labels
     parts = [
-        f"SGD reached the target in {sgd.reached_first}/{sgd.runs} runs by first reach and "
-        f"{sgd.reached}/{sgd.runs} staying above; ISGD in {isgd.reached_first}/{isgd.runs} and "
+        f"{base} reached the target in {sgd.reached_first}/{sgd.runs} runs by first reach and "
+        f"{sgd.reached}/{sgd.runs} staying above; {arm} in {isgd.reached_first}/{isgd.runs} and "
         f"{isgd.reached}/{isgd.runs}."
     ]
     for rule, r in s.rules.items():
         paper = s.paper_imp if rule == "stays" else None
-        parts.append(_imp_reading(r.imp, f"By {RULE_NAMES[rule]}", paper) + ".")
+        parts.append(_imp_reading(r.imp, f"By {RULE_NAMES[rule]}", paper, s.labels) + ".")
     top = s.paired_top
     if top.pairs >= 2 and top.difference.low is not None:
         parts.append(
-            f"At equal gradient evaluations, top accuracy ISGD − SGD: "
+            f"At equal gradient evaluations, top accuracy {arm} − {base}: "
             f"{100 * top.difference.mean:+.2f} points, 95 % CI [{100 * top.difference.low:.2f}, "
             f"{100 * top.difference.high:.2f}] over {top.pairs} pairs (paired t p = {_p(top.t_p)})."
         )
     return " ".join(parts)
 
 
-def power_line(s: DatasetSummary) -> str:
+def power_line(s: DatasetSummary, title: str | None = None) -> str:
     """How precise the comparison is at the target, and what a 10-point interval would take."""
+    title = title or s.dataset
     if s.power_half_width is None:
         return (
-            f"- {s.dataset}: fewer than 2 pairs reached {100 * s.target:g} % in both arms (first "
+            f"- {title}: fewer than 2 pairs reached {100 * s.target:g} % in both arms (first "
             "reach): no interval, so no statement of power"
         )
     need = s.pairs_for_10_points
     enough = s.power_half_width <= POWER_HALF_WIDTH
     return (
-        f"- {s.dataset}: the 95 % interval of the paired IMP at {100 * s.target:g} % (first reach, "
+        f"- {title}: the 95 % interval of the paired IMP at {100 * s.target:g} % (first reach, "
         f"gradient evaluations) has a half-width of {100 * s.power_half_width:.1f} points over "
         f"{s.rules['first'].imp.pairs_both} pairs; "
         + (
@@ -610,10 +644,23 @@ def power_line(s: DatasetSummary) -> str:
     )
 
 
+def _naming(
+    summaries: list[DatasetSummary],
+) -> tuple[str, str, Callable[[DatasetSummary], str]]:
+    """(baseline label, arm label, row name): the arms' labels when every row compares the same
+    two arms, else "baseline", "arm" and rows named "<dataset>: <arm> vs <baseline>"."""
+    if len({s.pair for s in summaries}) <= 1:
+        base, arm = summaries[0].labels if summaries else ("SGD", "ISGD")
+        return base, arm, lambda s: s.dataset
+    return "baseline", "arm", lambda s: f"{s.dataset}: {s.labels[1]} vs {s.labels[0]}"
+
+
 def markdown(
     summaries: list[DatasetSummary], rows: list[RunRow], notes: list[str], profile: str
 ) -> str:
-    """results/table1.md: the paper's table, then the statistics it lacks, then the runs."""
+    """results/table1.md: the paper's table, then the statistics it lacks, then the runs. With
+    one comparison the columns name its arms (SGD, ISGD); with several, each row names its own."""
+    B, A, name = _naming(summaries)
     out = [
         f"# Table 1, reproduced (profile `{profile}`)",
         "",
@@ -626,35 +673,35 @@ def markdown(
         "",
         "## The paper's columns",
         "",
-        "| dataset | highest top acc. SGD | ISGD | IMP | average top acc. SGD | ISGD | IMP "
-        "| normalized avg. time to target SGD | ISGD | IMP |",
+        f"| dataset | highest top acc. {B} | {A} | IMP | average top acc. {B} | {A} | IMP "
+        f"| normalized avg. time to target {B} | {A} | IMP |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        r = summary_record(s)
+        r, (b, a) = summary_record(s), s.pair
         out.append(
-            f"| {s.dataset} ({s.metric} ≥ {100 * s.target:g} %) | {_pct(r['highest_top_sgd'])} "
-            f"| {_pct(r['highest_top_isgd'])} | {_pct(r['highest_top_imp'])} "
-            f"| {_pct(r['average_top_sgd'])} | {_pct(r['average_top_isgd'])} "
-            f"| {_pct(r['average_top_imp'])} | {_num(r['normalized_time_sgd'])} "
-            f"| {_num(r['normalized_time_isgd'])} | {_pct(r['time_imp'])} |"
+            f"| {name(s)} ({s.metric} ≥ {100 * s.target:g} %) | {_pct(r[f'highest_top_{b}'])} "
+            f"| {_pct(r[f'highest_top_{a}'])} | {_pct(r['highest_top_imp'])} "
+            f"| {_pct(r[f'average_top_{b}'])} | {_pct(r[f'average_top_{a}'])} "
+            f"| {_pct(r['average_top_imp'])} | {_num(r[f'normalized_time_{b}'])} "
+            f"| {_num(r[f'normalized_time_{a}'])} | {_pct(r['time_imp'])} |"
         )
     out += [
         "",
-        "Normalized time here is paired: exp(mean over seeds of log(ISGD time / SGD time)), "
+        f"Normalized time here is paired: exp(mean over seeds of log({A} time / {B} time)), "
         "training seconds, over the pairs where both arms reached the target by the paper's "
         "rule (stays); IMP = 1 − that. The paper (10 runs, 4 TITAN X): MNIST 0.744 (IMP "
         "25.6 %), CIFAR 0.772 (22.78 %), ImageNet 0.8547 (14.53 %).",
         "",
         "## Time to target, censored, paired by seed",
         "",
-        "IMP = 1 − exp(mean log(ISGD / SGD)) over the pairs where both arms reached the target, "
-        "with the 95 % t interval of the log ratios; positive = ISGD sooner. Only SGD / only "
-        "ISGD: pairs where one arm reached it and the other did not. Sign test: two-sided, over "
+        f"IMP = 1 − exp(mean log({A} / {B})) over the pairs where both arms reached the target, "
+        f"with the 95 % t interval of the log ratios; positive = {A} sooner. Only {B} / only "
+        f"{A}: pairs where one arm reached it and the other did not. Sign test: two-sided, over "
         "all decided pairs (reaching when the other did not is a win). Log-rank: the two arms' "
         "Kaplan-Meier curves in gradient evaluations (figures/reached_<dataset>.png).",
         "",
-        "| dataset | rule | reached SGD | reached ISGD | pairs both / all | only SGD | only ISGD "
+        f"| dataset | rule | reached {B} | reached {A} | pairs both / all | only {B} | only {A} "
         "| IMP, gradient evals [95 % CI] | IMP, seconds [95 % CI] | sign p | log-rank p |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -662,7 +709,7 @@ def markdown(
         for rule, r in s.rules.items():
             imp = r.imp
             out.append(
-                f"| {s.dataset} | {RULE_NAMES[rule]} | {imp.reached_sgd}/{imp.pairs_total} "
+                f"| {name(s)} | {RULE_NAMES[rule]} | {imp.reached_sgd}/{imp.pairs_total} "
                 f"| {imp.reached_isgd}/{imp.pairs_total} | {imp.pairs_both}/{imp.pairs_total} "
                 f"| {imp.only_sgd} | {imp.only_isgd} "
                 f"| {_imp(imp.imp_evals.estimate, imp.imp_evals.low, imp.imp_evals.high)} "
@@ -670,7 +717,7 @@ def markdown(
                 f"| {_p(imp.sign_p)} | {_p(r.logrank_p_evals)} |"
             )
     out += ["", "### Power", ""]
-    out += [power_line(s) for s in summaries]
+    out += [power_line(s, name(s)) for s in summaries]
     if any(s.ladder for s in summaries):
         out += [
             "",
@@ -701,7 +748,7 @@ def markdown(
                     if row is None:
                         continue
                     out.append(
-                        f"| {s.dataset} | {RULE_NAMES[rule]} | {100 * level:g} % ({label}) "
+                        f"| {name(s)} | {RULE_NAMES[rule]} | {100 * level:g} % ({label}) "
                         f"| {row['pairs_both']}/{row['pairs_total']} "
                         f"| {_imp(row['imp_evals'], row['imp_evals_low'], row['imp_evals_high'])} "
                         f"| {_imp(row['imp_s'], row['imp_s_low'], row['imp_s_high'])} "
@@ -711,7 +758,7 @@ def markdown(
                 f"{RULE_NAMES[rule].split(' (')[0]} {_level(r.highest_all)}"
                 for rule, r in s.rules.items()
             )
-            out.append(f"| {s.dataset} | highest level every run reached: {levels} | | | | | |")
+            out.append(f"| {name(s)} | highest level every run reached: {levels} | | | | | |")
     out += [
         "",
         "## Reach, spread, Alg. 2's cost",
@@ -723,9 +770,13 @@ def markdown(
         "to target | Alg. 2 triggers / iteration | inner steps / trigger | extra evals |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    shown = set()  # a baseline shared by several comparisons is listed once
     for s in summaries:
         r = summary_record(s)
-        for arm in ARMS:
+        for arm in s.pair:
+            if (s.dataset, arm) in shown:
+                continue
+            shown.add((s.dataset, arm))
             a = s.arms[arm]
             alg2 = (
                 (
@@ -733,7 +784,7 @@ def markdown(
                     _num(r["alg2_inner_steps_per_trigger"]),
                     _pct(r["extra_evals_fraction"], 3),
                 )
-                if arm == "isgd"
+                if arm == s.arm and a.isgd
                 else ("—", "—", "—")
             )
             out.append(
@@ -743,27 +794,27 @@ def markdown(
             )
     out += [
         "",
-        "Paired differences ISGD − SGD (stays rule, pairs where both reached; top accuracy over "
+        f"Paired differences {A} − {B} (stays rule, pairs where both reached; top accuracy over "
         "all pairs), with the paired t-test's and the exact Wilcoxon signed-rank test's p:",
         "",
-        "| dataset | pairs (both reached / all) | ISGD − SGD, seconds [95 % CI] | t p | "
-        "Wilcoxon p | ISGD − SGD, gradient evals [95 % CI] | t p | Wilcoxon p | ISGD − SGD, top "
+        f"| dataset | pairs (both reached / all) | {A} − {B}, seconds [95 % CI] | t p | "
+        f"Wilcoxon p | {A} − {B}, gradient evals [95 % CI] | t p | Wilcoxon p | {A} − {B}, top "
         "accuracy, all pairs [95 % CI] | t p |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         ps, pe, pt = s.paired_s, s.paired_evals, s.paired_top
         out.append(
-            f"| {s.dataset} | {ps.pairs}/{s.pairs_total} | {_interval(ps.difference)} "
+            f"| {name(s)} | {ps.pairs}/{s.pairs_total} | {_interval(ps.difference)} "
             f"| {_p(ps.t_p)} | {_p(ps.wilcoxon_p)} | {_interval(pe.difference)} "
             f"| {_p(pe.t_p)} | {_p(pe.wilcoxon_p)} | {_points(pt.difference)} | {_p(pt.t_p)} |"
         )
     out += ["", "## Reading", ""]
-    out += [f"- **{s.dataset}**: {verdict(s)}" for s in summaries]
+    out += [f"- **{name(s)}**: {verdict(s)}" for s in summaries]
     out += ["", "## Where and how", ""]
     for s in summaries:
         out.append(
-            f"- {s.dataset}: machine {s.machine or 'unknown'}; commit {s.commit or 'unknown'}; "
+            f"- {name(s)}: machine {s.machine or 'unknown'}; commit {s.commit or 'unknown'}; "
             f"wall time of its runs {s.wall_s / 60:.1f} min"
         )
     if notes:
@@ -801,17 +852,18 @@ def build(
             say(f"note: {note}")
         out = out or results_dir(profile)
         summaries = [
-            summarize_dataset(rows, plan.dataset)
+            summarize_dataset(rows, plan.dataset, prof.baseline, arm, _labels(prof, arm))
             for name, plan in prof.plans.items()
             if name in present
+            for arm in prof.compared
         ]
-        records = [summary_record(s) for s in summaries]
-        columns = list(records[0]) if records else ["dataset"]
-        ladder = [row for s in summaries for row in s.ladder]
+        plain = prof.baseline == DEFAULT_BASELINE and prof.compared == DEFAULT_ARMS[1:]
+        records = [_named(summary_record(s), s, plain) for s in summaries]
+        ladder = [_named(_ladder_row(row, s), s, plain) for s in summaries for row in s.ladder]
         files = {
             out / "table1_runs.csv": csv_text(RUN_COLUMNS, [_csv_row(r) for r in rows]),
-            out / "table1.csv": csv_text(columns, records),
-            out / "ladder.csv": csv_text(LADDER_COLUMNS, ladder),
+            out / "table1.csv": csv_text(_columns(records, ["dataset"]), records),
+            out / "ladder.csv": csv_text(_columns(ladder, LADDER_COLUMNS), ladder),
             out / "table1.md": markdown(summaries, rows, notes, profile),
         }
         for path, text in files.items():
@@ -826,36 +878,67 @@ def build(
     return summaries
 
 
+def _labels(profile: Profile, arm: str) -> tuple[str, str]:
+    return profile.arm(profile.baseline).title, profile.arm(arm).title
+
+
+def _named(record: dict[str, Any], s: DatasetSummary, plain: bool) -> dict[str, Any]:
+    """A CSV row; unless the profile compares ISGD with SGD only, a `comparison` column
+    ("isgd vs sgd") after `dataset` says which arm the row compares with the baseline."""
+    if plain:
+        return record
+    first, *rest = record.items()
+    return dict([first, ("comparison", f"{s.arm} vs {s.baseline}"), *rest])
+
+
+def _ladder_row(row: dict[str, Any], s: DatasetSummary) -> dict[str, Any]:
+    """A ladder.csv row with its reached_<arm> columns named after the comparison's arms."""
+    names = {"reached_sgd": f"reached_{s.baseline}", "reached_isgd": f"reached_{s.arm}"}
+    return {names.get(key, key): value for key, value in row.items()}
+
+
+def _columns(records: list[dict[str, Any]], default: list[str]) -> list[str]:
+    """Every key of the records, in the order they first appear (default when none)."""
+    return list(dict.fromkeys(k for r in records for k in r)) or default
+
+
 def _csv_row(row: RunRow) -> dict[str, Any]:
     values = asdict(row)
     values.pop("tests", None)
+    values.pop("isgd", None)
     return values
 
 
 def write_figures(summaries: list[DatasetSummary], profile: Profile, folder: Path) -> list[Path]:
-    """figures/reached_<dataset>.png (first reach) and figures/ladder.png."""
+    """figures/reached_<dataset>.png (first reach; reached_<dataset>_<arm>.png for a dataset's
+    further comparisons) and figures/ladder.png (a panel per dataset and comparison)."""
     made = []
+    base, arm, name = _naming(summaries)
+    seen: set[str] = set()
     for s in summaries:
         first = s.rules.get("first")
         if first is None or not s.pairs_total:
             continue
+        file = f"reached_{s.dataset}{'_' + s.arm if s.dataset in seen else ''}.png"
+        seen.add(s.dataset)
         try:
             made.append(
                 plot_reached(
-                    folder / f"reached_{s.dataset}.png",
-                    s.dataset,
+                    folder / file,
+                    name(s),
                     s.target,
-                    first.outcomes["sgd"],
-                    first.outcomes["isgd"],
+                    *first.outcomes.values(),  # (baseline, arm)
+                    labels=s.labels,
                 )
             )
         except ValueError as exc:  # e.g. an old log without evaluation counts at its tests
-            raise TableError(f"figures/reached_{s.dataset}.png: {exc}") from None
-    ladder = [row for s in summaries for row in s.ladder]
+            raise TableError(f"figures/{file}: {exc}") from None
+    ladder = [{**row, "dataset": name(s)} for s in summaries for row in s.ladder]
     if ladder:
-        targets = {s.dataset: s.target for s in summaries}
-        paper = {s.dataset: s.paper_imp for s in summaries if s.paper_imp is not None}
-        made.append(plot_ladder(folder / "ladder.png", ladder, targets, paper))
+        targets = {name(s): s.target for s in summaries}
+        paper = {name(s): s.paper_imp for s in summaries if s.paper_imp is not None}
+        title = f"{arm} over {base}" if base != "baseline" else "each arm over its baseline"
+        made.append(plot_ladder(folder / "ladder.png", ladder, targets, paper, title=title))
     return made
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+INNER_STEPS = "alg2_inner_steps"  # an "iter" event's count of Alg. 2's inner steps
+OLD_INNER_STEPS = "subproblem_iters"  # its name in logs written before the rename
+
 
 class RunLogError(ValueError):
     """A run log that cannot be read (missing, corrupt); the message names the file and line."""
@@ -88,6 +91,11 @@ def _parse(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
     return good, skipped
 
 
+def alg2_inner_steps(event: dict[str, Any]) -> int:
+    """Alg. 2's inner steps taken in one "iter" event (under either name; 0 when absent)."""
+    return int(event.get(INNER_STEPS, event.get(OLD_INNER_STEPS)) or 0)
+
+
 def read_run_log(path: str | Path) -> RunLog:
     """The run's events with those superseded by a resume dropped (see the module docstring)."""
     path = Path(path)
@@ -101,6 +109,8 @@ def read_run_log(path: str | Path) -> RunLog:
             wall += float(event.get("wall_s") or 0.0)
         if kind is None:
             raise RunLogError(f"{path}:{number}: JSON line without an 'event' key")
+        if OLD_INNER_STEPS in event and INNER_STEPS not in event:
+            event[INNER_STEPS] = event.pop(OLD_INNER_STEPS)  # an old log, read as a new one
         if kind == "start":
             if event.get("resumed_from"):
                 resumed_at = int(event.get("iter", 0))

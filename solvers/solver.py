@@ -528,7 +528,7 @@ class Solver:
             "std": None if d is None else d.std,
             "limit": None if d is None else d.limit,
             "under_trained": control.alg2,
-            "subproblem_iters": 0 if inner is None else inner.steps,
+            "alg2_inner_steps": 0 if inner is None else inner.steps,
             "alg2_end": None if inner is None else inner.end,
             "t_comp": max(spent - t_comm - t_ctrl, 0.0),
             "t_comm": t_comm,

@@ -150,7 +150,9 @@ def test_missing_lmdb_or_prototxt_is_skipped_with_the_reason(tmp_path, capsys, m
 
 
 def test_examples_path_is_relative_to_the_repository():
-    assert bench.EXAMPLES == bench.ROOT.parent / "shared" / "caffe-examples"
+    from scripts import bench_nets
+
+    assert bench_nets.EXAMPLES == bench_nets.ROOT.parent / "shared" / "caffe-examples"
 
 
 def test_gpu_flag_hands_the_nets_to_the_gpu_benchmark(monkeypatch) -> None:

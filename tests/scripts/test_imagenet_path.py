@@ -11,7 +11,7 @@ import pytest
 
 from data_tools.convert_imageset import convert_imageset
 from data_tools.image_mean import compute_mean, write_mean
-from scripts import reproduce
+from scripts import runner
 from scripts.profiles import Plan, load_profile
 from scripts.runs import RunSpec, run
 from scripts.table1 import run_row
@@ -47,7 +47,7 @@ def test_alexnet_row_from_an_image_folder(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("IMAGENET_VAL", str(val))
     monkeypatch.setenv("IMAGENET_MEAN", str(mean))
     profile = load_profile("paper", ["imagenet"], runs=1)
-    sources = reproduce.ensure_data(profile, lambda _: None)["imagenet"]
+    sources = runner.ensure_data(profile, lambda _: None)["imagenet"]
     paper = profile.plans["imagenet"]
     plan = Plan(
         paper.dataset,
@@ -86,16 +86,16 @@ def test_imagenet_variables_are_checked_at_start_up(
     monkeypatch.delenv("IMAGENET_MEAN", raising=False)
     profile = load_profile("paper", ["imagenet"], runs=1)
     with pytest.raises(ProfileError, match=r"IMAGENET_TRAIN=.*empty: no data\.mdb in it"):
-        reproduce.ensure_data(profile, lambda _: None)
+        runner.ensure_data(profile, lambda _: None)
     import lmdb
 
     lmdb.open(str(empty), map_size=1 << 20).close()  # an LMDB with no record
     with pytest.raises(ProfileError, match=r"IMAGENET_TRAIN=.*the LMDB holds no records"):
-        reproduce.ensure_data(profile, lambda _: None)
+        runner.ensure_data(profile, lambda _: None)
     monkeypatch.setenv("IMAGENET_TRAIN", str(val))
     monkeypatch.setattr("scripts.runs.ROOT", tmp_path)  # no default mean under this root
     with pytest.raises(ProfileError, match=r"IMAGENET_MEAN is not set and the default mean"):
-        reproduce.ensure_data(profile, lambda _: None)
+        runner.ensure_data(profile, lambda _: None)
     monkeypatch.setenv("IMAGENET_MEAN", str(tmp_path / "nope.binaryproto"))
     with pytest.raises(ProfileError, match=r"IMAGENET_MEAN=.*nope\.binaryproto: no such file"):
-        reproduce.ensure_data(profile, lambda _: None)
+        runner.ensure_data(profile, lambda _: None)

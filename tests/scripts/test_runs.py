@@ -48,14 +48,14 @@ def test_the_driver_reports_a_bad_profile_in_one_line(capsys) -> None:
 def test_missing_data_offline_names_the_files_and_where_to_put_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("scripts.reproduce.ROOT", tmp_path)
+    monkeypatch.setattr("scripts.runner.ROOT", tmp_path)
     monkeypatch.setenv("ISGD_DATA_DIR", str(tmp_path / "nowhere"))
     monkeypatch.setenv("ISGD_OFFLINE", "1")  # no test touches the network
     profile = load_profile("smoke", ["mnist"])
     with pytest.raises(
         Exception, match=r"MNIST files not found under .*nowhere: missing train-images"
     ):
-        reproduce.ensure_data(profile, lambda _: None)
+        runner.ensure_data(profile, lambda _: None)
 
 
 def test_fig1_controlled_sets_are_prepared_with_the_datasets_when_missing(
@@ -63,17 +63,17 @@ def test_fig1_controlled_sets_are_prepared_with_the_datasets_when_missing(
 ) -> None:
     """A fresh clone has no Fig. 1 LMDBs: ensure_data builds them (CI failed on exactly this)."""
     asked: list[tuple[str, ...]] = []
-    monkeypatch.setattr("scripts.reproduce.ROOT", tmp_path)
-    monkeypatch.setattr("scripts.reproduce.prepare", lambda **kw: asked.append(kw["only"]))
-    monkeypatch.setattr("scripts.reproduce.check_known_lmdb", lambda path: None)
+    monkeypatch.setattr("scripts.runner.ROOT", tmp_path)
+    monkeypatch.setattr("scripts.runner.prepare", lambda **kw: asked.append(kw["only"]))
+    monkeypatch.setattr("scripts.runner.check_known_lmdb", lambda path: None)
     profile = load_profile("smoke", ["mnist"])
     extra = {"controlled": ("data/cifar10/single", "data/cifar10/iid")}
-    reproduce.ensure_data(profile, lambda _: None, extra)
+    runner.ensure_data(profile, lambda _: None, extra)
     assert asked == [("controlled", "mnist")]
     for path in (*extra["controlled"], *profile.plans["mnist"].dataset.lmdbs):
         (tmp_path / path).mkdir(parents=True)
     asked.clear()
-    reproduce.ensure_data(profile, lambda _: None, extra)
+    runner.ensure_data(profile, lambda _: None, extra)
     assert asked == []
 
 

@@ -49,7 +49,7 @@ def test_train_writes_caffe_lines_json_log_and_snapshots(tiny: Tiny, capsys, mon
     recs = [
         json.loads(x) for x in (tiny.root / "snap" / "lenetish_log.jsonl").read_text().splitlines()
     ]
-    keys = {"event", "iter", "train_s", "loss", "lr", "mean", "std", "limit", "subproblem_iters"}
+    keys = {"event", "iter", "train_s", "loss", "lr", "mean", "std", "limit", "alg2_inner_steps"}
     assert keys <= set(next(r for r in recs if r["event"] == "iter"))
     test = next(r for r in recs if r["event"] == "test")
     assert set(test) >= {"event", "iter", "train_s", "outputs"}

@@ -63,7 +63,7 @@ def solver_run(tiny: Tiny, quiet_log, switches: str = "") -> tuple[list, Solver]
     log.close()
     events = [json.loads(x) for x in json_path.read_text().splitlines()]
     rows = [
-        (e["loss"], e["mean"], e["limit"], e["under_trained"], e["subproblem_iters"])
+        (e["loss"], e["mean"], e["limit"], e["under_trained"], e["alg2_inner_steps"])
         for e in events
         if e["event"] == "iter"
     ]

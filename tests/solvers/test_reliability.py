@@ -176,10 +176,10 @@ def test_resume_continues_training_clock_grad_evals_and_time_test_schedule(
     assert rows(parts, "iter") == rows(whole, "iter")
     assert rows(parts, "test") == rows(whole, "test")
     assert all(e["grad_evals"] is not None for e in whole.of("test")), "tests carry grad_evals"
-    assert [e["subproblem_iters"] for e in parts.of("iter")] == [
-        e["subproblem_iters"] for e in whole.of("iter")
+    assert [e["alg2_inner_steps"] for e in parts.of("iter")] == [
+        e["alg2_inner_steps"] for e in whole.of("iter")
     ]
-    assert sum(e["subproblem_iters"] for e in whole.of("iter")) > 0, "Alg. 2 meant to run"
+    assert sum(e["alg2_inner_steps"] for e in whole.of("iter")) > 0, "Alg. 2 meant to run"
     tests_at = [e["iter"] for e in whole.of("test")]
     assert tests_at[:3] == [0, 8, 16] and tests_at[-1] == 20, "every 1 s, and after the last"
     last = whole.of("iter")[-1]
@@ -241,7 +241,7 @@ def test_isgd_is_announced_each_alg2_run_logged_and_summarised(
     triggered = [e for e in events if e.get("event") == "iter" and e["under_trained"]]
     assert len(runs) == len(triggered) > 0
     assert all("Alg. 2: " in x and "inner step" in x for x in runs)
-    inner = sum(e["subproblem_iters"] for e in triggered)
+    inner = sum(e["alg2_inner_steps"] for e in triggered)
     summary = [x for x in lines if x.startswith("ISGD: Alg. 2 ran on")]
     assert summary == [
         f"ISGD: Alg. 2 ran on {len(triggered)} of 8 iterations "
@@ -374,7 +374,7 @@ def test_a_stop_request_leaves_a_snapshot_that_resumes_exactly(tiny: Tiny, poll:
     stopped = solve("parts", action=lambda: "stop" if next(calls) == poll else "none")
     assert stopped.requested_early_exit and stopped.iter == 4
     resumed = solve("parts", resume=stopped.last_snapshot)
-    keys = ("iter", "loss", "grad_evals", "subproblem_iters", "limit")
+    keys = ("iter", "loss", "grad_evals", "alg2_inner_steps", "limit")
     rows = {
         name: [
             tuple(e[k] for k in keys) for e in read_run_log(tiny.root / f"{name}.jsonl").of("iter")

@@ -164,9 +164,9 @@ def test_alg2_never_in_first_epoch_then_runs_to_stop(tiny: Tiny, quiet_log) -> N
     recs = events(json_path)
     first = [r for r in recs if r["iter"] <= BATCHES_PER_EPOCH]
     later = [r for r in recs if r["iter"] > BATCHES_PER_EPOCH]
-    assert all(not r["under_trained"] and r["subproblem_iters"] == 0 for r in first)
+    assert all(not r["under_trained"] and r["alg2_inner_steps"] == 0 for r in first)
     assert later and all(r["under_trained"] for r in later)
-    assert all(r["subproblem_iters"] == 3 for r in later)  # psi never reaches a limit this low
+    assert all(r["alg2_inner_steps"] == 3 for r in later)  # psi never reaches a limit this low
 
 
 def test_inner_loop_reruns_the_same_batch_and_stops_under_the_limit(
