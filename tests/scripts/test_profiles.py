@@ -132,7 +132,8 @@ def test_the_sweep_takes_pairs_or_its_old_name_runs_but_not_both(tmp_path: Path)
     ambiguous and named with its line."""
     assert load_profile("default").sweep["pairs"] == 3
     old = edited(tmp_path, "pairs = 3                     # seeds 1-3", "runs = 3  #")
-    assert load_profile("default", path=old).sweep["runs"] == 3
+    with pytest.warns(FutureWarning, match=r"\[default\.sweep\] runs: renamed `pairs`"):
+        assert load_profile("default", path=old).sweep["runs"] == 3
     both = edited(tmp_path, "pairs = 3                     # seeds 1-3", "pairs = 3\nruns = 3  #")
     line = line_of(both, "runs = 3")
     with pytest.raises(

@@ -206,7 +206,8 @@ def test_main_writes_csv_md_and_figure_with_the_sweep_pairs_key(
     out = tmp_path / "results"
     monkeypatch.setattr(sweep, "results_dir", lambda name: out)
     monkeypatch.setattr(sweep, "build_readme", lambda name: out / "README.md")
-    assert sweep.main(["--profile", "default", "--no-run"]) == 0
+    with pytest.warns(FutureWarning, match="renamed `pairs`"):
+        assert sweep.main(["--profile", "default", "--no-run"]) == 0
     rows = {r["setting"]: r for r in csv.DictReader(open(out / "sweep.csv"))}
     assert list(rows) == [s.name for s in sweep.SETTINGS]
     k2 = rows["k2"]
