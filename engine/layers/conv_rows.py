@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # conv_workspace imports conv_plan, which imports this module
     from engine.layers.conv_workspace import ConvWorkspace
 
 
-
 def read_rows(h: int, oh: int, kh: int, ph: int, sh: int, dh: int) -> int:
     """Input rows (from the top, unpadded) that some window reads, at least one."""
     return max(1, min(h, (oh - 1) * sh + (kh - 1) * dh + 1 - ph))
