@@ -588,3 +588,24 @@ def test_test_phase_keeps_no_columns_and_a_backward_still_matches_train(conv, la
         results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
     for train, test in zip(*results, strict=True):
         np.testing.assert_array_equal(test, train)
+
+
+def test_forced_plans_take_effect_at_the_next_reshape_and_are_checked():
+    """force_plans after setup re-plans at the next reshape (None: the cost model again); a
+    forced plan the geometry cannot run is refused with the layer's name, as use_plan does."""
+    layer = make_layer(f"num_output: 4 kernel_size: 3 pad: 1 {GAUSS}")
+    bottom, top = blobs((2, 3, 6, 6))
+    layer.setup([bottom], [top])
+    chosen = layer.plan(0)
+    layer.force_plans(Force("fold_rows", fold_jit=False))
+    layer.reshape([bottom], [top])
+    assert layer.plan(0).fold_rows and not layer.plan(0).jit
+    layer.force_plans(None)
+    layer.reshape([bottom], [top])
+    assert layer.plan(0) == chosen
+    layer.force_plans(forced("batch_second", tile=(4, 1)))
+    with pytest.raises(NetError, match="conv.*tile"):
+        layer.reshape([bottom], [top])
+    layer.force_plans(forced("batch_second", jit=True))
+    with pytest.raises(NetError, match="conv.*compiled data movement"):
+        layer.reshape([bottom], [top])
