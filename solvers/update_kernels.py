@@ -11,7 +11,7 @@ AVAILABLE is False without Numba; FlatUpdate then keeps its NumPy passes.
 
 from __future__ import annotations
 
-from engine.layers.pool_kernels import AVAILABLE, numba
+from engine.jit import AVAILABLE, numba
 
 __all__ = ["AVAILABLE", "sgd_segment"]
 

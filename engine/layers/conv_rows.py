@@ -29,15 +29,14 @@ the other channels-last passes; within a chunk the arrays are row-major over the
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from engine.backend import as_strided
 from engine.im2col import NCHW_TO_NHWC
 from engine.layers import conv_rows_kernels as kernels
 
-_COMPILED = kernels.AVAILABLE  # the compiled data movement on NumPy (tests switch it)
+if TYPE_CHECKING:  # conv_workspace imports conv_plan, which imports this module
+    from engine.layers.conv_workspace import ConvWorkspace
 
 
 def read_rows(h: int, oh: int, kh: int, ph: int, sh: int, dh: int) -> int:
@@ -88,12 +87,12 @@ def row_patches_view(xp: Any, img: Any, layer: Any, ow: int) -> Any:
     return as_strided(xp, img, shape, strides)
 
 
-def folded_weights(layer: Any, ws: Any) -> Any:
+def folded_weights(layer: Any, ws: ConvWorkspace) -> Any:
     """The weights as Wf (group, kw*C/g, kh*O/g), Wf[g, (j, c), (i, o)] = W[g*O/g + o, c, i, j]."""
     g, o, cg = layer.group, layer.num_output, layer.channels // layer.group
     kh, kw = layer.kh, layer.kw
     w5 = layer.weight.data.reshape(g, o // g, cg, kh, kw)
-    wf = layer._array(ws, "rows_wf", (g, kw, cg, kh, o // g))
+    wf = ws.array("rows_wf", (g, kw, cg, kh, o // g))
     wf[...] = w5.transpose(0, 4, 2, 3, 1)
     return wf.reshape(g, kw * cg, kh * (o // g))
 
@@ -109,7 +108,7 @@ def _product(xp: Any, a: Any, b: Any, out: Any) -> None:
 class _Geometry:
     """What both passes need of the layer and plan: sizes, spans of the kernel rows, bands."""
 
-    def __init__(self, layer: Any, ws: Any) -> None:
+    def __init__(self, layer: Any, ws: ConvWorkspace) -> None:
         plan = ws.plan
         self.g, self.o, self.c = layer.group, layer.num_output, layer.channels
         self.og, self.cg = self.o // self.g, self.c // self.g
@@ -125,44 +124,41 @@ class _Geometry:
         self.idle_rows = [r for r in range(self.rows) if r not in served]  # no window reads
 
 
-def _geometry(layer: Any, ws: Any) -> _Geometry:
+def _geometry(layer: Any, ws: ConvWorkspace) -> _Geometry:
     """The workspace's geometry, made once per plan (its bands are a Python loop)."""
     if ws.rows_geometry is None:
         ws.rows_geometry = _Geometry(layer, ws)
     return ws.rows_geometry
 
 
-def _columns(layer: Any, ws: Any, sched: list, per_sample: int, step: int, keep: bool) -> Any:
+def _columns(ws: ConvWorkspace, sched: list, per_sample: int, step: int, keep: bool) -> Any:
     """Forward's row-patch chunks: kept for backward (one per chunk) or per-part scratch."""
     if not keep:
-        return layer._scratch(ws, "rows_col", step * per_sample)
-    count = sum(len(part) for part in sched)
-    if ws.kept is None or ws.kept.shape != (count, step * per_sample):
-        ws.kept = layer.xp.empty((count, step * per_sample), layer.dtype)
-    return ws.kept
+        return ws.scratch("rows_col", step * per_sample)
+    return ws.kept_columns(sum(len(part) for part in sched), step * per_sample)
 
 
-def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
+def rows_forward(layer: Any, ws: ConvWorkspace, bottom: Any, top: Any) -> None:
     """top = W * bottom + b through row patches: per chunk of samples one copy of the row
     patches, one GEMM (per group) per band into Z, kh shifted adds into the output."""
     xp, plan, geo = layer.xp, ws.plan, _geometry(layer, ws)
     g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
     oh, ow, rows = geo.oh, geo.ow, geo.rows
-    compiled = _compiled(xp)
+    compiled = plan.jit
     if not compiled:
         inner = ws.xpad[:, :, layer.pw : layer.pw + plan.w]
-        layer._copy_in(ws, inner, _rows_of(bottom.data, rows))
+        ws.copy_in(inner, _rows_of(bottom.data, rows))
     wf = folded_weights(layer, ws)
     whole = row_patches_view(xp, ws.xpad, layer, ow)
-    sched = layer._schedule(plan, plan.n, geo.per_sample)
+    sched = ws.schedule(plan.n, geo.per_sample)
     step = max(hi - lo for part in sched for _, lo, hi in part)
-    cols = _columns(layer, ws, sched, geo.per_sample, step, plan.keep_columns)
-    zs = layer._scratch(ws, "rows_z", step * rows * ow * kh * o)
-    accs = None if compiled else layer._scratch(ws, "rows_acc", step * oh * ow * o)
+    cols = _columns(ws, sched, geo.per_sample, step, plan.keep_columns)
+    zs = ws.scratch("rows_z", step * rows * ow * kh * o)
+    accs = None if compiled else ws.scratch("rows_acc", step * oh * ow * o)
     out_v = top.data.transpose(NCHW_TO_NHWC)
     bias = None if layer.bias is None else layer.bias.data.reshape(g, og)
     if compiled and bias is None:
-        bias = layer._array(ws, "rows_nobias", (g, og))  # zeros
+        bias = ws.array("rows_nobias", (g, og))  # zeros
     moves = (layer.ph, layer.sh, layer.dh), (layer.pw, layer.sw, layer.dw)
 
     def work(t: int) -> None:
@@ -201,31 +197,31 @@ def rows_forward(layer: Any, ws: Any, bottom: Any, top: Any) -> None:
                     )
             out_v[lo:hi] = acc.reshape(size, oh, ow, o)
 
-    layer._threads.run(work, plan.parts, threaded=plan.threaded)
+    ws.run(work)
     ws.kept_ready = plan.keep_columns
 
 
-def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -> None:
+def rows_backward(layer: Any, ws: ConvWorkspace, top: Any, bottom: Any, propagate: bool) -> None:
     """Weight and bias gradients (accumulated) and, if asked, the bottom diff (overwritten)."""
     xp, plan, geo = layer.xp, ws.plan, _geometry(layer, ws)
     g, o, og, cg, kh, kw = geo.g, geo.o, geo.og, geo.cg, geo.kh, geo.kw
     oh, ow, rows, wp = geo.oh, geo.ow, geo.rows, geo.wp
     sh, sw, dw, pw = layer.sh, layer.sw, layer.dw, layer.pw
-    compiled = _compiled(xp)
+    compiled = plan.jit
     wf = folded_weights(layer, ws) if propagate else None
     whole = row_patches_view(xp, ws.xpad, layer, ow)
-    sched = layer._schedule(plan, plan.n, geo.per_sample)
+    sched = ws.schedule(plan.n, geo.per_sample)
     step = max(hi - lo for part in sched for _, lo, hi in part)
     keep = plan.keep_columns and ws.kept_ready
-    cols = ws.kept if keep else layer._scratch(ws, "rows_col", step * geo.per_sample)
-    dys = None if compiled else layer._scratch(ws, "rows_dy", step * oh * ow * o)
-    ds = layer._scratch(ws, "rows_d", step * rows * ow * kh * o)
-    drs = layer._scratch(ws, "rows_dr", step * geo.per_sample) if propagate else None
-    dxs = layer._scratch(ws, "rows_dx", step * rows * wp * geo.c) if propagate else None
-    dwx = layer._scratch(ws, "rows_dw", g * kh * og * kw * cg)
-    tmps = layer._scratch(ws, "rows_tmp", g * kh * og * kw * cg)
-    dbx = layer._scratch(ws, "rows_db", o)
-    ones = layer._scratch(ws, "rows_ones", step * oh * ow)
+    cols = ws.kept if keep else ws.scratch("rows_col", step * geo.per_sample)
+    dys = None if compiled else ws.scratch("rows_dy", step * oh * ow * o)
+    ds = ws.scratch("rows_d", step * rows * ow * kh * o)
+    drs = ws.scratch("rows_dr", step * geo.per_sample) if propagate else None
+    dxs = ws.scratch("rows_dx", step * rows * wp * geo.c) if propagate else None
+    dwx = ws.scratch("rows_dw", g * kh * og * kw * cg)
+    tmps = ws.scratch("rows_tmp", g * kh * og * kw * cg)
+    dbx = ws.scratch("rows_db", o)
+    ones = ws.scratch("rows_ones", step * oh * ow)
     dy_v = top.diff.transpose(NCHW_TO_NHWC)
     dx_v = bottom.diff.transpose(NCHW_TO_NHWC)
     with_bias = layer.bias is not None
@@ -303,20 +299,17 @@ def rows_backward(layer: Any, ws: Any, top: Any, bottom: Any, propagate: bool) -
             if rows < h:
                 dx_v[lo:hi, rows:] = 0
 
-    layer._threads.run(work, plan.parts, threaded=plan.threaded)
-    total = layer._part_sum(ws, dwx, g * kh * og * kw * cg).reshape(g, kh, og, kw, cg)
+    ws.run(work)
+    total = ws.part_sum(dwx, g * kh * og * kw * cg).reshape(g, kh, og, kw, cg)
     layer.weight.diff.reshape(g, og, cg, kh, kw)[...] += total.transpose(0, 2, 4, 1, 3)
     if with_bias:
-        layer.bias.diff += layer._part_sum(ws, dbx, o)
+        layer.bias.diff += ws.part_sum(dbx, o)
 
 
-def _compiled(xp: Any) -> bool:
-    return _COMPILED and xp is np
-
-
-def rows_warm_up(xp: Any, dtype: Any) -> None:
-    """Compile the data-movement kernels at setup (not on the first training iteration)."""
-    if _compiled(xp):
+def rows_warm_up(plan: Any, dtype: Any) -> None:
+    """Compile the data-movement kernels at setup (not on the first training iteration), when
+    the plan runs them (ConvPlan.jit)."""
+    if plan.jit:
         kernels.warm_up(dtype)
 
 

@@ -6,23 +6,19 @@ transposing write for the output; a gather of the top diff then kh copies into D
 kw adds, a crop and a transposing write for the bottom diff. Each kernel below is one pass that
 reads the NCHW blob (or writes it) directly, for one chunk of samples, and runs on the engine's
 threads (nogil). The float sums run in the NumPy passes' order (bias, then kernel rows in
-order; kernel columns in order), so both paths agree to rounding. AVAILABLE as in pool_kernels.
+order; kernel columns in order), so both paths agree to rounding. AVAILABLE as in engine.jit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.layers.pool_kernels import AVAILABLE, numba
+from engine.jit import AVAILABLE, kernel
 
 __all__ = ["AVAILABLE", "fold_input_diff", "fold_output", "row_patches", "unfold_top_diff"]
 
 
-def _compiled(fn):  # noqa: ANN001, ANN202
-    return numba.njit(nogil=True, cache=True)(fn) if AVAILABLE else fn
-
-
-@_compiled
+@kernel
 def row_patches(x, cols, lo, pw, sw, dw):  # noqa: ANN001, ANN201
     """cols[r, s, ox, g, j, c] = x[lo + s, g*Cg + c, r, ox*sw + j*dw - pw] (0 in the padding);
     x is the NCHW bottom, cols one chunk's (rows, S, OW, g, kw, Cg) row patches. Each image row
@@ -43,7 +39,7 @@ def row_patches(x, cols, lo, pw, sw, dw):  # noqa: ANN001, ANN201
                             cols[r, s, ox, g, j, c] = line[at, g * cg + c]
 
 
-@_compiled
+@kernel
 def fold_output(z, bias, out, lo, ph, sh, dh):  # noqa: ANN001, ANN201
     """out[lo + s, g*Og + o, y, x] = bias[g, o] + sum over kernel rows i (in order) of
     z[y*sh + i*dh - ph, s, x, g, i, o] for the rows inside z; z is (rows, S, OW, g, kh, Og).
@@ -69,7 +65,7 @@ def fold_output(z, bias, out, lo, ph, sh, dh):  # noqa: ANN001, ANN201
                     out[lo + s, k, y, ox] = line[ox, k]
 
 
-@_compiled
+@kernel
 def unfold_top_diff(dy, d, lo, ph, sh, dh):  # noqa: ANN001, ANN201
     """d[r, s, x, g, i, o] = dy[lo + s, g*Og + o, y, x] for the output row y that reads input
     row r through kernel row i (r = y*sh + i*dh - ph), else 0; d is (rows, S, OW, g, kh, Og).
@@ -101,7 +97,7 @@ def unfold_top_diff(dy, d, lo, ph, sh, dh):  # noqa: ANN001, ANN201
                                 d[r, s, ox, g, i, o] = line[ox, g * og + o]
 
 
-@_compiled
+@kernel
 def fold_input_diff(dr, dx, lo, pw, sw, dw):  # noqa: ANN001, ANN201
     """dx[lo + s, g*Cg + c, r, col] = sum over kernel columns j (in order) of dr[r, s, x, g, j,
     c] with col = x*sw + j*dw - pw, for the rows r of dr (rows, S, OW, g, kw, Cg); dx is NCHW.

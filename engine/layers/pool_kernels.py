@@ -9,8 +9,8 @@ h * W + w; AVE divides by the window clipped to [-pad, size + pad) and sums over
 inside the image. Each call takes a batch slice, so the engine's threads run slices side by
 side (the kernels release the GIL).
 
-Without Numba (it is a dependency, but a platform may lack a wheel) AVAILABLE is False and the
-layer keeps its NumPy passes, which remain the reference the tests compare against.
+Without Numba (engine.jit.AVAILABLE False) the layer keeps its NumPy passes, which remain the
+reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -21,17 +21,11 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - exercised only where numba has no wheel
-    numba = None
+from engine.jit import AVAILABLE, kernel
 
-AVAILABLE = numba is not None
+__all__ = ["AVAILABLE", "max_backward", "warm_up", "window_kernels"]
+
 LOWEST = -float(np.finfo(np.float32).max)  # Caffe's -FLT_MAX, for float and double alike
-
-
-def _compiled(fn: Any) -> Any:
-    return numba.njit(nogil=True, cache=True)(fn) if AVAILABLE else fn
 
 
 @cache
@@ -121,13 +115,13 @@ def window_kernels(kh: int, kw: int) -> SimpleNamespace:
                                     plane[y, z] += share
 
     return SimpleNamespace(
-        max_forward=_compiled(max_forward),
-        ave_forward=_compiled(ave_forward),
-        ave_backward=_compiled(ave_backward),
+        max_forward=kernel(max_forward),
+        ave_forward=kernel(ave_forward),
+        ave_backward=kernel(ave_backward),
     )
 
 
-@_compiled
+@kernel
 def max_backward(dy, mask, dx):  # noqa: ANN001, ANN201
     """dx = 0, then dx[mask] += dy in output scan order (float sums in Caffe's order)."""
     n, c, h, w = dx.shape

@@ -1,9 +1,10 @@
 """Independent reference check of our layers against loops transcribed from Caffe 1.0's CPU code.
 
-Each reference below is written from Caffe's own loops (pooling_layer.cpp, im2col.cpp,
-lrn_layer.cpp, softmax_loss_layer.cpp, accuracy_layer.cpp, data_transformer.cpp, filler.hpp,
-insert_splits.cpp), not from our implementation, and is compared on random float64 inputs with
-awkward shapes: odd sizes, pad > 0 with stride > 1, partial last windows, groups and dilation.
+Each reference below is written from Caffe's own loops (pooling_layer.cpp, lrn_layer.cpp,
+softmax_loss_layer.cpp, accuracy_layer.cpp, data_transformer.cpp, filler.hpp, insert_splits.cpp;
+im2col.cpp's convolution is in test_caffe_reference_conv.py), not from our implementation, and is
+compared on random float64 inputs with awkward shapes: odd sizes, pad > 0 with stride > 1,
+partial last windows, groups and dilation.
 """
 
 from __future__ import annotations
@@ -63,156 +64,6 @@ def backprop(layer, bottoms, tops, top_diffs, propagate=None):
         p.diff[...] = 0
     propagate = [True] * len(bottoms) if propagate is None else propagate
     layer.backward(tops, propagate, bottoms)
-
-
-# ------------------------------------------------------------------- convolution (im2col.cpp)
-def ref_conv_forward(x, w, b, k, s, p, d, group):
-    """Caffe's im2col + GEMM written as loops: out-of-image taps read zero."""
-    n, c, h, wd = x.shape
-    o = w.shape[0]
-    oh = (h + 2 * p[0] - (d[0] * (k[0] - 1) + 1)) // s[0] + 1
-    ow = (wd + 2 * p[1] - (d[1] * (k[1] - 1) + 1)) // s[1] + 1
-    cg, og = c // group, o // group
-    y = np.zeros((n, o, oh, ow))
-    for oc in range(o):
-        g = oc // og
-        for yy in range(oh):
-            for xx in range(ow):
-                acc = np.full(n, b[oc])
-                for ci in range(cg):
-                    for i in range(k[0]):
-                        r = yy * s[0] - p[0] + i * d[0]
-                        if not 0 <= r < h:
-                            continue
-                        for j in range(k[1]):
-                            q = xx * s[1] - p[1] + j * d[1]
-                            if 0 <= q < wd:
-                                acc += w[oc, ci, i, j] * x[:, g * cg + ci, r, q]
-                y[:, oc, yy, xx] = acc
-    return y
-
-
-def ref_conv_backward(x, w, dy, k, s, p, d, group):
-    """Caffe's weight gradient (col^T GEMM) and col2im data gradient, as loops."""
-    n, c, h, wd = x.shape
-    _, o, oh, ow = dy.shape
-    cg, og = c // group, o // group
-    dx, dw, db = np.zeros_like(x), np.zeros_like(w), dy.sum(axis=(0, 2, 3))
-    for oc in range(o):
-        g = oc // og
-        for yy in range(oh):
-            for xx in range(ow):
-                g_out = dy[:, oc, yy, xx]
-                for ci in range(cg):
-                    for i in range(k[0]):
-                        r = yy * s[0] - p[0] + i * d[0]
-                        if not 0 <= r < h:
-                            continue
-                        for j in range(k[1]):
-                            q = xx * s[1] - p[1] + j * d[1]
-                            if 0 <= q < wd:
-                                dw[oc, ci, i, j] += g_out @ x[:, g * cg + ci, r, q]
-                                dx[:, g * cg + ci, r, q] += w[oc, ci, i, j] * g_out
-    return dx, dw, db
-
-
-CONV_CASES = [
-    # (input shape, num_output, geometry text, k, s, p, d, group)
-    ((2, 3, 7, 6), 4, "kernel_size: 3 pad: 1 stride: 2", (3, 3), (2, 2), (1, 1), (1, 1), 1),
-    (
-        (2, 4, 9, 8),
-        6,
-        "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 stride_h: 2 stride_w: 3 dilation: 2 group: 2",
-        (3, 2),
-        (2, 3),
-        (2, 0),
-        (2, 2),
-        2,
-    ),
-    ((3, 2, 5, 5), 3, "kernel_size: 3 pad: 1", (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    ((2, 4, 8, 9), 4, "kernel_size: 3 dilation: 2 group: 2", (3, 3), (1, 1), (0, 0), (2, 2), 2),
-    ((2, 2, 5, 21), 2, "kernel_size: 3 pad: 2", (3, 3), (1, 1), (2, 2), (1, 1), 1),
-    (
-        (1, 6, 11, 5),
-        6,
-        "kernel_size: 5 stride: 4 pad: 2 group: 3",
-        (5, 5),
-        (4, 4),
-        (2, 2),
-        (1, 1),
-        3,
-    ),
-    ((2, 3, 4, 4), 5, "kernel_size: 1 pad: 0", (1, 1), (1, 1), (0, 0), (1, 1), 1),
-    (
-        (2, 2, 6, 7),
-        2,
-        "kernel_size: 2 kernel_size: 3 pad: 1 pad: 0 stride: 1 stride: 2",
-        (2, 3),
-        (1, 2),
-        (1, 0),
-        (1, 1),
-        1,
-    ),
-]
-
-
-def _force_conv_plan(monkeypatch, kind: str) -> None:
-    """Make Convolution take one family of its plans wherever the geometry allows it."""
-    import dataclasses
-
-    from engine.layers import convolution as conv
-
-    monkeypatch.setattr(conv, "_SKINNY_WGRAD", 0)
-    monkeypatch.setattr(conv, "_CHANNELS_LAST_MIN_CG", 0 if kind == "channels_last" else 10**6)
-    from engine.layers import conv_rows, conv_rows_kernels
-
-    monkeypatch.setattr(conv, "_ROWS_MIN_WIDTH", 0 if kind.startswith("rows") else 10**9)
-    monkeypatch.setattr(conv, "_ROWS_MAX_WASTE", 10**9)
-    monkeypatch.setattr(conv_rows, "_COMPILED", kind == "rows" and conv_rows_kernels.AVAILABLE)
-    if kind != "tiled":
-        return
-    real = conv.plan_convolution
-
-    def tiled(layer, n, h, w, oh, ow):
-        plan = real(layer, n, h, w, oh, ow)
-        fits = [t for t in ((3, 1), (2, 2), (2, 1), (1, 2)) if oh % t[0] == 0 and ow % t[1] == 0]
-        dfits = [t for t in ((2, 3), (3, 1), (2, 1)) if h % t[0] == 0 and w % t[1] == 0]
-        tile = fits[0] if fits else (1, 1)
-        dtile = dfits[0] if dfits and plan.dgrad == "full" else (1, 1)
-        return dataclasses.replace(plan, tile=tile, dgrad_tile=dtile)
-
-    monkeypatch.setattr(conv, "plan_convolution", tiled)
-
-
-@pytest.mark.parametrize("plan", ["default", "channels_last", "tiled", "rows", "rows_numpy"])
-@pytest.mark.parametrize("shape,num_output,geom,k,s,p,d,group", CONV_CASES)
-def test_convolution_matches_caffe_im2col_loops(
-    shape, num_output, geom, k, s, p, d, group, plan, monkeypatch
-):
-    """Conv forward, weight/bias/data gradients with pad_h/pad_w, stride, dilation and group,
-    under each family of plans (the default choice, channels last, output tiles, kernel rows
-    folded into the GEMM: engine.layers.conv_rows, which takes any geometry, with its data
-    movement compiled or as NumPy passes)."""
-    _force_conv_plan(monkeypatch, plan)
-    rng = np.random.default_rng(7)
-    layer = make(
-        f'name: "conv" type: "Convolution" convolution_param {{ num_output: {num_output} {geom}'
-        ' weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } }'
-    )
-    x = rng.standard_normal(shape)
-    (top,) = run(layer, [bottom := blob(x)])
-    w, b = host(layer.blobs[0].data).copy(), host(layer.blobs[1].data).copy()
-    assert w.shape == (num_output, shape[1] // group, *k)
-    want = ref_conv_forward(x, w, b, k, s, p, d, group)
-    assert top.shape == want.shape
-    assert_allclose(top.data, want, rtol=1e-12, atol=1e-12)
-
-    dy = rng.standard_normal(want.shape)
-    backprop(layer, [bottom], [top], [dy])
-    dx, dw, db = ref_conv_backward(x, w, dy, k, s, p, d, group)
-    assert_allclose(bottom.diff, dx, rtol=1e-12, atol=1e-12)
-    assert_allclose(layer.blobs[0].diff, dw, rtol=1e-12, atol=1e-12)
-    assert_allclose(layer.blobs[1].diff, db, rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------- pooling (pooling_layer.cpp)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import types
 
+import pytest
+
+from engine import jit
 from engine.layers.conv_rows import kernel_row_span, read_rows, row_bands, rows_gemm_rows
 
 
@@ -52,6 +55,7 @@ def test_strided_bands_take_the_span_of_the_kernel_rows_served():
     assert kernel_row_span(2, 7, 4, 1, 2, 1) == (0, 3, 1)  # y = 3 would read row 7
 
 
+@pytest.mark.skipif(not jit.AVAILABLE, reason="numba is not installed: nothing to compile")
 def test_the_folded_layer_compiles_its_kernels_at_setup(monkeypatch):
     """A layer that folds its kernel rows calls the kernels' warm-up (Numba's compile) when it
     takes the plan, with its dtype: not on the first training iteration."""
@@ -64,12 +68,11 @@ def test_the_folded_layer_compiles_its_kernels_at_setup(monkeypatch):
     from engine.proto import caffe_pb2
 
     calls = []
-    monkeypatch.setattr(conv_rows, "_COMPILED", True)
     monkeypatch.setattr(conv_rows.kernels, "warm_up", calls.append)
     text = (
         'name: "c" type: "Convolution" convolution_param { num_output: 64 kernel_size: 5 pad: 2 }'
     )
     layer = ConvolutionLayer(text_format.Parse(text, caffe_pb2.LayerParameter()), dtype=np.float32)
     layer.setup([Blob((2, 32, 8, 8), dtype=np.float32)], [Blob(dtype=np.float32)])
-    assert layer.plan(0).fold_rows
+    assert layer.plan(0).fold_rows and layer.plan(0).jit
     assert calls == [np.float32]

@@ -11,48 +11,52 @@ from google.protobuf import text_format
 
 from engine.blob import Blob
 from engine.errors import NetError
-from engine.layers import conv_rows, conv_rows_kernels, convolution
+from engine.layers.conv_plan import Force
 from engine.layers.convolution import ConvolutionLayer
 from engine.proto import caffe_pb2
 from tests.gradcheck import check_layer_gradient
 
+# Each internal layout as a forced plan family (where the geometry allows it; else channels
+# first, batch second): (C, H, W, N), (C, N, H, W) and (N, H, W, C) (channels last where the full
+# data gradient applies), the per-sample weight gradient of group-1 layers (batch second), and
+# the kernel rows folded into the GEMM (channels last, any geometry), with its data movement
+# compiled by Numba (where installed) or as NumPy passes.
+LAYOUTS = {
+    "batch_last": Force("channels_first", batch_last=True),
+    "batch_second": Force("channels_first", batch_last=False),
+    "channels_last": Force("channels_last", batch_last=False),
+    "per_sample": Force("per_sample", batch_last=False),
+    "rows": Force("fold_rows", fold_jit=True),
+    "rows_numpy": Force("fold_rows", fold_jit=False),
+}
 
-def _set_layout(monkeypatch, name: str) -> str:
-    """Make the planner pick one internal layout where the geometry allows it."""
-    monkeypatch.setattr(convolution, "_BATCH_LAST_MAX_OW", 10**6 if name == "batch_last" else -1)
-    monkeypatch.setattr(
-        convolution, "_CHANNELS_LAST_MIN_CG", 0 if name == "channels_last" else 10**6
-    )
-    monkeypatch.setattr(convolution, "_SKINNY_WGRAD", 10**9 if name == "per_sample" else 0)
-    rows = name in ("rows", "rows_numpy")
-    monkeypatch.setattr(convolution, "_ROWS_MIN_WIDTH", 0 if rows else 10**9)
-    monkeypatch.setattr(convolution, "_ROWS_MAX_WASTE", 10**9)
-    monkeypatch.setattr(conv_rows, "_COMPILED", name == "rows" and conv_rows_kernels.AVAILABLE)
-    return name
 
-
-@pytest.fixture(
-    params=["batch_last", "batch_second", "channels_last", "per_sample", "rows", "rows_numpy"]
-)
-def layout(request, monkeypatch):
-    """Run a test with each internal layout, (C, H, W, N), (C, N, H, W) and (N, H, W, C)
-    (channels last where the full data gradient applies, else a channels-first one), the
-    per-sample weight gradient of skinny group-1 layers (batch second), and the kernel rows
-    folded into the GEMM (channels last, any geometry), with its data movement compiled by
-    Numba (where installed) or as NumPy passes."""
-    return _set_layout(monkeypatch, request.param)
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request) -> str:
+    """Run a test with each internal layout (LAYOUTS)."""
+    return request.param
 
 
 @pytest.fixture(params=["batch_last", "batch_second"])
-def cf_layout(request, monkeypatch):
+def cf_layout(request) -> str:
     """The channels-first layouts only (tiles and col2im run there)."""
-    return _set_layout(monkeypatch, request.param)
+    return request.param
 
 
-def make_layer(conv: str, dtype=np.float64, seed: int = 0) -> ConvolutionLayer:
+def forced(layout: str | None, **fields) -> Force:
+    """The layout's forced family with ConvPlan `fields` set on every plan it makes."""
+    return dataclasses.replace(LAYOUTS[layout] if layout else Force(), fields=fields)
+
+
+def make_layer(
+    conv: str, dtype=np.float64, seed: int = 0, force: Force | str | None = None
+) -> ConvolutionLayer:
+    """A Convolution layer; `force` (a Force or a LAYOUTS name) fixes the plans it makes."""
     text = f'name: "conv" type: "Convolution" convolution_param {{ {conv} }}'
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return ConvolutionLayer(param, dtype=dtype, seed=seed)
+    layer = ConvolutionLayer(param, dtype=dtype, seed=seed)
+    layer.force_plans(LAYOUTS[force] if isinstance(force, str) else force)
+    return layer
 
 
 GAUSS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
@@ -115,7 +119,7 @@ def reference_conv(x, w, b, stride, pad, dil, group):
 )
 def test_forward_matches_direct_loop_reference(conv, shape, stride, pad, dil, group, layout):
     """Caffe's convolution is a cross-correlation of each group of channels with its weights."""
-    layer = make_layer(f"{conv} {GAUSS}")
+    layer = make_layer(f"{conv} {GAUSS}", force=layout)
     bottom, top = blobs(shape)
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
@@ -166,8 +170,10 @@ def _kernel(conv: str) -> tuple[int, int]:
         ),  # non-square
     ],
 )
-def test_gradient_matches_finite_differences(conv, shape, layout):
-    """Backward: bottom diff, weight diff and bias diff agree with central differences."""
+def test_gradient_matches_finite_differences(conv, shape):
+    """Backward: bottom diff, weight diff and bias diff agree with central differences (Caffe's
+    gradients by definition), under the planner's own choice; every other layout is held to
+    the exact backward of Caffe's loops in tests/engine/test_caffe_reference_conv.py."""
     layer = make_layer(f"{conv} {GAUSS}")
     bottom, top = blobs(shape)
     check_layer_gradient(layer, [bottom], [top])
@@ -176,7 +182,7 @@ def test_gradient_matches_finite_differences(conv, shape, layout):
 @pytest.mark.parametrize("dgrad", ["full", "col2im"])
 def test_both_data_gradient_algorithms_agree(dgrad, cf_layout):
     """The stride-1 full-convolution path and the col2im path give the same bottom diff."""
-    layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 group: 1 {GAUSS}")
+    layer = make_layer(f"num_output: 3 kernel_size: 3 pad: 1 group: 1 {GAUSS}", force=cf_layout)
     bottom, top = blobs((2, 2, 5, 5))
     layer.setup([bottom], [top])
     layer.use_plan(0, dataclasses.replace(layer.plan(0), dgrad=dgrad, dgrad_tile=(1, 1)))
@@ -275,15 +281,14 @@ def test_registered_under_v1_name():
 
 @pytest.mark.parametrize("dgrad", ["col2im", "full"])
 @pytest.mark.parametrize("group", [1, 2])
-def test_threaded_small_chunks_match_single_pass(dgrad, group, layout, monkeypatch):
+def test_threaded_small_chunks_match_single_pass(dgrad, group, layout):
     """Chunked, threaded work (many tiny column chunks) gives the same top, bottom diff and
     accumulated param diffs as one whole-batch pass in the caller."""
     conv = f"num_output: 4 kernel_size: 3 pad: 1 group: {group} {GAUSS}"
     results = []
     for threaded in (False, True):
-        monkeypatch.setattr(convolution, "MIN_THREADED_BYTES", 0 if threaded else 10**12)
-        monkeypatch.setattr(convolution, "_CHUNK_BYTES", 64 if threaded else 10**12)
-        layer = make_layer(conv)
+        chunk_bytes = 64 if threaded else 10**12
+        layer = make_layer(conv, force=forced(layout, threaded=threaded, chunk_bytes=chunk_bytes))
         bottom, top = blobs((5, 4, 7, 6))
         layer.setup([bottom], [top])
         if layer.plan(0).layout == "CNHW" or layer.plan(0).batch_last:  # not channels last
@@ -301,9 +306,8 @@ def test_threaded_small_chunks_match_single_pass(dgrad, group, layout, monkeypat
 
 
 @pytest.fixture(params=["kept", "remade"])
-def columns(request, monkeypatch):
+def columns(request) -> str:
     """Weight gradient from forward's kept columns, or from columns re-made in backward."""
-    monkeypatch.setattr(convolution, "_KEEP_COL_BYTES", 1 << 40 if request.param == "kept" else -1)
     return request.param
 
 
@@ -316,13 +320,11 @@ def columns(request, monkeypatch):
         ("num_output: 4 kernel_size: 2 group: 2", (2, 4, 4, 4)),  # groups
     ],
 )
-def test_param_gradient_without_bottom_gradient(
-    conv, shape, chunk_bytes, layout, columns, monkeypatch
-):
+def test_param_gradient_without_bottom_gradient(conv, shape, chunk_bytes, layout, columns):
     """propagate_down False (Caffe's first conv layer): weight and bias diffs still match
     central differences, whichever column source and weight-gradient path is taken."""
-    monkeypatch.setattr(convolution, "_CHUNK_BYTES", chunk_bytes)
-    layer = make_layer(f"{conv} {GAUSS}")
+    force = forced(layout, chunk_bytes=chunk_bytes, keep_columns=columns == "kept")
+    layer = make_layer(f"{conv} {GAUSS}", force=force)
     bottom, top = blobs(shape)
     check_layer_gradient(layer, [bottom], [top], check_bottoms=[])
 
@@ -348,7 +350,7 @@ def test_kept_columns_follow_the_latest_forward():
 
 def test_propagate_down_may_change_between_backward_calls(layout):
     """A layer's weight gradient is the same whether or not the bottom diff is also wanted."""
-    layer = make_layer(f"num_output: 3 kernel_size: 3 {GAUSS}")
+    layer = make_layer(f"num_output: 3 kernel_size: 3 {GAUSS}", force=layout)
     bottom, top = blobs((2, 1, 6, 6))
     layer.setup([bottom], [top])
     layer.forward([bottom], [top])
@@ -365,15 +367,6 @@ def test_propagate_down_may_change_between_backward_calls(layout):
 
 
 # --- plans: output tiles, data-gradient algorithms, the device path ------------------------------
-def force_plan(monkeypatch, **changes) -> None:
-    """Make every plan the layer chooses carry `changes` (setup and reshape re-plan)."""
-    real = convolution.plan_convolution
-    changes.setdefault("wgrad", "gemm")
-    monkeypatch.setattr(
-        convolution, "plan_convolution", lambda *a: dataclasses.replace(real(*a), **changes)
-    )
-
-
 TILED = [
     # conv, shape, stride, pad, dil, group, tile, data-gradient tile (None: col2im)
     (
@@ -461,14 +454,13 @@ TILED = [
 
 @pytest.mark.parametrize("conv, shape, stride, pad, dil, group, tile, dtile", TILED)
 def test_tiled_plans_match_reference_and_finite_differences(
-    conv, shape, stride, pad, dil, group, tile, dtile, cf_layout, monkeypatch
+    conv, shape, stride, pad, dil, group, tile, dtile, cf_layout
 ):
     """Output tiles (extended kernels) in forward, weight and data gradients, with stride, pad,
     dilation, groups and non-square tiles: forward equals the direct loop, gradients equal
     central differences."""
     dgrad = {"dgrad": "col2im"} if dtile is None else {"dgrad": "full", "dgrad_tile": dtile}
-    force_plan(monkeypatch, tile=tile, **dgrad)
-    layer = make_layer(f"{conv} {GAUSS}")
+    layer = make_layer(f"{conv} {GAUSS}", force=forced(cf_layout, tile=tile, wgrad="gemm", **dgrad))
     bottom, top = blobs(shape)
     layer.setup([bottom], [top])
     assert layer.plan(0).tile == tile
@@ -481,22 +473,21 @@ def test_tiled_plans_match_reference_and_finite_differences(
 
 
 @pytest.mark.parametrize("kept", [True, False])
-def test_tiled_chunks_on_threads_match_one_pass(kept, cf_layout, monkeypatch):
+def test_tiled_chunks_on_threads_match_one_pass(kept, cf_layout):
     """Tiny chunks on threads, kept or re-made columns: the same numbers as one untiled pass."""
     conv = f"num_output: 4 kernel_size: 3 pad: 1 {GAUSS}"
     results = []
     for tiled in (False, True):
-        if tiled:
-            monkeypatch.setattr(convolution, "MIN_THREADED_BYTES", 0)
-            monkeypatch.setattr(convolution, "_CHUNK_BYTES", 64)
-            monkeypatch.setattr(convolution, "_KEEP_COL_BYTES", 1 << 40 if kept else -1)
-        force_plan(
-            monkeypatch,
+        fields = {"threaded": True, "chunk_bytes": 64, "keep_columns": kept} if tiled else {}
+        force = forced(
+            cf_layout,
             tile=(2, 1) if tiled else (1, 1),
             dgrad="full",
             dgrad_tile=(3, 1) if tiled else (1, 1),
+            wgrad="gemm",
+            **fields,
         )
-        layer = make_layer(conv)
+        layer = make_layer(conv, force=force)
         bottom, top = blobs((5, 3, 6, 7))
         layer.setup([bottom], [top])
         assert layer.plan(0).threaded is tiled and layer.plan(0).keep_columns is (kept or not tiled)
@@ -587,6 +578,7 @@ def test_test_phase_keeps_no_columns_and_a_backward_still_matches_train(conv, la
     results = []
     for phase in ("TRAIN", "TEST"):
         layer = ConvolutionLayer(param, phase=phase, dtype=np.float64, seed=0)
+        layer.force_plans(LAYOUTS[layout])
         bottom, top = blobs((3, 4, 6, 6))
         layer.setup([bottom], [top])
         assert layer.plan(0).keep_columns == (phase == "TRAIN")
@@ -596,3 +588,24 @@ def test_test_phase_keeps_no_columns_and_a_backward_still_matches_train(conv, la
         results.append([top.data.copy(), bottom.diff.copy(), *(b.diff.copy() for b in layer.blobs)])
     for train, test in zip(*results, strict=True):
         np.testing.assert_array_equal(test, train)
+
+
+def test_forced_plans_take_effect_at_the_next_reshape_and_are_checked():
+    """force_plans after setup re-plans at the next reshape (None: the cost model again); a
+    forced plan the geometry cannot run is refused with the layer's name, as use_plan does."""
+    layer = make_layer(f"num_output: 4 kernel_size: 3 pad: 1 {GAUSS}")
+    bottom, top = blobs((2, 3, 6, 6))
+    layer.setup([bottom], [top])
+    chosen = layer.plan(0)
+    layer.force_plans(Force("fold_rows", fold_jit=False))
+    layer.reshape([bottom], [top])
+    assert layer.plan(0).fold_rows and not layer.plan(0).jit
+    layer.force_plans(None)
+    layer.reshape([bottom], [top])
+    assert layer.plan(0) == chosen
+    layer.force_plans(forced("batch_second", tile=(4, 1)))
+    with pytest.raises(NetError, match="conv.*tile"):
+        layer.reshape([bottom], [top])
+    layer.force_plans(forced("batch_second", jit=True))
+    with pytest.raises(NetError, match="conv.*compiled data movement"):
+        layer.reshape([bottom], [top])
