@@ -12,18 +12,13 @@ in double for the normal and in float for the exponential. exp is float32(exp(do
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
+from engine.jit import AVAILABLE, kernel
 from engine.ziggurat_tables import EXP_X, EXP_Y, NORMAL_X, NORMAL_Y
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - exercised only where numba has no wheel
-    numba = None
-
-AVAILABLE = numba is not None
+__all__ = ["AVAILABLE", "normals_from"]
 
 F32 = np.float32
 TWO_M24 = F32(2.0**-24)  # generate_int_float_pair<float, 8>: 24 fraction bits
@@ -42,11 +37,7 @@ EDX32 = (EXP_X[:-1] - EXP_X[1:]).astype(F32)
 EDY32 = (EXP_Y[1:] - EXP_Y[:-1]).astype(F32)
 
 
-def _compiled(fn: Any) -> Any:
-    return numba.njit(nogil=True, cache=True)(fn) if AVAILABLE else fn
-
-
-@_compiled
+@kernel
 def _uniform01(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     """uniform_01<float>: float(u) * 2^-32, drawn again if it rounds to 1; pos -1: buffer out."""
     while pos < raw.shape[0]:
@@ -57,7 +48,7 @@ def _uniform01(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     return F32(0.0), -1
 
 
-@_compiled
+@kernel
 def _unit_exponential(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     """boost's unit_exponential_distribution<float>: 256-layer ziggurat, tail by shifting."""
     shift = F32(0.0)
@@ -84,7 +75,7 @@ def _unit_exponential(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     return F32(0.0), -1
 
 
-@_compiled
+@kernel
 def _normal_tail(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     """The tail beyond x[1]: x ~ Exp(x[1]), y ~ Exp(1) until 2y > x^2; returns x + x[1]."""
     start = NX32[1]
@@ -100,7 +91,7 @@ def _normal_tail(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
             return x + start, pos
 
 
-@_compiled
+@kernel
 def _unit_normal(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     """boost 1.74's unit_normal_distribution<float>; pos -1 when the buffer ran out."""
     while pos < raw.shape[0]:
@@ -132,7 +123,7 @@ def _unit_normal(raw: np.ndarray, pos: int) -> tuple[np.float32, int]:
     return F32(0.0), -1
 
 
-@_compiled
+@kernel
 def normals_from(
     raw: np.ndarray, out: np.ndarray, mean: np.float32, std: np.float32
 ) -> tuple[int, int]:
