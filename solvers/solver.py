@@ -1,6 +1,10 @@
 """The training loop: Caffe's Solver::Step/Solve semantics, with ISGD (solvers/isgd.py) called at
 Caffe's callback seams: on_start (where the batch begins), gradients ready (Alg. 1's decision),
-after ApplyUpdate (Alg. 2)."""
+after ApplyUpdate (Alg. 2).
+
+Its parts live beside it, as in Caffe and PyTorch: the update rules and their state
+(update_rules.py; the flat fast path, flat_update.py), the collectives over ranks and Alg. 2's
+re-runs (collectives.py), snapshot and restore (solver_state.py), testing (scoring.py)."""
 
 from __future__ import annotations
 
@@ -88,10 +92,8 @@ class Solver:
     """Trains a Net from a SolverParameter exactly as Caffe's SGDSolver family, plus ISGD.
 
     Every step runs Alg. 1's collectives through `comm` (broadcast weights, reduce loss and
-    gradient; solvers/collectives.py); the master alone computes the statistics and updates,
-    and tells every rank its decisions in one typed message per iteration (`Control`). The
-    update rule owns its state (`history`, update_rules.py), snapshots are solver_state.py's,
-    testing is scoring.py's.
+    gradient); the master alone computes the statistics and updates, and tells every rank its
+    decisions in one typed message per iteration (`Control`).
     """
 
     def __init__(
@@ -168,7 +170,6 @@ class Solver:
         self.alg2_inner_steps = 0  # Alg. 2 updates taken in all
         self.test_seconds = 0.0
         self.tests = Cadence(p)
-        self._last_loss = f32(0.0)  # this iteration's reduced loss (Alg. 2's log line)
         self._lap = (time.perf_counter(), 0)  # Caffe's display timer: (start, iteration)
         if self.isgd is not None and self.isgd.enabled and self.comm.is_master:
             self.log.info(self.isgd.describe(p.type))
@@ -308,9 +309,8 @@ class Solver:
             self._stop_pending, not finite, self.last_snapshot, decision, self._evals_left()
         )
         control = self.collectives.agree(mine if master else None)
-        if control.stop or control.nonfinite or stats is None:
-            return control
-        if not self.collectives.applies_updates:
+        updates = self.collectives.applies_updates
+        if control.stop or control.nonfinite or stats is None or not updates:
             return control
         if not master:  # allreduce: every rank keeps the same statistics for its own update
             decision = stats.observe(float(loss), self.iter)
@@ -326,7 +326,7 @@ class Solver:
         return max(budget - self.grad_evals, 0) if budget else None
 
     def _after_update(
-        self, control: Control, rate: np.float32, batch: BatchStart
+        self, control: Control, loss: np.float32, rate: np.float32, batch: BatchStart
     ) -> Alg2Result | None:
         """After ApplyUpdate: Alg. 2 on batch d_t when Alg. 1 found it under-trained (line 23)."""
         if not control.alg2:
@@ -341,7 +341,7 @@ class Solver:
         if self.comm.is_master:
             d = control.decision
             self.log.info(
-                f"Iteration {self.iter}, ISGD: loss = {fmt(self._last_loss)} > limit = "
+                f"Iteration {self.iter}, ISGD: loss = {fmt(loss)} > limit = "
                 f"{fmt(limit)} (mean {fmt(d.mean)} + {self.isgd.k:g} x std {fmt(d.std)}); "
                 f"Alg. 2: {result.describe(limit)}"
             )
@@ -367,6 +367,7 @@ class Solver:
 
     # ------------------------------------------------------------------ the loop
     def _test_due(self) -> bool:
+        """Whether to test before this iteration (Caffe's test_interval, or our cadences)."""
         return self.tests.due(self.iter, self.train_seconds, self.grad_evals)
 
     def _train_outputs(self) -> np.ndarray:
@@ -395,7 +396,7 @@ class Solver:
             batch = self._on_start()
             self.collectives.share_weights(self.net.flat_data)  # Alg. 1 line 9
             loss = self._forward_backward()  # line 10
-            loss = self._last_loss = self.collectives.reduce(loss, self.net.flat_diff)  # 11-12
+            loss = self.collectives.reduce(loss, self.net.flat_diff)  # lines 11-12
             display = bool(p.display and self.iter % p.display == 0)
             outputs = self._train_outputs() if display else None
             control = self._control(loss)
@@ -410,7 +411,7 @@ class Solver:
             rate, diffs_zero = f32(0.0), False
             if self.collectives.applies_updates:
                 rate, diffs_zero = self.apply_update(display and master)  # Alg. 1 line 21
-            inner = self._after_update(control, rate, batch)  # Alg. 1 lines 22-23
+            inner = self._after_update(control, loss, rate, batch)  # Alg. 1 lines 22-23
             diffs_zero = diffs_zero and inner is None  # Alg. 2's passes leave their gradients
             self._log_iteration(loss, rate, control, inner, clock, comm_start)
             self.iter += 1

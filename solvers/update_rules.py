@@ -39,7 +39,7 @@ def clip_gradients(diffs: list[Any], clip: float, xp: Any = np) -> tuple[float, 
     """
     if clip < 0:
         return None
-    sumsq = f32(0.0)
+    sumsq = f32(0.0)  # Caffe's order: a float32 sum of per-blob dots (np.linalg.norm rounds apart)
     for d in diffs:
         sumsq = f32(sumsq + f32(float(xp.dot(d.reshape(-1), d.reshape(-1)))))
     norm = f32(np.sqrt(sumsq))
