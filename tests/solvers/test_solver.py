@@ -471,6 +471,31 @@ def test_flat_update_is_bit_identical_to_the_per_param_loop(
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def test_with_snapshot_diff_the_flat_update_keeps_caffes_diff_and_clears_next_iteration(
+    tiny: Tiny, quiet_log
+) -> None:
+    """Caffe's Update leaves the update value in each param diff (snapshot_diff writes it) and
+    the next Step clears it (ClearParamDiffs): the flat update must keep it and must not tell
+    the step the diffs are already zero. Without snapshot_diff it zeroes them on the way and
+    the step skips the clear after it (the same numbers, one pass over memory fewer)."""
+    runs = []
+    for flat, keep in ((True, True), (False, True), (True, False)):
+        log, _, _ = quiet_log(f"keep{flat}{keep}")
+        path = tiny.solver(name=f"k{flat}{keep}", type="Nesterov", max_iter=4, snapshot_diff=keep)
+        solver = Solver(str(path), log=log)
+        assert solver._flat_update is not None
+        if not flat:
+            solver._flat_update = None
+        clears, clear = [], solver.net.clear_param_diffs
+        solver.net.clear_param_diffs = lambda c=clears, f=clear: c.append(1) or f()  # type: ignore[method-assign]
+        solver.step(4)
+        runs.append((solver.net.flat_data.copy(), solver.net.flat_diff.copy(), len(clears)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert np.any(runs[0][1] != 0) and not np.any(runs[2][1] != 0)
+    assert [r[2] for r in runs] == [4, 4, 1]
+
+
 def test_the_compiled_update_is_compiled_before_the_training_clock(
     tiny: Tiny, quiet_log, monkeypatch
 ):
