@@ -68,9 +68,6 @@ class Net:
         # fillers (layer by layer), the Data layers' transformer seeds and Dropout. The solver
         # passes one stream to its train and test nets, as Caffe's nets share the thread's.
         self.stream = stream if stream is not None else CaffeRNG(self.seed)
-        # Set by a caller that has just zeroed every param diff (the solver); the next backward
-        # takes it down and may let layers write their gradients instead of adding them.
-        self.param_diffs_zero = False
 
         state = caffe_pb2.NetState()
         state.CopyFrom(param.state)
@@ -353,13 +350,16 @@ class Net:
                 loss += w * float(top.data.sum())
         return loss
 
-    def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
+    def backward_from_to(
+        self, start: int | None = None, end: int = 0, diffs_zero: bool = False
+    ) -> None:
         """Run backward from layer `start` down to `end` inclusive (Caffe's BackwardFromTo).
 
-        When `param_diffs_zero` is set (the solver has just cleared every param diff), this
-        backward lowers it and lets layers whose params nobody else shares write their
-        gradients instead of adding them."""
-        zero, self.param_diffs_zero = self.param_diffs_zero, False
+        `diffs_zero` is the caller's promise that every param diff holds zero (it has just run
+        Caffe's ClearParamDiffs, or zeroed them some other way): layers whose params nobody
+        else shares may then write their gradients instead of adding them to the zeros (the
+        same numbers, one pass over memory fewer; Layer.param_diffs_zero, for this pass only).
+        Without it the diffs accumulate, as in Caffe."""
         start = len(self.layers) - 1 if start is None else start
         for blob, w in self.loss_tops:
             blob.diff[...] = w
@@ -367,7 +367,7 @@ class Net:
             if not self.layer_need_backward[i]:
                 continue
             layer = self.layers[i]
-            layer.param_diffs_zero = zero and i in self._unshared_param_layers
+            layer.param_diffs_zero = diffs_zero and i in self._unshared_param_layers
             try:
                 layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
             except EngineError:
@@ -410,14 +410,16 @@ class Net:
         self.loss = self.forward_from_to(0, len(self.layers) - 1)
         return self.loss
 
-    def backward(self) -> None:
-        """Backpropagate from the losses through every layer that needs it."""
-        self.backward_from_to(len(self.layers) - 1, 0)
+    def backward(self, diffs_zero: bool = False) -> None:
+        """Backpropagate from the losses through every layer that needs it (`diffs_zero`: as
+        in backward_from_to)."""
+        self.backward_from_to(len(self.layers) - 1, 0, diffs_zero)
 
-    def forward_backward(self) -> float:
-        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate."""
+    def forward_backward(self, diffs_zero: bool = False) -> float:
+        """Caffe's ForwardBackward: forward, then backward; param diffs accumulate unless the
+        caller promises they hold zero (`diffs_zero`, see backward_from_to)."""
         loss = self.forward_loss()
-        self.backward()
+        self.backward(diffs_zero)
         return loss
 
     def clear_param_diffs(self) -> None:

@@ -88,7 +88,8 @@ class LossQueue:
     """The last n batch losses with O(1) running mean and standard deviation (Eq. 13, 14).
 
     Sums are kept in float64 and recomputed exactly once per full turn of the ring (amortized O(1)),
-    so rounding cannot drift over long runs.
+    so rounding cannot drift over long runs. Not np.mean/np.std of the window: they cost O(n) an
+    iteration and round differently from the sums a snapshot stores (IsgdState.loss_sum).
     """
 
     def __init__(self, size: int) -> None:

@@ -20,6 +20,7 @@ import lmdb
 
 from engine.proto_io import read_net_param, read_solver_param
 from solvers.comm import Comm, SerialComm
+from solvers.snapshot import file_sha256
 
 # Set by process launchers in every rank's environment (MPICH/Hydra, PMIx, Open MPI, Slurm).
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
@@ -197,14 +198,6 @@ def visible_gpu_count() -> int:
 # ---------------------------------------------------------------------------- start-up check
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def lmdb_fingerprint(path: str | os.PathLike) -> str:
     """Cheap identity of an LMDB: record count and the first and last records' keys and values."""
 
@@ -230,7 +223,7 @@ def _file_item(path: str | os.PathLike) -> str:
     if target.is_dir():
         return lmdb_fingerprint(target)
     if target.is_file():
-        return _sha256_file(target)
+        return file_sha256(target)
     return "missing"
 
 

@@ -34,6 +34,7 @@ def loss_band_rate(thresholds: list[float], rates: list[float], average_loss: fl
     (the AlexNet schedule of the paper's section 5.2).
     """
     loss = f32(average_loss)  # thresholds are proto floats: compare at that precision
+    # a scan, not bisect: the bands are a handful, and the order is checked in validate()
     for threshold, rate in zip(thresholds, rates, strict=False):
         if loss >= f32(threshold):
             return f32(rate)

@@ -82,11 +82,8 @@ def history_from_state(state: Any, history: list[Any], where: str) -> None:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Lowercase hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _state_sha256(state: Any) -> str:

@@ -1,13 +1,16 @@
 """The training loop: Caffe's Solver::Step/Solve semantics, with ISGD (solvers/isgd.py) called at
 Caffe's callback seams: on_start (where the batch begins), gradients ready (Alg. 1's decision),
-after ApplyUpdate (Alg. 2)."""
+after ApplyUpdate (Alg. 2).
+
+Its parts live beside it, as in Caffe and PyTorch: the update rules and their state
+(update_rules.py; the flat fast path, flat_update.py), the collectives over ranks and Alg. 2's
+re-runs (collectives.py), snapshot and restore (solver_state.py), testing (scoring.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -15,19 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend import get_array_module, host_threads_allowed, to_numpy
+from engine.backend import get_array_module, to_numpy
 from engine.errors import EngineError, PrototxtError
-from engine.net import STREAM_STATE_KEY
 from engine.proto import caffe_pb2
 from engine.proto_io import read_solver_param
-from engine.threads import EngineThreads
-from solvers import lr_policy, snapshot, update_kernels
+from solvers import lr_policy, snapshot, solver_state
+from solvers.collectives import BatchRerun, Collectives
 from solvers.comm import Comm, SerialComm
+from solvers.flat_update import FlatUpdate
 from solvers.isgd import Alg2Result, Decision, Isgd, IsgdConfig
-from solvers.scoring import loss_weights, score
+from solvers.scoring import Cadence, log_outputs, log_test_scores
 from solvers.train_log import TrainLog, fmt
 from solvers.train_test_nets import batches_per_epoch, build_net, test_net_params, train_net_param
-from solvers.update_kernels import sgd_segment
 from solvers.update_rules import clip_gradients, make_rule, normalize, regularize
 
 f32 = np.float32
@@ -105,17 +107,19 @@ class Solver:
         test_nets: list[Any] | None = None,
         allreduce: bool = False,
         clock: Callable[[], float] | None = None,
+        compiled_update: bool = True,
     ) -> None:
+        """`allreduce`: every rank sums the gradient and applies the same update (no weight
+        broadcast); `clock`: the training clock's time source (tests pass a fake one);
+        `compiled_update`: the SGD/Nesterov flat update's Numba loop where Numba is present
+        (False: its NumPy passes, the same numbers)."""
         self.param, self.solver_path = load_solver_param(source)
-        # The training clock's time source (tests pass a fake one to check resume continuity).
         self.clock = clock if clock is not None else time.perf_counter
         self.comm = comm if comm is not None else SerialComm()
+        self.collectives = Collectives(self.comm, allreduce)
         self.xp = get_array_module(xp)
         self.log = log if log is not None else TrainLog(json_path=None)
         self.action = action if action is not None else (lambda: "none")
-        # allreduce: every rank sums the gradient and applies the same update (no weight bcast).
-        self.allreduce = bool(allreduce) and self.comm.size > 1
-        self.applies_updates = self.comm.is_master or self.allreduce
         p = self.param
         self._validate()
         # Caffe's stream: one boost mt19937 seeded with random_seed before any net is built; the
@@ -149,15 +153,10 @@ class Solver:
         self.rule = make_rule(p)
         self.iter = 0
         self.current_step = 0
-        self._offsets = self._param_offsets()
-        self.history_flat = [
-            self.xp.zeros_like(self.net.flat_data) for _ in range(self.rule.history_sets)
-        ]
-        self.history = [
-            [self._view(h, i) for h in self.history_flat] for i in range(len(self._offsets))
-        ]
-        self._flat_update = FlatUpdate.make(self)
-        self.diffs_clear = False  # the param diffs are known to be all zero
+        self.history = self.rule.make_history(self.net, self.xp)
+        self._flat_update = FlatUpdate.make(
+            self.net, self.history.flat[0], self.rule, p, self.xp, compiled_update
+        )
         self.isgd = self._make_isgd()
         self.requested_early_exit = False
         self._stop_pending = False  # master: a signal or a test asked to stop; told next iteration
@@ -169,10 +168,9 @@ class Solver:
         self.grad_evals = 0  # forward+backward passes over training batches (Alg. 2's included)
         self.alg2_triggers = 0  # iterations on which Alg. 2 ran
         self.alg2_inner_steps = 0  # Alg. 2 updates taken in all
-        self.control_seconds = 0.0  # time in control messages (apart from Eq. 21's t_comm)
         self.test_seconds = 0.0
-        self._next_time_test = float(p.test_interval_seconds) if p.test_interval_seconds else 0.0
-        self._next_evals_test = int(p.test_interval_grad_evals)  # 0 = no cadence in evaluations
+        self.tests = Cadence(p)
+        self._lap = (time.perf_counter(), 0)  # Caffe's display timer: (start, iteration)
         if self.isgd is not None and self.isgd.enabled and self.comm.is_master:
             self.log.info(self.isgd.describe(p.type))
         self.last_snapshot: str | None = None
@@ -196,14 +194,6 @@ class Solver:
             lr_policy.validate(p)
         except ValueError as exc:
             raise PrototxtError(f"solver: {exc}") from None
-
-    def _param_offsets(self) -> list[tuple[int, int]]:
-        blobs = self.net.learnable_params
-        return [(int(o), int(b.count)) for o, b in zip(self.net.param_offsets, blobs, strict=True)]
-
-    def _view(self, flat: Any, i: int) -> Any:
-        start, count = self._offsets[i]
-        return flat[start : start + count].reshape(self.net.learnable_params[i].shape)
 
     def _make_isgd(self) -> Isgd | None:
         """ISGD's state; without isgd_param, its statistics alone when a Data layer (or the
@@ -239,46 +229,15 @@ class Solver:
 
     # ------------------------------------------------------------------ one pass
     def _forward_backward(self) -> np.float32:
-        """iter_size forward/backward passes (diffs accumulate); the mean loss in Dtype.
-
-        One call is one gradient evaluation on the (global) batch, counted in `grad_evals`."""
+        """iter_size forward/backward passes on param diffs just cleared (the first pass may
+        write them, Net.forward_backward's diffs_zero; the others accumulate, as Caffe's);
+        the mean loss in Dtype. One call is one gradient evaluation on the (global) batch,
+        counted in `grad_evals`."""
         self.grad_evals += 1
         loss = f32(0.0)
-        for _ in range(self.param.iter_size):
-            loss = f32(loss + f32(self.net.forward_backward()))
+        for k in range(self.param.iter_size):
+            loss = f32(loss + f32(self.net.forward_backward(diffs_zero=k == 0)))
         return f32(loss / f32(self.param.iter_size))
-
-    def _pass_after_clear(self) -> np.float32:
-        """_forward_backward() on param diffs just zeroed: the Net's first backward may let
-        layers write them (the same numbers, one pass over memory fewer)."""
-        self.net.param_diffs_zero = True
-        try:
-            return self._forward_backward()
-        finally:
-            self.net.param_diffs_zero = False
-
-    def _reduce(self, loss: np.float32) -> np.float32:
-        """Alg. 1 lines 11-12: reduce loss and gradient onto the master, as means over ranks."""
-        if self.comm.size == 1:
-            return loss
-        buf = np.array([loss], np.float64)
-        if self.allreduce:
-            self.comm.allreduce_sum(buf)
-            self.comm.allreduce_sum(self.net.flat_diff)
-        else:
-            self.comm.reduce_sum(buf)
-            self.comm.reduce_sum(self.net.flat_diff)
-        if self.applies_updates:
-            self.net.flat_diff /= self.net.flat_diff.dtype.type(self.comm.size)
-        return f32(buf[0] / self.comm.size)
-
-    def _agree(self, value: Any) -> Any:
-        """The master's `value` on every rank (a control message, timed apart from t_comm);
-        what other ranks pass is ignored."""
-        start = time.perf_counter()
-        value = self.comm.bcast_object(value if self.comm.is_master else None)
-        self.control_seconds += time.perf_counter() - start
-        return value
 
     def _update_smoothed_loss(self, loss: np.float32, start_iter: int) -> None:
         """Caffe's UpdateSmoothedLoss: the mean of the last `average_loss` losses, in Dtype."""
@@ -305,8 +264,10 @@ class Solver:
             self.log.info(result.message)
         return result.rate
 
-    def apply_update(self, display: bool) -> np.float32:
-        """Caffe's ApplyUpdate: rate, clip, normalize, regularize, update rule, then w -= step."""
+    def apply_update(self, display: bool) -> tuple[np.float32, bool]:
+        """Caffe's ApplyUpdate: rate, clip, normalize, regularize, update rule, then w -= step.
+        Returns the rate and whether every param diff was left at zero (the flat update does
+        the next ClearParamDiffs on the way, see FlatUpdate.apply)."""
         p = self.param
         rate = self.learning_rate()
         if display:
@@ -319,9 +280,8 @@ class Solver:
                 f"Gradient clipping: scaling down gradients (L2 norm {norm:g} > "
                 f"{float(f32(p.clip_gradients)):g}) by scale factor {scale:g}"
             )
-        if self._flat_update is not None:
-            self._flat_update.apply(rate)  # the update below, on the flat buffers at once
-            return rate
+        if self._flat_update is not None:  # the update below, on the flat buffers at once
+            return rate, self._flat_update.apply(rate)
         weight_decay = f32(p.weight_decay)
         for i, blob in enumerate(blobs):
             normalize(blob.diff, int(p.iter_size))
@@ -330,7 +290,7 @@ class Solver:
             local_rate = f32(rate * f32(self.net.params_lr[i]))
             self.rule.compute(i, blob.diff, self.history[i], local_rate, self.iter)
         self.net.flat_data -= self.net.flat_diff
-        return rate
+        return rate, False
 
     # ------------------------------------------------------------------ Caffe's seams, ISGD
     def _on_start(self) -> BatchStart:
@@ -348,8 +308,9 @@ class Solver:
         mine = Control(
             self._stop_pending, not finite, self.last_snapshot, decision, self._evals_left()
         )
-        control = self._agree(mine if master else None)
-        if control.stop or control.nonfinite or stats is None or not self.applies_updates:
+        control = self.collectives.agree(mine if master else None)
+        updates = self.collectives.applies_updates
+        if control.stop or control.nonfinite or stats is None or not updates:
             return control
         if not master:  # allreduce: every rank keeps the same statistics for its own update
             decision = stats.observe(float(loss), self.iter)
@@ -365,23 +326,22 @@ class Solver:
         return max(budget - self.grad_evals, 0) if budget else None
 
     def _after_update(
-        self, control: Control, rate: np.float32, batch: BatchStart
+        self, control: Control, loss: np.float32, rate: np.float32, batch: BatchStart
     ) -> Alg2Result | None:
         """After ApplyUpdate: Alg. 2 on batch d_t when Alg. 1 found it under-trained (line 23)."""
         if not control.alg2:
             return None
         assert self.isgd is not None and control.decision is not None
-        if self.applies_updates and self.isgd.config.anchor_after_update:
+        if self.collectives.applies_updates and self.isgd.config.anchor_after_update:
             self.isgd.keep_anchor(self.net.flat_data)
         limit = control.decision.limit
         result = self._alg2(limit, rate, batch.cursors, control.evals_left)
-        self.diffs_clear = False  # Alg. 2's passes left their gradients
         self.alg2_triggers += 1
         self.alg2_inner_steps += result.steps
         if self.comm.is_master:
             d = control.decision
             self.log.info(
-                f"Iteration {self.iter}, ISGD: loss = {fmt(self._last_loss)} > limit = "
+                f"Iteration {self.iter}, ISGD: loss = {fmt(loss)} > limit = "
                 f"{fmt(limit)} (mean {fmt(d.mean)} + {self.isgd.k:g} x std {fmt(d.std)}); "
                 f"Alg. 2: {result.describe(limit)}"
             )
@@ -398,34 +358,17 @@ class Solver:
         assert self.isgd is not None
         after = self.net.data_cursors()
         try:
-            ops = _Alg2Ops(self, cursors)
+            ops = BatchRerun(
+                self.net, self.collectives, cursors, self._forward_backward, self.param.iter_size
+            )
             return self.isgd.accelerate(ops, limit, float(rate), evals_left)
         finally:
             self.net.set_data_cursors(after)
 
     # ------------------------------------------------------------------ the loop
     def _test_due(self) -> bool:
-        p = self.param
-        by_iter = bool(
-            p.test_interval
-            and self.iter % p.test_interval == 0
-            and (self.iter > 0 or p.test_initialization)
-        )
-        by_time = False
-        if p.test_interval_seconds > 0 and self.train_seconds >= self._next_time_test:
-            by_time = True
-            interval = float(p.test_interval_seconds)
-            self._next_time_test = (math.floor(self.train_seconds / interval) + 1) * interval
-        if p.test_interval_seconds > 0 and self.iter == 0 and p.test_initialization:
-            by_time = True
-        by_evals = False
-        every = int(p.test_interval_grad_evals)
-        if every > 0 and self.grad_evals >= self._next_evals_test:
-            by_evals = True
-            self._next_evals_test = (self.grad_evals // every + 1) * every
-        if every > 0 and self.iter == 0 and p.test_initialization:
-            by_evals = True
-        return by_iter or by_time or by_evals
+        """Whether to test before this iteration (Caffe's test_interval, or our cadences)."""
+        return self.tests.due(self.iter, self.train_seconds, self.grad_evals)
 
     def _train_outputs(self) -> np.ndarray:
         """The train net's output values, each the global value under MPI (mean over ranks, as
@@ -435,13 +378,7 @@ class Solver:
             for name in self.net.output_blob_names
         ]
         flat = np.concatenate(values) if values else np.zeros(0, np.float64)
-        if self.comm.size > 1:
-            if self.allreduce:
-                self.comm.allreduce_sum(flat)
-            else:
-                self.comm.reduce_sum(flat)
-            flat /= self.comm.size
-        return flat.astype(np.float32)
+        return self.collectives.mean(flat).astype(np.float32)
 
     def step(self, iters: int) -> None:
         """Caffe's Solver::Step, ISGD at its seams, one control message per iteration."""
@@ -449,17 +386,17 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self.smoothed_loss = [], f32(0.0)
         self._lap = (time.perf_counter(), self.iter)
+        diffs_zero = False  # the last update left every param diff at zero
         while self.iter < stop_iter and not self.budget_spent:
-            if not self.diffs_clear:  # Caffe's ClearParamDiffs (the flat update may have done it)
-                self.net.clear_param_diffs()
-            self.diffs_clear = False
+            if not diffs_zero:
+                self.net.clear_param_diffs()  # Caffe's ClearParamDiffs
             if master and self.test_nets and not self._stop_pending and self._test_due():
                 self.test_all()
-            clock, comm_start = self.clock(), (self.comm_elapsed, self.control_seconds)
+            clock, comm_start = self.clock(), (self.comm_elapsed, self.collectives.control_seconds)
             batch = self._on_start()
-            if not self.allreduce:
-                self.comm.bcast(self.net.flat_data)  # Alg. 1 line 9
-            loss = self._last_loss = self._reduce(self._pass_after_clear())  # lines 10-12
+            self.collectives.share_weights(self.net.flat_data)  # Alg. 1 line 9
+            loss = self._forward_backward()  # line 10
+            loss = self.collectives.reduce(loss, self.net.flat_diff)  # lines 11-12
             display = bool(p.display and self.iter % p.display == 0)
             outputs = self._train_outputs() if display else None
             control = self._control(loss)
@@ -471,12 +408,16 @@ class Solver:
                 self._diverged(loss, control.last_snapshot)
             if master:
                 self._display(loss, start_iter, outputs)
-            rate = self.apply_update(display and master) if self.applies_updates else f32(0.0)
-            inner = self._after_update(control, rate, batch)  # Alg. 1 lines 22-23
+            rate, diffs_zero = f32(0.0), False
+            if self.collectives.applies_updates:
+                rate, diffs_zero = self.apply_update(display and master)  # Alg. 1 line 21
+            inner = self._after_update(control, loss, rate, batch)  # Alg. 1 lines 22-23
+            diffs_zero = diffs_zero and inner is None  # Alg. 2's passes leave their gradients
             self._log_iteration(loss, rate, control, inner, clock, comm_start)
             self.iter += 1
             self._at_iteration_end()
-        self.requested_early_exit = self._agree(self.requested_early_exit or self._stop_pending)
+        stop = self.requested_early_exit or self._stop_pending
+        self.requested_early_exit = self.collectives.agree(stop)
 
     def _undo_pass(self, batch: BatchStart) -> None:
         """Put data cursors and random streams back to where this iteration started."""
@@ -495,7 +436,7 @@ class Solver:
         per_s = (self.iter - iterations_last) / (lapse if lapse else 1.0)
         self.log.iteration(self.iter, per_s, lapse, self.param.display, self.smoothed_loss)
         self._lap = (time.perf_counter(), self.iter)
-        self._log_outputs(self.net, "Train", outputs)
+        log_outputs(self.log, self.net, "Train", outputs)
 
     def _log_iteration(
         self,
@@ -513,7 +454,7 @@ class Solver:
             return
         self.rate = rate
         # Eq. 21's split: compute vs the gradient and weight collectives (control messages apart)
-        t_ctrl = self.control_seconds - comm_start[1]
+        t_ctrl = self.collectives.control_seconds - comm_start[1]
         t_comm = max(self.comm_elapsed - comm_start[0] - t_ctrl, 0.0)
         d = control.decision
         event = {
@@ -553,7 +494,7 @@ class Solver:
     @property
     def comm_elapsed(self) -> float:
         """Seconds spent in collectives so far (0 for one process)."""
-        return float(self.comm.elapsed)
+        return self.collectives.elapsed
 
     @property
     def budget_spent(self) -> bool:
@@ -591,7 +532,7 @@ class Solver:
             if master:
                 self.log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
-        if self.allreduce:  # weights are never broadcast in this mode: agree on w_0 once
+        if self.collectives.allreduce:  # weights are never broadcast in this mode: agree on w_0
             self.comm.bcast(self.net.flat_data)
         start_iter = self.iter
         try:
@@ -623,15 +564,6 @@ class Solver:
         self.log.flush()
 
     # ------------------------------------------------------------------ testing
-    def _log_outputs(self, net: Any, kind: str, values: Sequence[float]) -> None:
-        """Caffe's "<kind> net output #k: name = v" lines for the flat output `values`."""
-        weights = loss_weights(net)
-        index = 0
-        for name in net.output_blob_names:
-            for _ in range(int(net.blobs[name].count)):
-                self.log.output(kind, index, name, float(values[index]), weights.get(name, 0.0))
-                index += 1
-
     def test_all(self) -> None:
         """Run every test net (Caffe's TestAll); time spent here is off the training clock."""
         start = time.perf_counter()
@@ -658,17 +590,14 @@ class Solver:
         net = self.test_nets[index]
         self.log.info(f"Iteration {self.iter}, Testing net (#{index})")
         net.share_weights_with(self.net)
-        scores = score(net, int(p.test_iter[index]), interrupted=self._interrupted)
+        scores = log_test_scores(
+            net, int(p.test_iter[index]), self.log, p.test_compute_loss, self._interrupted
+        )
         if scores is None:
-            self.log.info("Test interrupted.")
             return []
-        if p.test_compute_loss:
-            self.log.info(f"Test loss: {float(scores.loss):g}")
-        weights = loss_weights(net)
         means: list[float] = []
         outputs: dict[str, Any] = {}
-        for k, (name, value) in enumerate(zip(scores.names, scores.means, strict=True)):
-            self.log.output("Test", k, name, float(value), weights.get(name, 0.0))
+        for name, value in zip(scores.names, scores.means, strict=True):
             means.append(float(value))
             short = _shortest_decimal(value)
             if name in outputs:
@@ -692,134 +621,40 @@ class Solver:
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> str:
-        """Write <prefix>_iter_N.caffemodel and .solverstate (history, ISGD queue, data cursor)."""
-        p = self.param
-        if not p.snapshot_prefix:
-            raise PrototxtError("solver: cannot snapshot: snapshot_prefix is not set")
-        h5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5  # Caffe's names and log lines
-        kind, ext = ("HDF5", ".h5") if h5 else ("binary proto", "")
-        model = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel" + ext)
-        self.log.info(f"Snapshotting to {kind} file {model}")
-        self.net.save(model, write_diff=bool(p.snapshot_diff))
-        state = caffe_pb2.SolverState()
-        state.iter = self.iter
-        state.learned_net = model
-        state.current_step = self.current_step
-        # Caffe's history_ order: set 0 for every param, then set 1 (AdaDelta/Adam) for every param.
-        ordered = [
-            self.history[i][s]
-            for s in range(self.rule.history_sets)
-            for i in range(len(self.history))
-        ]
-        snapshot.history_to_state(state, ordered)
-        if self.isgd is not None:
-            self.isgd.queue.to_proto(state.isgd_state)
-        cursors = self.net.data_cursors()
-        if cursors:  # the first also in Caffe-era fields, which older readers know
-            state.data_cursor = cursors[0]["cursor"]
-            if cursors[0]["rng_state"] is not None:
-                state.data_rng_state = json.dumps(cursors[0]["rng_state"])
-            state.data_cursors = json.dumps(cursors)
-        layer_rngs = self.net.rng_state()
-        if layer_rngs:
-            state.layer_rng_state = json.dumps(layer_rngs)
-        progress = state.progress
-        progress.train_seconds = self.train_seconds
-        progress.grad_evals = self.grad_evals
-        progress.next_test_seconds = self._next_time_test
-        progress.next_test_grad_evals = self._next_evals_test
-        progress.alg2_triggers = self.alg2_triggers
-        progress.alg2_inner_steps = self.alg2_inner_steps
-        path = snapshot.snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + ext)
-        self.log.info(f"Snapshotting solver state to {kind} file {path}")
-        if not h5:
-            snapshot.seal(state, model)
-        snapshot.write_state(path, state)
-        self.last_snapshot = path
-        self.log.flush()
-        return path
+        """Caffe's Snapshot: <prefix>_iter_N.caffemodel and .solverstate (solver_state.py)."""
+        progress = caffe_pb2.RunProgress(
+            train_seconds=self.train_seconds,
+            grad_evals=self.grad_evals,
+            next_test_seconds=self.tests.next_seconds,
+            next_test_grad_evals=self.tests.next_grad_evals,
+            alg2_triggers=self.alg2_triggers,
+            alg2_inner_steps=self.alg2_inner_steps,
+        )
+        self.last_snapshot = solver_state.save(
+            self.param,
+            self.iter,
+            self.current_step,
+            self.net,
+            self.history,
+            self.isgd,
+            progress,
+            self.log,
+        )
+        return self.last_snapshot
 
     def restore(self, path: str) -> None:
-        """Resume from a .solverstate (Caffe's or ours): weights, iter, current_step, history,
-        and when present the ISGD queue and data cursor (absent: data restarts at record 0)."""
-        state = snapshot.load_state(path)
-        if state.iter < 0:
-            raise PrototxtError(f"{path}: solver state has iter = {state.iter} (must be >= 0)")
-        if state.HasField("learned_net") and state.learned_net:
-            model = snapshot.resolve_learned_net(state.learned_net, path)
-            snapshot.check_model(state, model, path)
-            self.net.copy_from(model)
-        self.iter = int(state.iter)
-        self.current_step = int(state.current_step)
-        ordered = [
-            self.history[i][s]
-            for s in range(self.rule.history_sets)
-            for i in range(len(self.history))
-        ]
-        snapshot.history_from_state(state, ordered, path)
-        if self.isgd is not None and state.HasField("isgd_state"):
-            self.isgd.queue.from_proto(state.isgd_state)
-        if state.layer_rng_state:
-            skipped = self.net.set_rng_state(json.loads(state.layer_rng_state))
-            if skipped and self.comm.is_master:
-                self.log.info(
-                    f"Snapshot {path} holds the random streams of layers {', '.join(skipped)} "
-                    "from the other backend (CPU vs GPU): they restart from their seeds"
-                )
-        if state.data_cursors:
-            cursors = json.loads(state.data_cursors)
-        else:  # Caffe's or an older snapshot: one cursor for all (none: from the first record)
-            cursor = int(state.data_cursor) if state.HasField("data_cursor") else 0
-            rng_state = json.loads(state.data_rng_state) if state.data_rng_state else None
-            cursors = [{"cursor": cursor, "rng_state": rng_state}] * len(self.net.data_layers())
-        older = self.net.set_data_cursors(cursors)
-        if older and self.comm.is_master:
-            self.log.info(
-                f"{path} holds crop/mirror generator states of an older version (not Caffe's "
-                f"mt19937) for {', '.join(older)}: their transforms draw from their seeds"
-            )
-        if state.HasField("progress"):
-            progress = state.progress
+        """Caffe's Restore from a .solverstate (Caffe's or ours): weights, iter, current_step,
+        history, and when present the ISGD queue, data cursors and the run's clock."""
+        log = self.log if self.comm.is_master else None
+        resumed = solver_state.restore(path, self.net, self.history, self.isgd, log)
+        self.iter, self.current_step = resumed.iter, resumed.current_step
+        if resumed.progress is not None:
+            progress = resumed.progress
             self.train_seconds = float(progress.train_seconds)
             self.grad_evals = int(progress.grad_evals)
             self.alg2_triggers = int(progress.alg2_triggers)
             self.alg2_inner_steps = int(progress.alg2_inner_steps)
-            if progress.HasField("next_test_seconds"):
-                self._next_time_test = float(progress.next_test_seconds)
-            every = int(self.param.test_interval_grad_evals)
-            if progress.HasField("next_test_grad_evals") and every > 0:
-                self._next_evals_test = int(progress.next_test_grad_evals)
-            elif every > 0:  # no record: the next multiple after the evaluations done
-                self._next_evals_test = (self.grad_evals // every + 1) * every
-        afresh = self._what_starts_afresh(state)
-        if afresh and self.comm.is_master:
-            self.log.info(
-                f"{path} does not hold this project's full run state (written by Caffe, or "
-                f"cut short?): {'; '.join(afresh)}"
-            )
-
-    def _what_starts_afresh(self, state: Any) -> list[str]:
-        """What a resume from `state` cannot restore and therefore starts anew, in words."""
-        afresh = []
-        if self.net.data_layers() and not state.HasField("data_cursor"):
-            afresh.append(
-                "the data cursor starts at record 0 and the crop/mirror draws from their seed, "
-                "as in Caffe"
-            )
-        if self.isgd is not None and not state.HasField("isgd_state"):
-            what = "ISGD's loss queue" if self.isgd.enabled else "the average-loss window"
-            afresh.append(f"{what} starts empty (one epoch to refill)")
-        saved_rngs = json.loads(state.layer_rng_state) if state.layer_rng_state else {}
-        if STREAM_STATE_KEY not in saved_rngs:
-            afresh.append(
-                "Caffe's random stream is not in it: like Caffe, the run replays the stream from "
-                "the seed (Dropout masks and DummyData draws as from iteration 0)"
-            )
-        if not state.HasField("progress"):
-            afresh.append(
-                f"the training clock and grad_evals start at 0 (iteration {int(state.iter)})"
-            )
-        return afresh
+            self.tests.resume(progress, self.grad_evals)
 
 
 def weights_warning(source: str, layers: list[str]) -> str:
@@ -834,128 +669,3 @@ def weights_warning(source: str, layers: list[str]) -> str:
 def _shortest_decimal(value: Any) -> float:
     """A float32 as the shortest decimal that reads back to it (0.1, not 0.10000000149)."""
     return float(str(np.float32(value)))
-
-
-COMPILED_UPDATE = True  # FlatUpdate's compiled loop where Numba is present (tests switch it)
-
-
-class FlatUpdate:
-    """Caffe's Normalize, L2 Regularize, SGD/Nesterov ComputeUpdateValue and Update over the
-    net's flat buffers: each param in cache-sized segments with its own scalar rate and decay,
-    so element by element the float32 arithmetic of the per-blob loop, in one pass over memory
-    split over the engine's threads (the update is bound by memory bandwidth)."""
-
-    BLOCK = 16384  # elements per segment: its arrays stay in cache between the operations
-
-    def __init__(self, solver: Solver) -> None:
-        self.solver = solver
-        net, xp = solver.net, solver.xp
-        weight_decay = f32(solver.param.weight_decay)
-        block = self.BLOCK if host_threads_allowed(xp) else None  # a device takes a param whole
-        segments = []  # (slice, lr_mult, local decay)
-        for (offset, count), lr_mult, decay_mult in zip(
-            solver._offsets, net.params_lr, net.params_weight_decay, strict=True
-        ):
-            step = block or max(count, 1)
-            decay = f32(weight_decay * f32(decay_mult))
-            for a in range(offset, offset + count, step):
-                segments.append((slice(a, min(a + step, offset + count)), f32(lr_mult), decay))
-        self.nesterov = solver.rule.name == "Nesterov"
-        self.momentum = solver.rule.momentum
-        self.scratch = xp.empty_like(net.flat_data)
-        self.previous = xp.empty_like(net.flat_data) if self.nesterov else None
-        self.threads = EngineThreads(xp, "update")
-        # On NumPy one compiled loop per segment (same float operations, one pass over memory).
-        self.compiled = xp is np and update_kernels.AVAILABLE and COMPILED_UPDATE
-        if self.compiled:  # compile before the training clock starts
-            update_kernels.warm_up(net.flat_data.dtype)
-        parts = max(1, min(self.threads.count, len(segments)))
-        total = sum(sl.stop - sl.start for sl, _, _ in segments)
-        self.parts: list[list[tuple[slice, np.float32, np.float32]]] = [[] for _ in range(parts)]
-        done = 0
-        for seg in segments:  # contiguous parts of about equal size
-            self.parts[min(parts - 1, done * parts // max(total, 1))].append(seg)
-            done += seg[0].stop - seg[0].start
-
-    @classmethod
-    def make(cls, solver: Solver) -> FlatUpdate | None:
-        """The flat path where it is exact: SGD or Nesterov with L2 (or no) weight decay."""
-        p = solver.param
-        elementwise = solver.rule.name in ("SGD", "Nesterov")
-        if not elementwise or p.regularization_type != "L2" or solver.net.flat_data.size == 0:
-            return None
-        return cls(solver)
-
-    def apply(self, rate: np.float32) -> None:
-        """w -= this iteration's update. The diff keeps the update value (Caffe's diff after
-        Update) only when snapshot_diff will write it; otherwise it is zeroed on the way, which
-        spares the next iteration's ClearParamDiffs a pass over memory."""
-        s = self.solver
-        normalize(s.net.flat_diff, int(s.param.iter_size))
-        keep = bool(s.param.snapshot_diff)
-        self.threads.run(lambda k: self._update(self.parts[k], rate, keep), len(self.parts))
-        s.diffs_clear = not keep
-
-    def _update(self, segments: list, rate: np.float32, keep_diff: bool) -> None:
-        s = self.solver
-        data, diff, history = s.net.flat_data, s.net.flat_diff, s.history_flat[0]
-        if self.compiled:
-            m, nesterov = self.momentum, self.nesterov
-            for b, lr_mult, decay in segments:
-                local_rate = f32(rate * lr_mult)
-                sgd_segment(data[b], diff[b], history[b], local_rate, decay, m, nesterov, keep_diff)
-            return
-        m, minus_m = self.momentum, -self.momentum
-        one_plus_m = f32(f32(1.0) + self.momentum)
-        multiply = s.xp.multiply
-        for b, lr_mult, decay in segments:
-            w, g, h, tmp = data[b], diff[b], history[b], self.scratch[b]
-            if decay:
-                multiply(w, decay, out=tmp)  # Regularize: g += decay * w
-                g += tmp
-            if self.nesterov:
-                step = self.previous[b]
-                step[...] = h
-            h *= m  # ComputeUpdateValue: h = momentum h + local_rate g
-            multiply(g, f32(rate * lr_mult), out=tmp)
-            h += tmp
-            if self.nesterov:  # step = (1 + momentum) h - momentum h_prev
-                step *= minus_m
-                multiply(h, one_plus_m, out=tmp)
-                step += tmp
-            else:
-                step = h
-            w -= step  # Update
-            if keep_diff:
-                g[...] = step
-            else:
-                g.fill(0)  # the next iteration's ClearParamDiffs, while the segment is in cache
-
-
-class _Alg2Ops:
-    """The Solver's side of Alg. 2 (solvers.isgd.Alg2Ops): re-run batch d_t with Alg. 1's
-    collectives, agree on the master's flag, hand over the params."""
-
-    def __init__(self, solver: Solver, cursors: list[dict[str, Any]]) -> None:
-        self.solver = solver
-        self.cursors = cursors
-        self.updates = solver.applies_updates
-
-    def rerun_batch(self) -> float:
-        s = self.solver
-        if not s.allreduce:
-            s.comm.bcast(s.net.flat_data)  # Alg. 2 line 8 (the weights of the last step)
-        s.net.set_data_cursors(self.cursors)  # the same batch d_t (reading 12)
-        s.net.clear_param_diffs()
-        return float(s._reduce(s._pass_after_clear()))  # Alg. 2 lines 4-6
-
-    def agree(self, flag: bool) -> bool:
-        return bool(self.solver._agree(bool(flag)))
-
-    def params(self, anchor: Any) -> list[tuple[Any, Any, Any, float]]:
-        s = self.solver
-        normalize(s.net.flat_diff, int(s.param.iter_size))
-        return [
-            (blob.data, blob.diff, s._view(anchor, i), float(s.net.params_lr[i]))
-            for i, blob in enumerate(s.net.learnable_params)
-        ]

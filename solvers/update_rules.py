@@ -39,7 +39,7 @@ def clip_gradients(diffs: list[Any], clip: float, xp: Any = np) -> tuple[float, 
     """
     if clip < 0:
         return None
-    sumsq = f32(0.0)
+    sumsq = f32(0.0)  # Caffe's order: a float32 sum of per-blob dots (np.linalg.norm rounds apart)
     for d in diffs:
         sumsq = f32(sumsq + f32(float(xp.dot(d.reshape(-1), d.reshape(-1)))))
     norm = f32(np.sqrt(sumsq))
@@ -51,8 +51,38 @@ def clip_gradients(diffs: list[Any], clip: float, xp: Any = np) -> tuple[float, 
     return None
 
 
+def param_views(flat: Any, net: Any) -> list[Any]:
+    """One view per learnable param of a buffer laid out as `net.flat_data`, in its shape."""
+    return [
+        flat[int(o) : int(o) + b.count].reshape(b.shape)
+        for o, b in zip(net.param_offsets, net.learnable_params, strict=True)
+    ]
+
+
+class History:
+    """An update rule's state (Caffe's history_, PyTorch's state[p]): `sets` flat buffers laid
+    out as the net's flat params; `history[i]` is param i's buffers (views), `flat[s]` set s."""
+
+    def __init__(self, sets: int, net: Any, xp: Any = np) -> None:
+        self.flat = [xp.zeros_like(net.flat_data) for _ in range(sets)]
+        views = [param_views(h, net) for h in self.flat]
+        count = len(net.learnable_params)
+        self._params = [[views[s][i] for s in range(sets)] for i in range(count)]
+
+    def __getitem__(self, i: int) -> list[Any]:
+        return self._params[i]
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def caffe_order(self) -> list[Any]:
+        """The buffers in a .solverstate's history order: set 0 for every param, then set 1
+        (AdaDelta, Adam) for every param, as Caffe's SGDSolver lays out history_."""
+        return [params[s] for s in range(len(self.flat)) for params in self._params]
+
+
 class UpdateRule:
-    """Base: holds per-param history buffers and turns diffs into update steps in place."""
+    """Base: turns diffs into update steps in place, reading and writing its History."""
 
     name = ""
     history_sets = 1  # how many history blobs per learnable param (Caffe's history_ layout)
@@ -62,6 +92,10 @@ class UpdateRule:
         self.momentum2 = f32(param.momentum2)
         self.delta = f32(param.delta)
         self.rms_decay = f32(param.rms_decay)
+
+    def make_history(self, net: Any, xp: Any = np) -> History:
+        """This rule's zeroed state for `net`'s learnable params (flat, viewed per param)."""
+        return History(self.history_sets, net, xp)
 
     def compute(self, i: int, diff: Any, history: list[Any], local_rate: Any, it: int) -> None:
         """Overwrite `diff` with the update value of learnable param i; `history` is its buffers."""

@@ -154,9 +154,9 @@ def test_shared_params_appear_once_and_accumulate_both_uses():
 
 
 def test_param_diffs_zero_reaches_only_layers_whose_params_are_not_shared():
-    """net.param_diffs_zero set after a clear: the backward equals Caffe's accumulation into
-    zeros; layers sharing a param still add (the second use must not overwrite the first),
-    and the flags are down again after the pass, so a second pass accumulates."""
+    """forward_backward(diffs_zero=True) after a clear: the backward equals Caffe's accumulation
+    into zeros; layers sharing a param still add (the second use must not overwrite the first),
+    and the layers' flags are down again after the pass, so a second pass accumulates."""
     text = """
     layer { name: "in" type: "Input" top: "a" top: "b"
             input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 2 } } }
@@ -187,11 +187,9 @@ def test_param_diffs_zero_reaches_only_layers_whose_params_are_not_shared():
     added = host(net.flat_diff).copy()
     assert seen == {"ipa": False, "ipb": False, "ipc": False}
     net.clear_param_diffs()
-    net.param_diffs_zero = True
-    net.forward_backward()
+    net.forward_backward(diffs_zero=True)
     assert seen == {"ipa": False, "ipb": False, "ipc": True}
     assert_array_equal(net.flat_diff, added)
-    assert not net.param_diffs_zero
     assert not any(layer.param_diffs_zero for layer in net.layers)
     net.forward_backward()  # no clear: Caffe accumulates
     assert seen == {"ipa": False, "ipb": False, "ipc": False}

@@ -59,7 +59,7 @@ def fake_passes(solver: Solver, grads: list[list[np.ndarray]], losses: list[floa
     """Replace ForwardBackward: pass k adds grads[k] to the param diffs and returns losses[k]."""
     queue = list(zip(grads, losses, strict=True))
 
-    def forward_backward() -> float:
+    def forward_backward(diffs_zero: bool = False) -> float:
         g, loss = queue.pop(0)
         for blob, gi in zip(solver.net.learnable_params, g, strict=True):
             blob.diff += gi

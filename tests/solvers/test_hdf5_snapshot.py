@@ -38,7 +38,7 @@ def test_hdf5_snapshots_are_named_and_logged_as_caffe(tiny: Tiny, quiet_log) -> 
         assert len(f["history"]) == len(s.net.learnable_params)
         np.testing.assert_array_equal(
             np.concatenate([f["history"][str(i)][()].ravel() for i in range(len(f["history"]))]),
-            s.history_flat[0],
+            s.history.flat[0],
         )
     with h5py.File(snap / "h_iter_4.caffemodel.h5", "r") as f:
         np.testing.assert_array_equal(f["data/ip2/0"][()], s.net.params["ip2"][0].data)
@@ -83,7 +83,7 @@ def test_binary_and_hdf5_states_restore_the_same_solver(tiny: Tiny, quiet_log) -
     a, b = solvers
     assert a.iter == b.iter == 5
     np.testing.assert_array_equal(a.net.flat_data, b.net.flat_data)
-    np.testing.assert_array_equal(a.history_flat[0], b.history_flat[0])
+    np.testing.assert_array_equal(a.history.flat[0], b.history.flat[0])
     assert b.net.data_layers()[0].cursor == 0  # a Caffe state has no cursor: data restarts
 
 

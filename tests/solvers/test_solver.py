@@ -82,22 +82,18 @@ def test_one_step_equals_caffe_formulas_by_hand(tiny: Tiny, quiet_log) -> None:
 
 def test_only_the_first_pass_after_a_clear_may_write_param_diffs(tiny: Tiny, quiet_log) -> None:
     """The step tells the Net its param diffs were just zeroed for the first of iter_size
-    passes only (the second must add, as Caffe's accumulation), and takes the word back after
-    the pass even where a stand-in forward_backward never ran a backward to consume it."""
+    passes only (the second must add, as Caffe's accumulation), on every iteration."""
     log, _, _ = quiet_log()
     solver = Solver(str(tiny.solver(name="flag", max_iter=3, iter_size=2)), log=log)
     net, original, seen = solver.net, solver.net.forward_backward, []
 
-    def spy() -> float:
-        seen.append(net.param_diffs_zero)
-        return original()
+    def spy(diffs_zero: bool = False) -> float:
+        seen.append(diffs_zero)
+        return original(diffs_zero)
 
     net.forward_backward = spy  # type: ignore[method-assign]
     solver.step(2)
     assert seen == [True, False, True, False]
-    net.forward_backward = lambda: 1.0  # type: ignore[method-assign]
-    solver.step(1)
-    assert net.param_diffs_zero is False
 
 
 def test_display_test_snapshot_timing_follow_solver_step(tiny: Tiny, quiet_log) -> None:
@@ -242,7 +238,7 @@ def test_resume_from_a_caffe_state_without_cursor_starts_data_at_record_zero(
     solver.restore(str(path))
     assert solver.iter == 5 and solver.net.data_layers()[0].cursor == 0
     np.testing.assert_array_equal(solver.net.flat_data, s.net.flat_data)
-    np.testing.assert_array_equal(solver.history_flat[0], s.history_flat[0])
+    np.testing.assert_array_equal(solver.history.flat[0], s.history.flat[0])
 
 
 def test_bad_state_files_get_clear_errors(tiny: Tiny, quiet_log) -> None:
@@ -448,17 +444,15 @@ def test_resume_with_dropout_is_exact(tiny: Tiny, quiet_log, extra: str, fmt: st
 @pytest.mark.parametrize("iter_size", [1, 2])
 @pytest.mark.parametrize("flat_path", ["compiled", "numpy"])
 def test_flat_update_is_bit_identical_to_the_per_param_loop(
-    tiny: Tiny, quiet_log, kind: str, iter_size: int, flat_path: str, monkeypatch
+    tiny: Tiny, quiet_log, kind: str, iter_size: int, flat_path: str
 ) -> None:
     """The flat-buffer SGD/Nesterov update (per-element lr_mult and decay_mult, blocked), as
     one compiled loop per segment (Numba) or as NumPy passes, does Caffe's per-param
     Normalize, Regularize and ComputeUpdateValue bit for bit."""
-    from solvers import solver as solver_module
     from solvers import update_kernels
 
     if flat_path == "compiled" and not update_kernels.AVAILABLE:
         pytest.skip("numba is not installed: the compiled update is unavailable")
-    monkeypatch.setattr(solver_module, "COMPILED_UPDATE", flat_path == "compiled")
     runs = []
     for flat in (True, False):
         log, _, _ = quiet_log(f"{kind}{iter_size}{flat}")
@@ -466,15 +460,40 @@ def test_flat_update_is_bit_identical_to_the_per_param_loop(
             name=f"f{flat}", type=kind, max_iter=6, iter_size=iter_size, test_interval=0
         )
         path.write_text(path.read_text().replace("test_iter: 2\n", ""))
-        solver = Solver(str(path), log=log)
+        solver = Solver(str(path), log=log, compiled_update=flat_path == "compiled")
         assert solver._flat_update is not None
         assert solver._flat_update.compiled == (flat_path == "compiled" and solver.xp is np)
         if not flat:
             solver._flat_update = None
         solver.solve()
-        runs.append((solver.net.flat_data.copy(), solver.history_flat[0].copy()))
+        runs.append((solver.net.flat_data.copy(), solver.history.flat[0].copy()))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_with_snapshot_diff_the_flat_update_keeps_caffes_diff_and_clears_next_iteration(
+    tiny: Tiny, quiet_log
+) -> None:
+    """Caffe's Update leaves the update value in each param diff (snapshot_diff writes it) and
+    the next Step clears it (ClearParamDiffs): the flat update must keep it and must not tell
+    the step the diffs are already zero. Without snapshot_diff it zeroes them on the way and
+    the step skips the clear after it (the same numbers, one pass over memory fewer)."""
+    runs = []
+    for flat, keep in ((True, True), (False, True), (True, False)):
+        log, _, _ = quiet_log(f"keep{flat}{keep}")
+        path = tiny.solver(name=f"k{flat}{keep}", type="Nesterov", max_iter=4, snapshot_diff=keep)
+        solver = Solver(str(path), log=log)
+        assert solver._flat_update is not None
+        if not flat:
+            solver._flat_update = None
+        clears, clear = [], solver.net.clear_param_diffs
+        solver.net.clear_param_diffs = lambda c=clears, f=clear: c.append(1) or f()  # type: ignore[method-assign]
+        solver.step(4)
+        runs.append((solver.net.flat_data.copy(), solver.net.flat_diff.copy(), len(clears)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert np.any(runs[0][1] != 0) and not np.any(runs[2][1] != 0)
+    assert [r[2] for r in runs] == [4, 4, 1]
 
 
 def test_the_compiled_update_is_compiled_before_the_training_clock(
@@ -482,13 +501,11 @@ def test_the_compiled_update_is_compiled_before_the_training_clock(
 ):
     """Building the solver warms the update loop up (Numba compiles on first call), so the
     first iteration's time on the training clock holds no compilation."""
-    from solvers import solver as solver_module
     from solvers import update_kernels
 
     if not update_kernels.AVAILABLE:
         pytest.skip("numba is not installed: the compiled update is unavailable")
     calls = []
-    monkeypatch.setattr(solver_module, "COMPILED_UPDATE", True)
     monkeypatch.setattr(update_kernels, "warm_up", calls.append)
     log, _, _ = quiet_log("warm")
     path = tiny.solver(name="warm", type="SGD", max_iter=1, test_interval=0)

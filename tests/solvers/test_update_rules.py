@@ -8,6 +8,7 @@ import pytest
 from engine.proto import caffe_pb2
 from solvers.update_rules import (
     RULES,
+    History,
     clip_gradients,
     make_rule,
     normalize,
@@ -123,3 +124,24 @@ def test_make_rule_knows_caffe_types_and_rejects_others() -> None:
         rule("Foo")
     with pytest.raises(ValueError, match="AdaGrad: momentum must be 0"):
         rule("AdaGrad", momentum=0.9)
+
+
+def test_history_of_two_set_rules_is_written_in_caffe_order() -> None:
+    """Caffe's AdamPreSolve (and AdaDelta's) appends the second set of history blobs after
+    SGDSolver::PreSolve's first, one per param: a .solverstate holds m_0, m_1, ..., v_0, v_1.
+    Each param's buffers are views of the rule's flat buffers, in the param's shape."""
+    from types import SimpleNamespace
+
+    blobs = [SimpleNamespace(count=6, shape=(2, 3)), SimpleNamespace(count=2, shape=(2,))]
+    net = SimpleNamespace(flat_data=np.zeros(8, f32), param_offsets=[0, 6], learnable_params=blobs)
+    adam = rule("Adam")
+    history = adam.make_history(net)
+    assert isinstance(history, History) and len(history) == 2 and len(history.flat) == 2
+    history.flat[0][:] = np.arange(8)
+    history.flat[1][:] = 10 + np.arange(8)
+    order = history.caffe_order()
+    assert [h.shape for h in order] == [(2, 3), (2,), (2, 3), (2,)]
+    np.testing.assert_array_equal(order[1], [6, 7])  # m of param 1
+    np.testing.assert_array_equal(order[2], [[10, 11, 12], [13, 14, 15]])  # v of param 0
+    history[1][1][...] = -1  # param 1's v is a view of the flat buffer
+    np.testing.assert_array_equal(history.flat[1][6:], [-1, -1])
