@@ -66,12 +66,14 @@ def write_solver(work: Path, data_root: Path, iters: int, snapshot: int) -> Path
 
 
 def state_bytes(path: Path) -> bytes:
-    """A .solverstate's bytes with the wall-clock fields of RunProgress zeroed and learned_net
-    cut to its file name (the run folder differs between runs)."""
+    """A .solverstate's bytes with the wall-clock fields of RunProgress zeroed, learned_net cut
+    to its file name (the run folder differs between runs), and the integrity checksum dropped
+    (it covers the clock, so it differs between runs of the same code)."""
     from solvers import snapshot
 
     state = snapshot.load_state(str(path))
     state.learned_net = Path(state.learned_net).name
+    state.ClearField("integrity")
     if state.HasField("progress"):
         state.progress.train_seconds = 0
         if state.progress.HasField("next_test_seconds"):
