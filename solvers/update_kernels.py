@@ -11,16 +11,12 @@ AVAILABLE is False without Numba; FlatUpdate then keeps its NumPy passes.
 
 from __future__ import annotations
 
-from engine.jit import AVAILABLE, numba
+from engine.jit import AVAILABLE, kernel
 
 __all__ = ["AVAILABLE", "sgd_segment"]
 
 
-def _compiled(fn):  # noqa: ANN001, ANN202
-    return numba.njit(nogil=True, cache=True)(fn) if AVAILABLE else fn
-
-
-@_compiled
+@kernel
 def sgd_segment(w, g, h, rate, decay, momentum, nesterov, keep_diff):  # noqa: ANN001, ANN201
     """One segment: g += decay w; h = momentum h + rate g; step = h (SGD) or
     (1 + momentum) h - momentum h_prev (Nesterov); w -= step; g = step if keep_diff else 0.
