@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,8 @@ def losses(folder: Path) -> list[dict]:
     return [e for e in map(json.loads, lines) if e.get("event") == "iter"]
 
 
-@pytest.fixture(scope="module", params=["sgd", "isgd"])
-def problem(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def make_problem(kind: str, root: Path) -> dict:
     """A tiny LMDB + net + solver, the serial 50-iteration baseline and a 3-iteration snapshot."""
-    root = tmp_path_factory.mktemp(request.param)
     write_lmdb(root / "train_lmdb", 1, records=48)
     write_lmdb(root / "test_lmdb", 2, records=8)
     net = root / "net.prototxt"
@@ -62,49 +61,79 @@ def problem(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         )
     )
     solver = root / "solver.prototxt"
-    solver.write_text(
-        SOLVER.format(net=net, iters=ITERS) + (ISGD if request.param == "isgd" else "")
-    )
+    solver.write_text(SOLVER.format(net=net, iters=ITERS) + (ISGD if kind == "isgd" else ""))
     serial = SerialComm()
     train_serial(str(solver), str(root / "serial"), "mw", ITERS, None, serial)
     # The one-step check resumes at an iteration where the serial run took Alg. 2's inner steps.
     alg2 = [e["iter"] for e in losses(root / "serial") if e["alg2_inner_steps"] > 0]
-    k = alg2[0] if request.param == "isgd" else 3
+    k = alg2[0] if kind == "isgd" else 3
     train_serial(str(solver), str(root / "base"), "mw", k, None, serial)
     state = root / "base" / f"snap_iter_{k}.solverstate"
     train_serial(str(solver), str(root / "serial_step"), "mw", k + 1, str(state), serial)
-    return {"kind": request.param, "root": root, "solver": solver, "state": state, "k": k}
+    return {"kind": kind, "root": root, "solver": solver, "state": state, "k": k}
 
 
-def run_ranks(
-    problem: dict,
-    n: int,
-    mode: str,
-    iters: int,
-    resume: Path | None = None,
-    backend: str = "numpy",
-) -> Path:
-    out = problem["root"] / f"{mode}_n{n}_{iters}_{backend}"
-    args = [str(problem["solver"]), str(out), mode, str(iters)]
-    if resume is not None:
-        args.append(str(resume))
-    env = {"ISGD_TEST_BACKEND": backend}
-    result = run_mpi(n, "train_tiny.py", *args, timeout=120, env=env)
-    assert result.returncode == 0, result.output[-4000:]
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Both problems (SGD+momentum, ISGD with Alg. 2 forced), built once for the module."""
+    return {kind: make_problem(kind, tmp_path_factory.mktemp(kind)) for kind in ("sgd", "isgd")}
+
+
+@pytest.fixture(params=["sgd", "isgd"])
+def problem(request: pytest.FixtureRequest, problems: dict[str, dict]) -> dict:
+    return problems[request.param]
+
+
+def check_hashes(out: Path, mode: str) -> Path:
+    """Under allreduce every rank applied the same update: weights agree bit for bit."""
     hashes = json.loads((out / "hashes.json").read_text())
-    if mode == "allreduce":  # every rank applied the same update: weights agree bit for bit
+    if mode == "allreduce":
         assert len(set(hashes)) == 1, f"allreduce ranks hold different weights: {hashes}"
     return out
 
 
+@pytest.fixture(scope="module")
+def launched(problems: dict[str, dict]) -> Callable[[dict, int, str], dict[str, Path]]:
+    """One mpiexec launch per (ranks, mode), made on first use and read by every test of it: for
+    each problem the one-step resume, the 50-iteration run and (n = 2) 10 iterations on the CuPy
+    stand-in. An mpiexec start-up costs more than these tiny runs."""
+    cache: dict[tuple[int, str], dict[str, dict[str, Path]]] = {}
+
+    def get(problem: dict, n: int, mode: str) -> dict[str, Path]:
+        if (n, mode) not in cache:
+            jobs: list[dict] = []
+            standin: list[dict] = []
+            outs: dict[str, dict[str, Path]] = {}
+            for kind, p in problems.items():
+                mine = {
+                    "step": {"max_iter": p["k"] + 1, "resume": str(p["state"])},
+                    "fifty": {"max_iter": ITERS},
+                }
+                if n == 2:
+                    mine["standin"] = {"max_iter": 10, "backend": "standin"}
+                for name, job in mine.items():
+                    job.update(solver=str(p["solver"]), out=str(p["root"] / f"{mode}_n{n}_{name}"))
+                    (standin if name == "standin" else jobs).append(job)
+                outs[kind] = {name: Path(job["out"]) for name, job in mine.items()}
+            jobs += standin  # the stand-in installs itself as `cupy` for the rest of the process
+            result = run_mpi(n, "train_tiny.py", mode, json.dumps(jobs), timeout=300)
+            assert result.returncode == 0, result.output[-4000:]
+            cache[(n, mode)] = outs
+        return cache[(n, mode)][problem["kind"]]
+
+    return get
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", RANKS)
-def test_one_step_from_same_state_gives_same_loss_and_update(problem: dict, n: int, mode: str):
+def test_one_step_from_same_state_gives_same_loss_and_update(
+    problem: dict, launched: Callable, n: int, mode: str
+) -> None:
     """Resume every rank from the same .solverstate (weights, momentum history, ISGD queue, data
     cursor) and take one step: loss to 1e-6 and w_{k+1} - w_k to 1e-5 relative, as n = 1."""
     root = problem["root"]
     k = problem["k"]
-    out = run_ranks(problem, n, mode, k + 1, resume=problem["state"])
+    out = check_hashes(launched(problem, n, mode)["step"], mode)
     serial_events, events = losses(root / "serial_step"), losses(out)
     assert [e["iter"] for e in events] == [k], f"resumed at iteration {k}, one step"
     assert events[0]["loss"] == pytest.approx(serial_events[0]["loss"], rel=1e-6, abs=0)
@@ -120,10 +149,12 @@ def test_one_step_from_same_state_gives_same_loss_and_update(problem: dict, n: i
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", RANKS)
-def test_fifty_iterations_track_the_single_process_run(problem: dict, n: int, mode: str):
+def test_fifty_iterations_track_the_single_process_run(
+    problem: dict, launched: Callable, n: int, mode: str
+) -> None:
     """Same global batches, same updates: first 5 losses to 1e-5, mean loss over 50 to 1 %."""
     serial = [e["loss"] for e in losses(problem["root"] / "serial")]
-    events = losses(run_ranks(problem, n, mode, ITERS))
+    events = losses(check_hashes(launched(problem, n, mode)["fifty"], mode))
     ours = [e["loss"] for e in events]
     assert len(ours) == len(serial) == ITERS
     np.testing.assert_allclose(ours[:5], serial[:5], rtol=1e-5, atol=0)
@@ -136,11 +167,13 @@ def test_fifty_iterations_track_the_single_process_run(problem: dict, n: int, mo
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_ranks_on_two_devices_track_the_cpu_run(problem: dict, mode: str) -> None:
+def test_ranks_on_two_devices_track_the_cpu_run(
+    problem: dict, launched: Callable, mode: str
+) -> None:
     """mpiexec -n 2 with -gpu all on the strict CuPy stand-in: rank r on device r, collectives
     staged through pinned host memory, and the losses of the one-process NumPy run."""
     serial = [e["loss"] for e in losses(problem["root"] / "serial")][:10]
-    out = run_ranks(problem, 2, mode, 10, backend="standin")
+    out = check_hashes(launched(problem, 2, mode)["standin"], mode)
     assert json.loads((out / "devices.json").read_text()) == [0, 1]
     ours = [e["loss"] for e in losses(out)]
     np.testing.assert_allclose(ours[:5], serial[:5], rtol=1e-5, atol=0)

@@ -1,9 +1,10 @@
-"""Trains a solver file on n ranks (argv: solver out mode max_iter [resume]); rank 0 saves results.
+"""Trains a solver file on n ranks, one or more runs per launch; rank 0 saves each run's results.
 
-Writes under `out`: log.jsonl (rank 0's JSON log), final.npy (rank 0's weights after training) and
+argv: mode JOBS, JOBS a JSON list of {"solver", "out", "max_iter", "resume"?, "backend"?}: the
+runs share one mpiexec start-up (which costs more than a tiny run). Writes under each `out`: log.jsonl (rank 0's JSON log), final.npy (rank 0's weights after training) and
 hashes.json (a digest of every rank's weights, to check that allreduce ranks agree bit for bit).
-With ISGD_TEST_BACKEND=standin the ranks train on the strict CuPy stand-in, installed as `cupy`,
-each on its device as `-gpu all` chooses (devices.json: every rank's device).
+With backend "standin" the ranks train on the strict CuPy stand-in, installed as `cupy` (so put
+such runs last), each on its device as `-gpu all` chooses (devices.json: every rank's device).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,13 @@ from solvers.train_log import TrainLog
 
 
 def run(
-    solver_file: str, out: str, mode: str, max_iter: int, resume: str | None, comm: Any
+    solver_file: str,
+    out: str,
+    mode: str,
+    max_iter: int,
+    resume: str | None,
+    comm: Any,
+    backend: str = "numpy",
 ) -> None:
     """One training run with `comm`; the same code serves the serial baseline and the MPI ranks."""
     folder = Path(out)
@@ -39,7 +45,7 @@ def run(
         stream=io.StringIO(), json_path=folder / "log.jsonl" if writer else None, progress=False
     )
     gpu = None
-    if os.environ.get("ISGD_TEST_BACKEND") == "standin":
+    if backend == "standin":
         from tests.cupy_standin import fakecupy
 
         sys.modules["cupy"], sys.modules["cupyx"] = fakecupy, fakecupy.cupyx
@@ -63,5 +69,15 @@ def run(
 
 if __name__ == "__main__":
     with abort_on_error():
-        argv = sys.argv[1:]
-        run(argv[0], argv[1], argv[2], int(argv[3]), argv[4] if len(argv) > 4 else None, get_comm())
+        mode, jobs = sys.argv[1], json.loads(sys.argv[2])
+        comm = get_comm()
+        for job in jobs:
+            run(
+                job["solver"],
+                job["out"],
+                mode,
+                int(job["max_iter"]),
+                job.get("resume"),
+                comm,
+                job.get("backend", "numpy"),
+            )
