@@ -139,7 +139,7 @@ def test_device_path_matches_the_threaded_cpu_path(case: str) -> None:
 @pytest.mark.parametrize("case", ["conv", "inner product", "deconv"])
 def test_no_host_threads_on_a_second_device(case: str, on_device_1: None) -> None:
     """Device work in a host worker thread would run on that thread's device 0 and fail here.
-    (Pooling at these sizes still uses threads: test_standin_pending_device1.py.)"""
+    (Pooling on device 1: test_standin_second_device.py.)"""
     kind, body, shape = BIG_CASES[case]
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     gpu = run_once(kind, body, x, 3, fakecupy)

@@ -1,12 +1,10 @@
-"""PENDING (fails until the Pooling rewrite lands): Pooling on a second GPU.
+"""Pooling and a whole net on device 1 (rank 1 under `-gpu all`), on the strict CuPy stand-in.
 
-engine/layers/pooling.py (owned by the conv/pool rewrite on another branch) splits large batches
-over host threads whatever the array module: pooling.py:132 sets buf["parts"] from the output size
-alone and pooling.py:177-179 submits the halves to a ThreadPoolExecutor. CUDA's current device is
-per host thread, so on device r > 0 (rank r under `-gpu all`) the worker threads run on device 0:
-CuPy fails, and the strict stand-in raises "Array device must be same as the current device".
-The fix is `parts = 1 unless engine.backend.host_threads_allowed(xp)`. These tests are expected to
-fail in this branch and to pass once that lands; they are not skipped so the gap stays visible.
+CUDA's current device is per host thread: a layer that split its work over host worker threads
+would run them on device 0, which CuPy (and the stand-in) refuse. Pooling splits large batches over
+host threads on NumPy only (`engine.threads.EngineThreads` runs parts in the caller elsewhere), so on
+device 1 it must give the CPU's numbers at sizes where the CPU path threads, and CIFAR-10 quick
+(pool1 100 x 32 x 16 x 16, threaded on the CPU) must train a step there.
 """
 
 from __future__ import annotations
