@@ -68,8 +68,8 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_ranks_see_the_one_process_stream(problem: dict, n: int) -> None:
     """Same mirror coins and Dropout masks per global batch: every loss to 1e-5 of n = 1."""
     out = problem["root"] / f"n{n}"
-    result = run_mpi(n, "train_tiny.py", str(problem["solver"]), str(out), "mw", str(ITERS),
-                     timeout=120)
+    job = {"solver": str(problem["solver"]), "out": str(out), "max_iter": ITERS}
+    result = run_mpi(n, "train_tiny.py", "mw", json.dumps([job]), timeout=120)
     assert result.returncode == 0, result.output[-4000:]
     serial = losses(problem["root"] / "serial")
     assert len(serial) == ITERS
