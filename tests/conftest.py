@@ -10,9 +10,9 @@ import pytest
 from tests import backends
 
 # Test modules that run under NumPy only: the own tests of Convolution, Deconvolution, Pooling and
-# InnerProduct. They pass on the stand-in as well (348 more cases, ~7 s), but every path they would
-# add there is held already: Caffe's loops on both backends (tests/engine/test_caffe_reference.py),
-# finite-difference gradients and CPU == device at the CPU path's thread and chunk sizes
+# InnerProduct. They pass on the stand-in as well, but every path they would add there is held
+# already: Caffe's loops on both backends (tests/engine/test_caffe_reference.py and
+# test_caffe_reference_conv.py), finite-difference gradients and CPU == device at the CPU path's thread and chunk sizes
 # (test_standin_conv.py), and no host threads on device 1 (test_standin_second_device.py).
 NUMPY_ONLY = {
     "tests/engine/layers/test_convolution.py",
