@@ -215,8 +215,16 @@ def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str)
     text_log = (long.folder / "train.log").read_text()
     assert "interrupted" in text_log and "Snapshotting" in text_log.split("interrupted")[0][-2000:]
     fd = os.open(long.folder / ".lock", os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: a rerun may resume it
+    try:  # released once the trainer's exit is complete (allow the kernel a moment under load)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a rerun may resume it
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         os.close(fd)
 
