@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scripts import figure_runs
+from scripts.outcome_figures import save_figure
 from scripts.profiles import BUILTIN_ARMS, Profile, ProfileError, load_profile, results_dir
 from scripts.results_readme import build as build_readme
 from scripts.runner import (
@@ -44,7 +45,6 @@ COLORS = {
     "isgd_nesterov": "tab:red",
 }
 LABELS = {name: arm.title for name, arm in BUILTIN_ARMS.items()}  # "SGD", "ISGD", "Nesterov", ...
-DPI = 100
 plt.switch_backend("Agg")  # files only, no screen
 
 
@@ -76,14 +76,6 @@ def per_epoch(losses: np.ndarray, batches: int) -> list[np.ndarray]:
     """Batch losses grouped by epoch (complete epochs only)."""
     epochs = len(losses) // batches
     return [losses[e * batches : (e + 1) * batches] for e in range(epochs)]
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
 
 
 def _logs(specs: list[RunSpec]) -> list[tuple[RunSpec, RunLog]]:
@@ -146,7 +138,7 @@ def fig1(profile: Profile, out: Path) -> str:
     axes[0].set_ylabel("batch loss (cross entropy)")
     axes[1].legend(fontsize=7, ncol=2, loc="upper right")
     fig.suptitle("Fig. 1: CIFAR-10 quick, SGD, loss of each batch (section 3.3)", fontsize=10)
-    _save(fig, out / "fig1_batch_losses.png")
+    save_figure(fig, out / "fig1_batch_losses.png")
     parts = [
         f"{k}: last-epoch batch losses {lo:.3g} to {hi:.3g}" for k, (lo, hi) in spreads.items()
     ]
@@ -172,7 +164,7 @@ def fig2(profile: Profile, out: Path) -> str:
     ax.set_title(f"Fig. 2: batch losses by epoch, SGD on CIFAR-10 quick (seed {spec.seed})")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, out / "fig2_loss_distribution.png")
+    save_figure(fig, out / "fig2_loss_distribution.png")
     stds = [float(np.std(x)) for x in epochs]
     return (
         f"{len(epochs)} epochs; epoch mean loss {means[0]:.3g} -> {means[-1]:.3g}, within-epoch "
@@ -214,7 +206,7 @@ def fig3(profile: Profile, out: Path) -> str:
         ax.legend(fontsize=7, loc="upper right")
         notes.append(f"{dataset}: {int(hit.sum())} Alg. 2 triggers in {len(it)} iterations")
     fig.suptitle("Fig. 3: the upper control limit supervising training (section 4.1)", fontsize=10)
-    _save(fig, out / "fig3_control_limit.png")
+    save_figure(fig, out / "fig3_control_limit.png")
     return "; ".join(notes)
 
 
@@ -315,7 +307,7 @@ def fig5(profile: Profile, out: Path) -> str:
         "500 and 1000; their C1 is assumed, C2 solved)",
         fontsize=9,
     )
-    _save(fig, out / "fig5_batch_size_model.png")
+    save_figure(fig, out / "fig5_batch_size_model.png")
     text = "; ".join(lines)
     return text
 
@@ -370,7 +362,7 @@ def fig6(profile: Profile, out: Path) -> str:
     fig.suptitle(
         "Fig. 6: CIFAR-10 quick at batch 2500, 20 batches per epoch (section 5.1)", fontsize=10
     )
-    _save(fig, out / "fig6_batch2500.png")
+    save_figure(fig, out / "fig6_batch2500.png")
     (s_std, s_mean, s_tests), (i_std, i_mean, i_tests) = summary["sgd"], summary["isgd"]
     k = min(len(s_std), len(i_std))
     lower_std = int(np.sum(i_std[:k] < s_std[:k]))
@@ -455,7 +447,7 @@ def fig7(profile: Profile, out: Path) -> str:
     fig.suptitle(
         "Fig. 7: SGD vs ISGD, accuracy and training loss against training time", fontsize=10
     )
-    _save(fig, out / "fig7_accuracy_loss_vs_time.png")
+    save_figure(fig, out / "fig7_accuracy_loss_vs_time.png")
     return "; ".join(notes)
 
 
@@ -525,7 +517,7 @@ def fig8(profile: Profile, out: Path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Fig. 8: the effect of batch size on time to target", fontsize=10)
-    _save(fig, out / "fig8_batch_size.png")
+    save_figure(fig, out / "fig8_batch_size.png")
     return "; ".join(notes)
 
 
@@ -549,7 +541,7 @@ def fig9(profile: Profile, out: Path) -> str:
                 + ("not reached" if reached is None else f"{reached.train_s:.0f} s")
             )
     fig.suptitle("Fig. 9: the inconsistent Nesterov accelerated gradient", fontsize=10)
-    _save(fig, out / "fig9_nesterov.png")
+    save_figure(fig, out / "fig9_nesterov.png")
     return "; ".join(notes)
 
 

@@ -23,7 +23,8 @@ DPI = 100
 plt.switch_backend("Agg")  # files only, no screen
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG at the project's DPI (folders made), close; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -106,7 +107,7 @@ def plot_reached(
     fig.suptitle(
         f"{dataset}: runs that reached {100 * target:g} % ({RULE_LABELS[rule]} rule)", fontsize=10
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _as_float(value: Any) -> float:
@@ -170,4 +171,4 @@ def plot_ladder(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Paired improvement of {title} against the target level", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
