@@ -5,7 +5,7 @@ ISGD_DATA_DIR ?= data/raw
 export ISGD_DATA_DIR
 
 .PHONY: setup test test-slow test-mpi test-gpu gpu-check lint bench bench-gpu proto data \
-	data-verify clean help reproduce-table1 table1 figures sweep-isgd
+	data-verify clean help reproduce-table1 table1 figures sweep-isgd sweep-lr
 DATA_SEED ?= 1
 DATA_ARGS ?=
 PROFILE ?= default
@@ -24,6 +24,7 @@ help:
 	@echo "make table1      rebuild the Table 1 files from the runs' logs (no training)"
 	@echo "make figures     the paper's figures 1-3, 5-9 (runs what they need first)"
 	@echo "make sweep-isgd  the readings the paper leaves open, against SGD (results/sweep.*)"
+	@echo "make sweep-lr    each arm at its own best lr, scored on held-out seeds (results/sweep_lr.*)"
 	@echo "make setup      create $(VENV) and install the project (numpy, numba, protobuf, lmdb, mpi4py, mpich)"
 	@echo "make test       run the default test suite (< 10 min on 2 cores) and ruff"
 	@echo "make test-slow  run the long checks too (real-data training)"
@@ -88,6 +89,10 @@ figures:
 
 sweep-isgd:
 	$(PY) -m scripts.sweep $(EXPERIMENT_ARGS)
+
+sweep-lr:
+	$(PY) -m scripts.sweep_lr --profile $(PROFILE) $(if $(DATASETS),--datasets $(DATASETS)) \
+		$(if $(REDO),--redo-changed) $(if $(JOBS),--jobs $(JOBS)) $(if $(WAIT),--wait)
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

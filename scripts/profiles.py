@@ -126,6 +126,7 @@ class Profile:
     arms: tuple[str, ...] = DEFAULT_ARMS  # the arms each seed runs, the baseline among them
     baseline: str = DEFAULT_BASELINE
     arm_table: dict[str, Arm] = field(default_factory=lambda: dict(BUILTIN_ARMS))
+    sweep_lr: dict[str, Any] = field(default_factory=dict)  # [<profile>.sweep_lr], checked
 
     def arm(self, name: str) -> Arm:
         """The arm `name` of the profiles file's [arms] (an unknown name uses its own solver)."""
@@ -283,6 +284,36 @@ _FIGURE_KEYS: dict[str, Check] = {
 _SWEEP_KEYS: dict[str, Check] = {"datasets": _texts, "runs": _positive_int, "pairs": _positive_int}
 
 
+def _positive_numbers(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of numbers (an empty grid tunes nothing)"
+    return next((f"{v!r} {e}" for v in value if (e := _positive_number(v))), None)
+
+
+_SWEEP_LR_KEYS: dict[str, Check] = {
+    "datasets": _texts,
+    "grid": _positive_numbers,  # multiples of each solver file's base_lr
+    "tuning_seeds": _positive_ints,
+    "scoring_seeds": _positive_ints,
+    "budget_grad_evals": _positive_int,
+}
+_SWEEP_LR_REQUIRED = ("datasets", "grid", "tuning_seeds", "scoring_seeds")
+
+
+def _check_sweep_lr(checker: _Checker, section: str, values: dict[str, Any]) -> None:
+    """The lr sweep's section: its keys, and tuning seeds never scored (held out)."""
+    checker.check(section, values, _SWEEP_LR_KEYS, _SWEEP_LR_REQUIRED)
+    shared = sorted(set(values["tuning_seeds"]) & set(values["scoring_seeds"]))
+    if shared:
+        raise checker.fail(
+            section,
+            "scoring_seeds",
+            f"seed(s) {', '.join(map(str, shared))} also tune: scoring seeds must be held out",
+        )
+    if len(set(values["grid"])) != len(values["grid"]):
+        raise checker.fail(section, "grid", "a learning-rate multiple is listed twice")
+
+
 class _Checker:
     """Checks one profiles file's sections and names the line of anything wrong."""
 
@@ -426,8 +457,12 @@ def load_profile(
                 raise checker.fail(
                     f"{name}.sweep", "runs", "give `pairs` only (`runs` is its old name)"
                 )
+        elif sub == "sweep_lr":
+            _check_sweep_lr(checker, f"{name}.sweep_lr", section[sub])
         elif sub not in known_datasets:
-            close = difflib.get_close_matches(sub, [*known_datasets, "figures", "sweep"], n=1)
+            close = difflib.get_close_matches(
+                sub, [*known_datasets, "figures", "sweep", "sweep_lr"], n=1
+            )
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise checker.fail(f"{name}.{sub}", None, f"unknown dataset or section{hint}")
     if "pairs" in section and "runs" in section:
@@ -477,6 +512,7 @@ def load_profile(
         arms=arms,
         baseline=baseline,
         arm_table=arm_table,
+        sweep_lr=dict(section.get("sweep_lr", {})),
     )
 
 

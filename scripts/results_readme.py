@@ -184,6 +184,17 @@ def build(profile: str) -> Path:
         lines += ["## The ISGD sweep", body.replace("\n## ", "\n### ")]
         if (out / "figures" / "sweep.png").exists():
             lines += ["![sweep](figures/sweep.png)", ""]
+    sweep_lr = out / "sweep_lr.md"
+    if sweep_lr.exists():  # does the claim survive when each arm gets its own best lr?
+        body = sweep_lr.read_text(encoding="utf-8").split("\n", 1)[1]
+        lines += [
+            "## Each arm at its own best learning rate (`make sweep-lr`)",
+            "Beside Table 1 at the paper's fixed lr: the Reading below says in words whether "
+            "ISGD's gain survives an equal tuning budget, scored on held-out seeds.",
+            body.replace("\n## ", "\n### "),
+        ]
+        if (out / "figures" / "sweep_lr.png").exists():
+            lines += ["![sweep-lr](figures/sweep_lr.png)", ""]
     path = out / "README.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")
     return path
