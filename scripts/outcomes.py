@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
+from scripts.profiles import Ladder
 from scripts.stats import (
     RULES,
     Interval,
@@ -211,14 +212,13 @@ def pairs_for_half_width(
 
 
 def ladder_levels(start: float, stop: float, step: float) -> list[float]:
-    """start, start + step, ..., stop (inclusive), rounded to 12 decimals so that repeated
-    steps do not drift (0.97 + 3 * 0.001 is 0.973, not 0.9730000000000001)."""
+    """start, start + step, ..., stop (inclusive), without float drift: profiles.Ladder's levels,
+    with the bounds checked (a step of 0 or a start above the stop is a ValueError)."""
     if not step > 0.0:
         raise ValueError(f"ladder step must be > 0, got {step}")
     if start > stop:
         raise ValueError(f"ladder start {start} is above its stop {stop}")
-    count = math.floor((stop - start) / step + 1e-9) + 1
-    return [round(start + i * step, 12) for i in range(count)]
+    return Ladder(start, stop, step).levels
 
 
 def ladder_rows(
@@ -257,7 +257,8 @@ def ladder_rows(
 
 
 def write_ladder_csv(path: Path, rows: Sequence[dict[str, object]]) -> Path:
-    """The ladder's rows as CSV with columns LADDER_COLUMNS; None is an empty cell."""
+    """The ladder's rows as CSV with columns LADDER_COLUMNS at full precision; None is an empty
+    cell (Table 1's ladder.csv goes through its 6-digit writer instead)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LADDER_COLUMNS, extrasaction="raise")

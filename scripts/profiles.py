@@ -7,6 +7,7 @@ with one line naming the file, line, section and key.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 import warnings
@@ -36,8 +37,10 @@ class Ladder:
 
     @property
     def levels(self) -> list[float]:
-        count = int(round((self.stop - self.start) / self.step)) + 1
-        return [round(self.start + k * self.step, 10) for k in range(count)]
+        """start, start + step, ..., up to stop, rounded to 12 decimals so that repeated steps
+        do not drift (0.97 + 3 * 0.001 is 0.973, not 0.9730000000000001)."""
+        count = math.floor((self.stop - self.start) / self.step + 1e-9) + 1
+        return [round(self.start + k * self.step, 12) for k in range(count)]
 
 
 @dataclass(frozen=True)

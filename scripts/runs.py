@@ -40,6 +40,7 @@ from scripts.run_identity import (
 from scripts.run_identity import VERSION as IDENTITY_VERSION
 from solvers.launch import visible_gpu_count
 from solvers.run_log import RunLog, RunLogError, read_run_log
+from solvers.signals import process_alive, set_parent_death_signal
 from solvers.snapshot import verify as verify_snapshot
 
 RUNS_DIR = Path(os.environ.get("ISGD_RUNS_DIR") or ROOT / "results" / "runs")  # where runs live
@@ -273,8 +274,7 @@ def stale_problem(spec: RunSpec) -> str | None:
 def _problem(
     spec: RunSpec, net_text: str, solver_text: str, identity: dict[str, Any]
 ) -> str | None:
-    if not (spec.folder.exists() and _holds_a_run(spec.folder)):
-        return None
+    """The first line where a folder holding a run differs from what the profile makes now."""
     for name, text in (("net.prototxt", net_text), ("solver.prototxt", solver_text)):
         path = spec.folder / name
         if path.exists() and path.read_text() != text:
@@ -294,7 +294,8 @@ def write_run_files(
     results/runs/<profile>/stale/ and started afresh)."""
     net_text, solver_text = render_run_files(spec)
     identity = run_identity(spec, net_text, solver_text)
-    problem = _problem(spec, net_text, solver_text, identity)
+    holds = spec.folder.exists() and _holds_a_run(spec.folder)
+    problem = _problem(spec, net_text, solver_text, identity) if holds else None
     if problem is not None:
         if not redo_changed:
             raise RunError(
@@ -498,13 +499,18 @@ def finished_log(spec: RunSpec) -> RunLog | None:
     state, log = status(spec)
     if state != "done" or log is None:
         return None
+    refuse_if_stale(spec)
+    return log
+
+
+def refuse_if_stale(spec: RunSpec) -> None:
+    """RunError when a finished run's folder was made with other settings or data."""
     problem = stale_problem(spec)
     if problem is not None:
         raise RunError(
             f"{_relative(spec.folder)} was made with other settings or data ({problem}): "
             "refused. Rerun with REDO=1 (--redo-changed) to move it to stale/ and train it afresh."
         )
-    return log
 
 
 # ------------------------------------------------------------------ one trainer per folder
@@ -550,7 +556,7 @@ class RunLock:
             self.say(f"{_relative(self.folder)} is being trained by {who}: waiting for it")
             fcntl.flock(fd, fcntl.LOCK_EX)
         previous = self._holder()
-        if previous.get("pid") and not _alive(int(previous["pid"])):
+        if previous.get("pid") and not process_alive(int(previous["pid"])):
             self.say(
                 f"{_relative(self.folder)}: taking over the lock left by pid {previous['pid']} "
                 "(no longer running)"
@@ -579,16 +585,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ------------------------------------------------------------------ running
@@ -690,17 +686,6 @@ def _gpus_visible() -> bool:
     return visible_gpu_count() > 0
 
 
-def _parent_death_signal(sig: int) -> None:
-    """Ask Linux to send `sig` to this (child) process when its parent dies (prctl
-    PR_SET_PDEATHSIG); nothing elsewhere."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 class Interrupted(KeyboardInterrupt):
     """The runner was asked to stop (Ctrl-C, SIGTERM, SIGHUP): runs stop at a snapshot."""
 
@@ -772,7 +757,7 @@ class TrainingJob:
                     cores = sorted(os.sched_getaffinity(0))  # one core per trainer side by side
                     os.sched_setaffinity(0, {cores[core % len(cores)]})
                 if under_mpi:  # mpiexec gets SIGTERM (which it forwards) when the runner dies
-                    _parent_death_signal(signal.SIGTERM)
+                    set_parent_death_signal(signal.SIGTERM)
 
             with open(spec.folder / "train.log", "a", encoding="utf-8") as text:
                 self.child = subprocess.Popen(

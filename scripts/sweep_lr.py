@@ -122,10 +122,7 @@ def _base_lr(plan: Plan, profile: Profile, arm: str) -> float:
 
 def _row(spec: RunSpec) -> RunRow | None:
     log = finished_log(spec)
-    if log is None:
-        return None
-    row = run_row(log, spec.plan.dataset, spec.arm, budget=spec.budget)
-    return replace(row, seed=spec.seed)
+    return None if log is None else run_row(log, spec.plan.dataset, spec.arm, budget=spec.budget)
 
 
 def tuning_points(profile: Profile, plan: Plan) -> dict[str, list[GridPoint]]:
@@ -134,6 +131,7 @@ def tuning_points(profile: Profile, plan: Plan) -> dict[str, list[GridPoint]]:
     target = plan.dataset.target
     points: dict[str, list[GridPoint]] = {}
     for arm in profile.arms:
+        base_lr = _base_lr(plan, profile, arm)
         for scale in profile.sweep_lr["grid"]:
             rows = [_row(tuning_spec(profile, plan, arm, scale, s)) for s in tuning]
             done = [r for r in rows if r is not None]
@@ -141,7 +139,7 @@ def tuning_points(profile: Profile, plan: Plan) -> dict[str, list[GridPoint]]:
                 GridPoint(
                     arm=arm,
                     scale=float(scale),
-                    lr=_base_lr(plan, profile, arm) * float(scale),
+                    lr=base_lr * float(scale),
                     outcomes=tuple(r.outcome(target, "first") for r in done),
                     top_accs=tuple(r.top_acc for r in done if r.top_acc is not None),
                 )
@@ -347,7 +345,7 @@ def plot(results: list[DatasetResult], path: Path) -> Path:
     for ax, result in zip(axes, results, strict=False):
         for index, (arm, points) in enumerate(result.points.items()):
             color = f"C{index}"
-            rows = [(p.scale, p.quartiles()) for p in points if p.quartiles() is not None]
+            rows = [(p.scale, q) for p in points if (q := p.quartiles()) is not None]
             if rows:
                 xs = [x for x, _ in rows]
                 ax.plot(xs, [q[1] for _, q in rows], "o-", color=color, label=arm)

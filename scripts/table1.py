@@ -45,7 +45,6 @@ from scripts.profiles import (
 from scripts.results_readme import build as build_readme
 from scripts.runs import (
     RunError,
-    RunSpec,
     imagenet_sources,
     status,
     table1_specs,
@@ -198,12 +197,10 @@ class TableError(RuntimeError):
 def collect(
     profile: Profile,
     sources: dict[str, dict[str, str]] | None = None,
-    check: Callable[[RunSpec], str | None] | None = None,
 ) -> tuple[list[RunRow], list[str]]:
     """Rows of the profile's finished Table 1 runs (its seeds and arms, nothing else), and notes
     on the unfinished ones and on folders outside the profile. A run whose folder no longer
-    matches the profile or its data (`check`) is refused (RunError), never tabulated."""
-    check = check or runs.stale_problem
+    matches the profile or its data is refused (RunError), never tabulated."""
     rows, notes = [], []
     for specs in table1_specs(profile, sources).values():
         specs.sort(key=lambda spec: (spec.seed, profile.arms.index(spec.arm)))
@@ -225,13 +222,7 @@ def collect(
                     f"{_relative(spec.folder)}: unfinished (resume: make reproduce-table1)"
                 )
                 continue
-            problem = check(spec)
-            if problem is not None:
-                raise RunError(
-                    f"{_relative(spec.folder)} was made with other settings or data ({problem}): "
-                    "refused. Rerun it with make reproduce-table1 REDO=1 (which moves it to "
-                    "stale/ and trains it afresh), or move it away."
-                )
+            runs.refuse_if_stale(spec)
             assert dataset is not None
             row = run_row(log, dataset, spec.arm, budget=spec.budget)
             if row.grad_evals <= 0:
@@ -828,7 +819,6 @@ def build(
     datasets: list[str] | None = None,
     say: Callable[[str], None] = print,
     out: Path | None = None,
-    check: Callable[[RunSpec], str | None] | None = None,
 ) -> list[DatasetSummary]:
     """Rebuild results[/profile]/table1_runs.csv, table1.csv and table1.md from the logs of the
     profile's runs. Every dataset of the profile that has finished runs keeps its rows (a
@@ -839,7 +829,7 @@ def build(
             raise ProfileError(f"profile '{profile}' has no dataset {name}")
     sources, skipped = _sources(prof)
     with table_lock(profile):
-        rows, notes = collect(prof, sources, check)
+        rows, notes = collect(prof, sources)
         notes += skipped
         present = {r.dataset for r in rows}
         wanted = datasets or list(prof.plans)

@@ -28,6 +28,7 @@ from scripts.runs import (
     status,
     write_run_files,
 )
+from solvers.signals import process_alive
 from tests.scripts.conftest import mnist_like
 from tests.scripts.test_table1 import TESTS, write_log
 from tests.solvers.mpi_scripts.runner import have_mpi
@@ -208,9 +209,9 @@ def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str)
         assert child.returncode == 130, err
         assert "interrupted" in err and "run the same command again to resume" in err
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _alive(trainer):
+    while time.monotonic() < deadline and process_alive(trainer):
         time.sleep(0.2)
-    assert not _alive(trainer), "the trainer outlived its runner"
+    assert not process_alive(trainer), "the trainer outlived its runner"
     assert status(long)[0] == "partial"
     text_log = (long.folder / "train.log").read_text()
     assert "interrupted" in text_log and "Snapshotting" in text_log.split("interrupted")[0][-2000:]
@@ -227,15 +228,6 @@ def test_no_trainer_outlives_its_runner(spec: RunSpec, tmp_path: Path, how: str)
                 time.sleep(0.2)
     finally:
         os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie, reaped by nobody here, counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 # ------------------------------------------------------------------ tables
