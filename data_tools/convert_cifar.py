@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from data_tools.cifar import TEST_BATCH, TRAIN_BATCHES, read_batches
-from data_tools.convert_mnist import add_order_arguments
+from data_tools.convert_mnist import add_order_arguments, order_options
 from data_tools.fcpr import DEFAULT_SEED, fcpr_order, write_datum_lmdb
 
 
@@ -44,13 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    train, test = convert_cifar(
-        args.input_folder,
-        args.output_folder,
-        shuffle=not args.no_shuffle,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    train, test = convert_cifar(args.input_folder, args.output_folder, **order_options(args))
     print(f"wrote {train} and {test}")
     return 0

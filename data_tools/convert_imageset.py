@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.convert_mnist import add_order_arguments
+from data_tools.convert_mnist import add_order_arguments, order_options
 from data_tools.fcpr import DEFAULT_SEED, fcpr_order
 from data_tools.lmdb_io import LmdbWriter
 from engine.datum import encoded_datum, make_datum, parse_datum
@@ -149,15 +149,12 @@ def main(args: argparse.Namespace) -> int:
         args.list_file,
         args.db_name,
         gray=args.gray,
-        shuffle=not args.no_shuffle,
-        seed=args.seed,
         resize_height=args.resize_height,
         resize_width=args.resize_width,
         check_size=args.check_size,
         encoded=args.encoded,
         encode_type=args.encode_type,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
+        **order_options(args),
     )
     print(f"wrote {n} records to {args.db_name}")
     return 0

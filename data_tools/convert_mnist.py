@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from data_tools.fcpr import DEFAULT_SEED, fcpr_order, write_datum_lmdb
 from data_tools.idx import read_mnist
@@ -40,15 +41,22 @@ def add_order_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="lmdb", choices=["lmdb"], help="only lmdb is supported")
 
 
+def order_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments every converter takes from add_order_arguments' flags."""
+    return {
+        "shuffle": not args.no_shuffle,
+        "seed": args.seed,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     n = convert_mnist(
         args.input_image_file,
         args.input_label_file,
         args.output_db_file,
-        shuffle=not args.no_shuffle,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
+        **order_options(args),
     )
     print(f"wrote {n} records to {args.output_db_file}")
     return 0

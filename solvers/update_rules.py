@@ -129,6 +129,14 @@ class Nesterov(UpdateRule):
         diff[...] = previous
 
 
+def _divide_by_root(diff: Any, h: Any, delta: Any, local_rate: Any) -> None:
+    """AdaGrad's and RMSProp's step in Caffe's order: diff = lr * diff / (sqrt(h) + delta)."""
+    denom = h**0.5
+    denom += delta
+    diff /= denom
+    diff *= local_rate
+
+
 class AdaGrad(UpdateRule):
     """Caffe's AdaGrad: h += g^2; step = lr * g / (sqrt(h) + delta)."""
 
@@ -137,10 +145,7 @@ class AdaGrad(UpdateRule):
     def compute(self, i: int, diff: Any, history: list[Any], local_rate: Any, it: int) -> None:
         h = history[0]
         h += diff * diff
-        denom = h**0.5
-        denom += self.delta
-        diff /= denom
-        diff *= local_rate
+        _divide_by_root(diff, h, self.delta, local_rate)
 
 
 class RMSProp(UpdateRule):
@@ -152,10 +157,7 @@ class RMSProp(UpdateRule):
         h = history[0]
         h *= self.rms_decay
         h += f32(f32(1.0) - self.rms_decay) * (diff * diff)
-        denom = h**0.5
-        denom += self.delta
-        diff /= denom
-        diff *= local_rate
+        _divide_by_root(diff, h, self.delta, local_rate)
 
 
 class AdaDelta(UpdateRule):
