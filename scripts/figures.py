@@ -25,6 +25,7 @@ from scripts import figure_runs
 from scripts.outcome_figures import save_figure
 from scripts.profiles import BUILTIN_ARMS, Profile, ProfileError, load_profile, results_dir
 from scripts.results_readme import build as build_readme
+from scripts.run_rows import test_series
 from scripts.runner import (
     Display,
     add_runner_arguments,
@@ -35,7 +36,6 @@ from scripts.runner import (
 )
 from scripts.runs import RunSpec, finished_log, table1_spec
 from scripts.stats import time_to_target
-from scripts.table1 import test_series
 from solvers.run_log import RunLog
 
 COLORS = {

@@ -39,3 +39,8 @@ def csv_text(columns: list[str], records: list[dict[str, Any]]) -> str:
     for record in records:
         writer.writerow({k: cell(record.get(k)) for k in columns})
     return buffer.getvalue()
+
+
+def write_csv(path: Path, columns: list[str], records: list[dict[str, Any]]) -> None:
+    """A CSV file (temporary file and rename: never half written)."""
+    write_atomic(path, csv_text(columns, records))

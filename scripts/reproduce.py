@@ -27,7 +27,7 @@ from scripts.runner import (
     runner_options,
 )
 from scripts.runs import sessions_file, table1_specs
-from scripts.table1 import build as build_table1
+from scripts.table1_report import build as build_table1
 
 
 def main(argv: list[str] | None = None) -> int:

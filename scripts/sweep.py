@@ -25,9 +25,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from engine.proto_io import read_solver_param
+from scripts.comparison import (
+    RULE_NAMES,
+    DatasetSummary,
+    complete_pairs,
+    imp_reading,
+    summarize_dataset,
+    summary_record,
+)
 from scripts.outcomes import PairedImp, paired_imp, paired_outcomes
+from scripts.outputs import write_csv
 from scripts.profiles import ROOT, RULES, Plan, Profile, ProfileError, load_profile, results_dir
+from scripts.report_format import imp_text, level_text, num, p_text, pct, points_text
 from scripts.results_readme import build as build_readme
+from scripts.run_rows import RunRow, run_row
 from scripts.runner import (
     Display,
     add_runner_arguments,
@@ -37,23 +48,6 @@ from scripts.runner import (
     runner_options,
 )
 from scripts.runs import RunSpec, arm_spec, finished_log, table1_spec
-from scripts.table1 import (
-    RULE_NAMES,
-    DatasetSummary,
-    RunRow,
-    _imp,
-    _imp_reading,
-    _level,
-    _num,
-    _p,
-    _pct,
-    _points,
-    complete_pairs,
-    run_row,
-    summarize_dataset,
-    summary_record,
-    write_csv,
-)
 
 plt.switch_backend("Agg")
 
@@ -212,7 +206,8 @@ def _imp_cells(imp: PairedImp | None) -> str:
         return "— | — | —"
     e, t = imp.imp_evals, imp.imp_s
     return (
-        f"{_imp(e.estimate, e.low, e.high)} | {_imp(t.estimate, t.low, t.high)} | {_p(imp.sign_p)}"
+        f"{imp_text(e.estimate, e.low, e.high)} | {imp_text(t.estimate, t.low, t.high)} "
+        f"| {p_text(imp.sign_p)}"
     )
 
 
@@ -286,10 +281,10 @@ def markdown(summaries: list[SettingSummary], profile: Profile) -> str:
         r = setting_record(s)
         top = s.summary.paired_top
         out.append(
-            f"| {s.summary.dataset} | {s.setting.name} | {_points(top.difference)} "
-            f"| {top.pairs} | {_p(top.t_p)} | {_pct(r['alg2_trigger_rate'], 1)} "
-            f"| {_num(r['alg2_inner_steps_per_trigger'])} "
-            f"| {_pct(r['extra_evals_fraction'], 1)} |"
+            f"| {s.summary.dataset} | {s.setting.name} | {points_text(top.difference)} "
+            f"| {top.pairs} | {p_text(top.t_p)} | {pct(r['alg2_trigger_rate'], 1)} "
+            f"| {num(r['alg2_inner_steps_per_trigger'])} "
+            f"| {pct(r['extra_evals_fraction'], 1)} |"
         )
     out += ["", "## Reading", ""]
     out += reading(summaries)
@@ -299,12 +294,12 @@ def markdown(summaries: list[SettingSummary], profile: Profile) -> str:
 def _highest(s: SettingSummary, level: float | None) -> str:
     """The highest level every run reached, or why there is none."""
     if level is not None:
-        return _level(level)
+        return level_text(level)
     if not s.ladder:
         return "no ladder"
     if not s.summary.pairs_total:
         return "no finished pair"
-    return f"none (a run stayed below {_level(min(s.ladder))})"
+    return f"none (a run stayed below {level_text(min(s.ladder))})"
 
 
 def _interval_side(imp: PairedImp | None) -> str | None:
@@ -330,16 +325,16 @@ def _setting_reading(s: SettingSummary) -> str:
     parts = []
     for rule, r in s.summary.rules.items():
         paper = s.summary.paper_imp if rule == "stays" else None
-        parts.append(_imp_reading(r.imp, f"By {RULE_NAMES[rule]}", paper) + ".")
+        parts.append(imp_reading(r.imp, f"By {RULE_NAMES[rule]}", paper) + ".")
         high = s.at_highest.get(rule)
         if high is not None and r.highest_all is not None:
             if abs(r.highest_all - s.summary.target) > 1e-9:
-                what = f"At {_level(r.highest_all)}, the highest level every run reached"
-                parts.append(_imp_reading(high, what, None) + ".")
+                what = f"At {level_text(r.highest_all)}, the highest level every run reached"
+                parts.append(imp_reading(high, what, None) + ".")
     if s.ladder and all(r.highest_all is None for r in s.summary.rules.values()):
         parts.append(
-            f"No level of the ladder ({_level(min(s.ladder))} to {_level(max(s.ladder))}) was "
-            "reached by every run."
+            f"No level of the ladder ({level_text(min(s.ladder))} to "
+            f"{level_text(max(s.ladder))}) was reached by every run."
         )
     return f"- **{s.label}**: {' '.join(parts)}"
 
@@ -505,7 +500,7 @@ def _imp_panel(ax: Any, summaries: list[SettingSummary]) -> None:
             )
         if level is not None:
             ax.annotate(
-                _level(level),
+                level_text(level),
                 (max(estimate, -half), y),
                 xytext=(0, -10),
                 textcoords="offset points",

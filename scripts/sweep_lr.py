@@ -24,11 +24,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from engine.proto_io import read_solver_param
+from scripts.comparison import RULE_NAMES, DatasetSummary, imp_reading, summarize_dataset
 from scripts.outcome_figures import save_figure
 from scripts.outcomes import Outcome
-from scripts.outputs import write_atomic
+from scripts.outputs import write_atomic, write_csv
 from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile, results_dir
+from scripts.report_format import imp_text, p_text
 from scripts.results_readme import build as build_readme
+from scripts.run_rows import RunRow, run_row
 from scripts.runner import (
     Display,
     add_runner_arguments,
@@ -38,17 +41,6 @@ from scripts.runner import (
     runner_options,
 )
 from scripts.runs import RunSpec, arm_spec, finished_log
-from scripts.table1 import (
-    RULE_NAMES,
-    DatasetSummary,
-    RunRow,
-    _imp,
-    _imp_reading,
-    _p,
-    run_row,
-    summarize_dataset,
-    write_csv,
-)
 
 plt.switch_backend("Agg")
 GROUP = "sweep_lr"
@@ -320,9 +312,9 @@ def markdown(results: list[DatasetResult], profile: Profile) -> str:
                 out.append(
                     f"| {result.dataset} | {label} | {RULE_NAMES[rule]} "
                     f"| {imp.pairs_both}/{imp.pairs_total} "
-                    f"| {_imp(imp.imp_evals.estimate, imp.imp_evals.low, imp.imp_evals.high)} "
-                    f"| {_imp(imp.imp_s.estimate, imp.imp_s.low, imp.imp_s.high)} "
-                    f"| {_p(imp.sign_p)} |"
+                    f"| {imp_text(imp.imp_evals.estimate, imp.imp_evals.low, imp.imp_evals.high)} "
+                    f"| {imp_text(imp.imp_s.estimate, imp.imp_s.low, imp.imp_s.high)} "
+                    f"| {p_text(imp.sign_p)} |"
                 )
     out += ["", "## Reading", ""]
     for result in results:
@@ -330,9 +322,7 @@ def markdown(results: list[DatasetResult], profile: Profile) -> str:
             arm = s.arm or "isgd"
             labels = (profile.arm(result.baseline).label, profile.arm(arm).label)
             for rule, r in s.rules.items():
-                reading = _imp_reading(
-                    r.imp, f"{result.dataset}, {RULE_NAMES[rule]}", None, labels
-                )
+                reading = imp_reading(r.imp, f"{result.dataset}, {RULE_NAMES[rule]}", None, labels)
                 out.append(f"- {reading}.")
     return "\n".join(out) + "\n"
 
@@ -427,4 +417,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -171,8 +171,8 @@ def test_a_third_arm_runs_through_reproduce_and_is_reported_against_its_baseline
     monkeypatch.setattr("scripts.profiles.PROFILES_FILE", _trio_profile(tmp_path))
     monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
     out = tmp_path / "results"
-    monkeypatch.setattr("scripts.table1.results_dir", lambda profile: out)
-    monkeypatch.setattr("scripts.table1.build_readme", lambda profile: out / "README.md")
+    monkeypatch.setattr("scripts.table1_report.results_dir", lambda profile: out)
+    monkeypatch.setattr("scripts.table1_report.build_readme", lambda profile: out / "README.md")
     assert reproduce.main(["--profile", "smoke"]) == 0
 
     with open(out / "table1_runs.csv", newline="") as handle:

@@ -13,8 +13,8 @@ from data_tools.convert_imageset import convert_imageset
 from data_tools.image_mean import compute_mean, write_mean
 from scripts import runner
 from scripts.profiles import Plan, load_profile
+from scripts.run_rows import run_row
 from scripts.runs import RunSpec, run
-from scripts.table1 import run_row
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from scripts.profiles import ROOT
 
 SCRIPTS = ROOT / "scripts"
-COMMANDS = ("reproduce", "figures", "sweep")  # `make reproduce-table1`, `make figures`, sweeps
+COMMANDS = ("reproduce", "figures", "sweep", "sweep_lr", "table1")  # each a `make` target
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import table1
+from scripts import table1, table1_report
 from scripts.profiles import load_profile
 from scripts.runs import (
     RunBusy,
@@ -238,7 +238,7 @@ def test_runs_outside_the_profile_are_noted_never_tabulated(synthetic_runs: Path
     for (seed, arm), tests in TESTS.items():
         write_log(synthetic_runs / "default" / "table1" / "mnist" / f"{arm}-seed{seed}", seed, arm, tests)
     profile = load_profile("default", ["mnist"], runs=1)
-    rows, notes = table1.collect(profile)
+    rows, notes = table1_report.collect(profile)
     assert {(r.seed, r.arm) for r in rows} == {(1, "sgd"), (1, "isgd")}
     assert any("not in profile 'default'" in n and "isgd-seed2" in n and "sgd-seed3" in n for n in notes)
 
@@ -247,8 +247,8 @@ def test_a_table_without_runs_writes_nothing(synthetic_runs: Path, tmp_path: Pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "table1.md").write_text("committed\n")
-    with pytest.raises(table1.TableError, match="no finished Table 1 runs of profile 'default'.*nothing written"):
-        table1.build("default", say=quiet, out=out)
+    with pytest.raises(table1_report.TableError, match="no finished Table 1 runs of profile 'default'.*nothing written"):
+        table1_report.build("default", say=quiet, out=out)
     assert (out / "table1.md").read_text() == "committed\n"
     assert table1.main(["--profile", "paper"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -261,7 +261,7 @@ def test_a_datasets_subset_keeps_the_other_rows(synthetic_runs: Path, tmp_path: 
     for arm in ("sgd", "isgd"):
         write_log(synthetic_runs / "default" / "table1" / "cifar10" / f"{arm}-seed1", 1, arm, [(5, 100, 0.7)])
     out = tmp_path / "out"
-    table1.build("default", ["mnist"], say=quiet, out=out)
+    table1_report.build("default", ["mnist"], say=quiet, out=out)
     datasets = [r["dataset"] for r in csv.DictReader(open(out / "table1.csv"))]
     assert datasets == ["mnist", "cifar10"]
 
@@ -273,7 +273,7 @@ def test_an_unwritable_results_folder_is_one_line(synthetic_runs: Path, monkeypa
     def refuse(path: Path, text: str) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("scripts.table1.write_atomic", refuse)
+    monkeypatch.setattr("scripts.table1_report.write_atomic", refuse)
     assert table1.main(["--profile", "default", "--datasets", "mnist"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write the tables" in err[0] and "Permission denied" in err[0]
@@ -282,5 +282,5 @@ def test_an_unwritable_results_folder_is_one_line(synthetic_runs: Path, monkeypa
 def test_a_row_without_gradient_evaluations_never_enters_the_table(synthetic_runs: Path) -> None:
     folder = synthetic_runs / "default" / "table1" / "mnist" / "sgd-seed1"
     write_log(folder, 1, "sgd", [(1, 0, 0.5)])
-    rows, notes = table1.collect(load_profile("default", ["mnist"], runs=1))
+    rows, notes = table1_report.collect(load_profile("default", ["mnist"], runs=1))
     assert rows == [] and any("without a gradient evaluation" in n for n in notes)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from scripts.comparison import summarize_dataset
 from scripts.outcomes import LADDER_COLUMNS
 from scripts.profiles import load_profile
-from scripts.table1 import build, collect, summarize_dataset
+from scripts.table1_report import build, collect
 from solvers.run_log import RunLogError
 
 # (seed, arm): [(train_s, grad_evals, accuracy)] of the tests
