@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from scripts.runner import (
 )
 from scripts.runs import RunSpec, finished_log, table1_spec
 from scripts.stats import time_to_target
+from solvers.provenance import git_commit
 from solvers.run_log import RunLog
 
 COLORS = {
@@ -558,6 +560,8 @@ FIGURES: dict[
     9: (fig9, figure_runs.fig9_specs),
 }
 
+DRAWN = "drawn"  # figures.json: figure -> "date, commit" of the `make figures` that drew it
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -582,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         out = results_dir(profile.name) / "figures"
         notes_path = out / "figures.json"
         notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
+        drawn = dict(notes.get(DRAWN, {}))  # figure -> when and by which commit it was drawn
         if not args.no_run:
             controlled = {"controlled": tuple(figure_runs.CONTROLLED.values())}
             ensure_data(profile, display.say, controlled if 1 in wanted else None)
@@ -607,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 continue
             notes[str(number)] = note
+            drawn[str(number)] = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"
             display.say(f"Fig. {number}: {note}")
+        notes[DRAWN] = drawn
         out.mkdir(parents=True, exist_ok=True)
         notes_path.write_text(json.dumps(notes, indent=1, sort_keys=True) + "\n")
         display.say(f"wrote {build_readme(profile.name)}")

@@ -175,6 +175,14 @@ def build(profile: str) -> Path:
             lines += [f"![Fig. {number}](figures/{name})", ""]
         note = notes.get(str(number))
         measured = f" Here: {note}." if note else " Not made yet."
+        if note:
+            when = notes.get("drawn", {}).get(str(number))
+            measured += (
+                f" Drawn {when}."
+                if when
+                else " When it was drawn is not recorded (an older `make figures`: its runs may "
+                "be an earlier profile's)."
+            )
         command, _, where = how.format(profile=profile).partition(" (")
         made = f"`{command}`" + (f" ({where}" if where else "")
         lines += [f"{paper}{measured} Made by {made}.", ""]

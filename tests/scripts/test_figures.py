@@ -59,3 +59,24 @@ def test_a_figure_without_its_table1_runs_names_the_command(
     monkeypatch.setattr("scripts.runs.RUNS_DIR", tmp_path / "runs")
     with pytest.raises(figures.MissingRuns, match="make reproduce-table1 PROFILE=default"):
         figures.fig2(load_profile("default", ["cifar10"]), tmp_path)
+
+
+def test_redrawing_one_figure_records_when_and_keeps_the_others_notes(
+    tmp_path: Path, synthetic_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make figures --only 7 --no-run`: Fig. 7's note and its `drawn` date and commit replace the
+    old ones; the other figures' notes (and their lack of a date) are left as they were."""
+    import json
+
+    for (seed, arm), tests in TESTS.items():
+        write_log(synthetic_runs / "default" / "table1" / "mnist" / f"{arm}-seed{seed}", seed, arm, tests)
+    out = tmp_path / "results"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "figures.json").write_text(json.dumps({"1": "old fig1", "7": "old fig7"}))
+    monkeypatch.setattr(figures, "results_dir", lambda profile: out)
+    monkeypatch.setattr(figures, "build_readme", lambda profile: out / "README.md")
+    monkeypatch.setattr(figures, "git_commit", lambda: "abc123")
+    assert figures.main(["--datasets", "mnist", "--runs", "3", "--only", "7", "--no-run"]) == 0
+    notes = json.loads((out / "figures" / "figures.json").read_text())
+    assert notes["1"] == "old fig1" and "mnist sgd: reached 3/3" in notes["7"]
+    assert list(notes["drawn"]) == ["7"] and notes["drawn"]["7"].endswith(", commit abc123")

@@ -29,7 +29,9 @@ def test_readme_lists_commits_once_and_says_what_made_each_figure(
     assert "- Machine: box\n" in text and "### Reading" in text
     assert "![Fig. 1](figures/fig1_batch_losses.png)" in text
     assert (
-        "Here: losses 2.1 to 2.7. Made by `make figures` (runs results/runs/smoke/fig1/)." in text
+        "Here: losses 2.1 to 2.7. When it was drawn is not recorded (an older `make figures`: its "
+        "runs may be an earlier profile's). Made by `make figures` (runs results/runs/smoke/fig1/)."
+        in text
     )
     assert "Not made yet. Made by `make figures` (drawn from the Table 1 runs" in text  # Fig. 2
 
@@ -53,3 +55,21 @@ def test_readme_states_the_sessions_wall_time_and_load(
     text = results_readme.build("smoke").read_text()
     assert "trained in 1 session(s), 10 min of wall time" in text
     assert "4 runs, 10 min, 2 at a time, load 0.04 before" in text
+
+
+def test_readme_says_when_each_figure_was_drawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """figures.json's `drawn` entry (date and commit of the `make figures` that drew a figure) is
+    shown; a figure without one says its date is unknown, so a picture from an earlier profile's
+    runs is never passed off as the current one's."""
+    out = tmp_path / "smoke"
+    monkeypatch.setattr(results_readme, "results_dir", lambda profile: out)
+    monkeypatch.setattr(results_readme, "RUNS_DIR", tmp_path / "runs")
+    (out / "figures").mkdir(parents=True)
+    notes = {"1": "losses 2.1 to 2.7", "2": "6 epochs", "drawn": {"2": "2026-12-06, commit abc"}}
+    (out / "figures" / "figures.json").write_text(json.dumps(notes))
+    text = results_readme.build("smoke").read_text()
+    assert "Here: 6 epochs. Drawn 2026-12-06, commit abc. Made by" in text
+    assert "Here: losses 2.1 to 2.7. When it was drawn is not recorded" in text
+    assert "Not made yet. Made by `make figures` (drawn from the Table 1 runs" in text  # Fig. 3
