@@ -302,8 +302,10 @@ def imp_reading(
             "few for an interval"
         )
     text = (
-        f"{what}: {arm} needs {100 * interval.estimate:+.1f} % fewer gradient evaluations "
-        f"(IMP, 95 % CI [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}], "
+        f"{what}: {arm} needs {100 * abs(interval.estimate):.1f} % "
+        f"{'fewer' if interval.estimate >= 0 else 'more'} gradient evaluations "
+        f"(IMP {100 * interval.estimate:+.1f} %, 95 % CI [{100 * interval.low:+.1f}, "
+        f"{100 * interval.high:+.1f}], "
         f"{imp.pairs_both} of {imp.pairs_total} pairs, sign test p = {p_text(imp.sign_p)})"
     )
     if interval.low > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,18 @@ def test_summary_of_a_dataset_without_reached_pairs_has_no_interval(runs: Path) 
         r.time_to_target_s = None
     s = summarize_dataset(rows, dataset)
     assert s.paired_s.pairs == 0 and s.paired_s.t_p is None and s.arms["sgd"].time_s.mean is None
+
+
+def test_a_negative_imp_is_read_as_more_evaluations() -> None:
+    """IMP = 1 - exp(mean log(ISGD / SGD)) < 0 when ISGD needs more: the reading says "more",
+    with the signed IMP beside it, never "-x % fewer"."""
+    from scripts.comparison import imp_reading
+    from scripts.outcomes import Outcome, paired_imp
+
+    pairs = [(Outcome(True, 100.0, 1.0), Outcome(True, 125.0, 1.25)),
+             (Outcome(True, 200.0, 2.0), Outcome(True, 240.0, 2.4))]
+    imp = paired_imp(pairs)
+    expected = 1 - math.sqrt(1.25 * 1.2)
+    text = imp_reading(imp, "By first reach", None)
+    assert f"ISGD needs {-100 * expected:.1f} % more gradient evaluations (IMP {100 * expected:+.1f} %" in text
+    assert "fewer" not in text
