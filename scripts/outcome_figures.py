@@ -114,6 +114,9 @@ def _as_float(value: Any) -> float:
     return math.nan if value is None or value == "" else float(value)
 
 
+LADDER_FLOOR = -100.0  # IMP (%) below which the ladder plot cuts an interval: ISGD twice as slow
+
+
 def plot_ladder(
     path: Path,
     rows: Sequence[dict[str, Any]],
@@ -139,6 +142,7 @@ def plot_ladder(
     datasets = list(dict.fromkeys(str(r["dataset"]) for r in rows))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
+        shown = [0.0]  # every plotted value, to set a y range the widest interval cannot flatten
         for rule in RULES:
             mine = sorted(
                 (r for r in rows if r["dataset"] == dataset and r["rule"] == rule),
@@ -154,6 +158,7 @@ def plot_ladder(
             color, style = RULE_STYLES[rule]
             ax.plot(level, est, style, marker=".", color=color, label=RULE_LABELS[rule])
             ax.fill_between(level, low, high, color=color, alpha=0.15, lw=0)
+            shown += [v for v in np.concatenate([est, low, high]) if np.isfinite(v)]
         ax.axhline(0.0, color="black", lw=1)
         if dataset in targets and dataset in paper_imp:
             ax.plot(
@@ -165,6 +170,19 @@ def plot_ladder(
                 label=f"paper: {100 * paper_imp[dataset]:g} % at {100 * targets[dataset]:g} %",
             )
             ax.axvline(100 * targets[dataset], ls=":", color="gray", lw=1)
+            shown.append(100 * paper_imp[dataset])
+        bottom = max(min(shown), LADDER_FLOOR)
+        ax.set_ylim(bottom - 5, max(shown) + 5)  # IMP is at most 100 %
+        if min(shown) < LADDER_FLOOR:
+            ax.text(
+                0.99,
+                0.01,
+                f"intervals below {LADDER_FLOOR:g} % cut off (few pairs at that level)",
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=7,
+            )
         ax.set_title(dataset)
         ax.set_xlabel("target accuracy level (%)")
         ax.set_ylabel(f"IMP in {UNIT_LABELS[unit].split(' (')[0]} (%), 95 % CI")

@@ -67,3 +67,30 @@ def test_plot_ladder_rejects_bad_units_rules_and_rows(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no ladder rows"):
         plot_ladder(tmp_path / "x.png", [], {}, {})
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_ladder_cuts_an_interval_below_the_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A level that two pairs barely reached can have an interval down to -12000 %: the y axis
+    stops at LADDER_FLOOR (and says so) so the other levels stay readable; IMP tops at 100 %."""
+    from scripts import outcome_figures
+
+    kept = {}
+
+    def keep(fig, path):  # noqa: ANN001, ANN202
+        kept["fig"] = fig
+        path.write_bytes(b"png")
+        return path
+
+    monkeypatch.setattr(outcome_figures, "save_figure", keep)
+    rows = [
+        {"dataset": "mnist", "rule": "first", "level": 0.98, "imp_evals": 0.1,
+         "imp_evals_low": -0.2, "imp_evals_high": 0.3},
+        {"dataset": "mnist", "rule": "first", "level": 0.99, "imp_evals": -0.5,
+         "imp_evals_low": -120.0, "imp_evals_high": 0.9},
+    ]
+    plot_ladder(tmp_path / "ladder.png", rows, {"mnist": 0.99}, {"mnist": 0.256})
+    ax = kept["fig"].axes[0]
+    assert ax.get_ylim() == pytest.approx((outcome_figures.LADDER_FLOOR - 5, 95.0))
+    assert any("cut off" in t.get_text() for t in ax.texts)
