@@ -96,7 +96,9 @@ def _wall_minutes(profile: str) -> dict[str, float]:
 
 
 def _sessions(profile: str) -> list[str]:
-    """The runner sessions that trained the Table 1 runs: wall time and the machine's load."""
+    """The runner sessions that trained the Table 1 runs: wall time, the machine's load, and the
+    note a person added to an entry (`"note"`: what the load alone cannot say, e.g. that nothing
+    else ran)."""
     path = sessions_file(profile)
     if not path.exists():
         return []
@@ -113,6 +115,7 @@ def _sessions(profile: str) -> list[str]:
         f"{e.get('ended', '?')}: {e.get('runs_trained')} runs, "
         f"{float(e.get('wall_s', 0)) / 60:.0f} min, {e.get('jobs')} at a time, "
         f"load {e.get('load_before')} before, {e.get('load_after')} after"
+        + (f"; {e['note']}" if e.get("note") else "")
         for e in entries
     )
     return [

@@ -55,6 +55,10 @@ def test_readme_states_the_sessions_wall_time_and_load(
     text = results_readme.build("smoke").read_text()
     assert "trained in 1 session(s), 10 min of wall time" in text
     assert "4 runs, 10 min, 2 at a time, load 0.04 before" in text
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, "note": "nothing else ran (checked with ps)"}) + "\n")
+    text = results_readme.build("smoke").read_text()
+    assert "load 0.04 before, " in text and "after; nothing else ran (checked with ps))" in text
 
 
 def test_readme_says_when_each_figure_was_drawn(
