@@ -603,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             unique = {str(spec.folder): spec for spec in fig8_base + specs}
             run_all(list(unique.values()), display, **runner_options(args, profile))
         failed = 0
+        stamp = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"  # one git call for every figure drawn now
         for number in wanted:
             plot, _ = FIGURES[number]
             try:
@@ -612,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 continue
             notes[str(number)] = note
-            drawn[str(number)] = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"
+            drawn[str(number)] = stamp
             display.say(f"Fig. {number}: {note}")
         notes[DRAWN] = drawn
         out.mkdir(parents=True, exist_ok=True)

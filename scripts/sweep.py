@@ -34,7 +34,7 @@ from scripts.comparison import (
     summary_record,
 )
 from scripts.outcomes import PairedImp, paired_imp, paired_outcomes
-from scripts.outputs import write_csv
+from scripts.outputs import write_atomic, write_csv
 from scripts.profiles import ROOT, RULES, Plan, Profile, ProfileError, load_profile, results_dir
 from scripts.report_format import imp_text, level_text, num, p_text, pct, points_text
 from scripts.results_readme import build as build_readme
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         out = results_dir(profile.name)
         records = [setting_record(s) for s in summaries]
         write_csv(out / "sweep.csv", list(records[0]), records)
-        (out / "sweep.md").write_text(markdown(summaries, profile), encoding="utf-8")
+        write_atomic(out / "sweep.md", markdown(summaries, profile))
         plot(summaries, out / "figures" / "sweep.png")
         display.say(f"wrote {out / 'sweep.md'}, sweep.csv, figures/sweep.png")
         display.say(f"wrote {build_readme(profile.name)}")
