@@ -603,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
             unique = {str(spec.folder): spec for spec in fig8_base + specs}
             run_all(list(unique.values()), display, **runner_options(args, profile))
         failed = 0
-        stamp = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"  # one git call for every figure drawn now
+        # one git call for every figure drawn now
+        stamp = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"
         for number in wanted:
             plot, _ = FIGURES[number]
             try:
