@@ -308,10 +308,19 @@ def imp_reading(
         f"{100 * interval.high:+.1f}], "
         f"{imp.pairs_both} of {imp.pairs_total} pairs, sign test p = {p_text(imp.sign_p)})"
     )
-    if interval.low > 0:
-        finding = f"{arm} was faster; the interval excludes no difference"
-    elif interval.high < 0:
-        finding = f"{arm} was slower; the interval excludes no difference"
+    censored = imp.pairs_total - imp.pairs_both
+    if interval.low > 0 or interval.high < 0:
+        finding = (
+            f"{arm} was {'faster' if interval.low > 0 else 'slower'}; "
+            "the interval excludes no difference"
+        )
+        if censored:  # the interval sees only the pairs both reached: not the whole comparison
+            finding += (
+                f" over the {imp.pairs_both} pairs both reached, but {censored} of "
+                f"{imp.pairs_total} pairs are censored in one arm or both (only {base} reached "
+                f"it in {imp.only_sgd}, only {arm} in {imp.only_isgd}, neither in "
+                f"{imp.neither}), which only the sign test counts: no finding over all pairs"
+            )
     else:
         finding = f"the interval contains 0: these runs cannot tell {arm} from {base}"
     if paper is not None:

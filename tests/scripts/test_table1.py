@@ -262,3 +262,25 @@ def test_a_negative_imp_is_read_as_more_evaluations() -> None:
     text = imp_reading(imp, "By first reach", None)
     assert f"ISGD needs {-100 * expected:.1f} % more gradient evaluations (IMP {100 * expected:+.1f} %" in text
     assert "fewer" not in text
+
+
+def test_an_interval_over_some_pairs_is_no_finding_over_all_pairs() -> None:
+    """The IMP interval covers only the pairs both arms reached; when others are censored in one
+    arm or both, an interval excluding 0 is named as such and the reading says it is no finding
+    over all pairs (the sign test alone counts those). With every pair reached, no caveat."""
+    from scripts.comparison import imp_reading
+    from scripts.outcomes import Outcome, paired_imp
+
+    both = [(Outcome(True, 100.0, 1.0), Outcome(True, 93.0, 0.93)),
+            (Outcome(True, 200.0, 2.0), Outcome(True, 186.4, 1.864))]
+    censored = [(Outcome(True, 300.0, 3.0), Outcome(False, 500.0, 5.0))] * 2 + [
+        (Outcome(False, 500.0, 5.0), Outcome(False, 500.0, 5.0))
+    ]
+    imp = paired_imp(both + censored)
+    assert imp.imp_evals.low is not None and imp.imp_evals.low > 0, "the two pairs alone exclude 0"
+    text = imp_reading(imp, "By stays above", None)
+    assert "ISGD was faster; the interval excludes no difference over the 2 pairs both reached" in text
+    assert "3 of 5 pairs are censored in one arm or both (only SGD reached it in 2, only ISGD in 0, neither in 1)" in text
+    assert text.endswith("no finding over all pairs")
+    whole = imp_reading(paired_imp(both), "By stays above", None)
+    assert whole.endswith("ISGD was faster; the interval excludes no difference")
