@@ -29,10 +29,10 @@ from scripts.results_readme import build as build_readme
 from scripts.run_rows import test_series
 from scripts.runner import (
     Display,
+    TrainingSession,
     add_runner_arguments,
     ensure_data,
     guarded,
-    run_all,
     runner_options,
 )
 from scripts.runs import RunSpec, finished_log, table1_spec
@@ -601,7 +601,11 @@ def main(argv: list[str] | None = None) -> int:
                 else []
             )
             unique = {str(spec.folder): spec for spec in fig8_base + specs}
-            run_all(list(unique.values()), display, **runner_options(args, profile))
+            session = TrainingSession(
+                profile.name, "figures", display, runner_options(args, profile)
+            )
+            session.run(list(unique.values()))
+            session.close()
         failed = 0
         # one git call for every figure drawn now
         stamp = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"

@@ -12,21 +12,19 @@ test accuracy, and an ETA for the whole profile.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from scripts.profiles import load_profile
 from scripts.runner import (
     Display,
+    TrainingSession,
     add_runner_arguments,
     ensure_data,
     guarded,
-    record_session,
-    run_all,
     runner_options,
 )
-from scripts.runs import sessions_file, table1_specs
+from scripts.runs import table1_specs
 from scripts.table1_report import build as build_table1
 
 
@@ -47,17 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         display.say(f"profile {profile.name}: {profile.about}")
         overrides = ensure_data(profile, display.say)
-        options = runner_options(args, profile)
-        load_before, began = os.getloadavg()[0], time.monotonic()
-        display.say(
-            f"machine load before training: {load_before:.2f} (1-min average, {os.cpu_count()} "
-            "cores); committed results are measured with nothing else running"
-        )
-        specs = [spec for group in table1_specs(profile, overrides).values() for spec in group]
-        trained = run_all(specs, display, **options)
-        record_session(
-            sessions_file(profile.name), began, load_before, trained, int(options["jobs"])
-        )
+        session = TrainingSession(profile.name, "table1", display, runner_options(args, profile))
+        session.run([spec for group in table1_specs(profile, overrides).values() for spec in group])
+        session.close()
         build_table1(profile.name, list(profile.plans), say=display.say)
         display.say(f"profile {profile.name} done in {(time.monotonic() - started) / 60:.1f} min")
         return 0

@@ -2,7 +2,8 @@
 paragraph per figure setting what it shows beside what the paper's figure claims.
 
 Written from the files the other scripts leave (table1.md, table1.csv, figures/figures.json,
-sweep.md) and the run logs; `make table1`, `make figures` and `make sweep-isgd` call it.
+sweep.md, sweep_lr.md) and the sessions file beside them; `make table1`, `make figures`,
+`make sweep-isgd` and `make sweep-lr` call it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from scripts.outputs import write_atomic
 from scripts.profiles import ROOT, ProfileError, load_profile, results_dir
-from scripts.runs import RUNS_DIR, sessions_file
-from solvers.run_log import RunLogError, read_run_log
+from scripts.runs import legacy_sessions_file, sessions_file
 
 FIGURES = {
     1: (
@@ -81,47 +82,60 @@ FIGURES = {
 }
 
 
-def _wall_minutes(profile: str) -> dict[str, float]:
-    """Wall time of every finished run, per group (table1, fig1, ..., sweep), in minutes."""
-    totals: dict[str, float] = {}
-    base = RUNS_DIR / profile
-    for log_path in base.glob("*/*/*/log.jsonl"):
-        group = log_path.relative_to(base).parts[0]
-        try:
-            log = read_run_log(log_path)
-        except RunLogError:
+SESSION_GROUPS = {
+    "table1": "Table 1's runs",
+    "figures": "The figures' runs (`make figures`)",
+    "sweep": "The ISGD sweep's runs (`make sweep-isgd`)",
+    "sweep_lr": "The runs of `make sweep-lr`",
+}
+
+
+def _session_entries(profile: str) -> list[dict[str, Any]]:
+    """Every noted session of the profile: the committed file, then any older Table 1 entries
+    still inside the run folders (group table1; an entry in both is read once)."""
+    entries: list[dict[str, Any]] = []
+    for path in (sessions_file(profile), legacy_sessions_file(profile)):
+        if not path.exists():
             continue
-        totals[group] = totals.get(group, 0.0) + log.wall_s / 60
-    return totals
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            entry.setdefault("group", "table1")
+            if not any(e.get("ended") == entry.get("ended") for e in entries):
+                entries.append(entry)
+    return entries
 
 
 def _sessions(profile: str) -> list[str]:
-    """The runner sessions that trained the Table 1 runs: wall time, the machine's load, and the
-    note a person added to an entry (`"note"`: what the load alone cannot say, e.g. that nothing
-    else ran)."""
-    path = sessions_file(profile)
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
+    """The runner sessions that trained the profile's runs, one line per command (Table 1, the
+    figures, the sweeps): wall time, the machine's load, and the note a person added to an
+    entry (`"note"`: what the load alone cannot say, e.g. that nothing else ran)."""
+    entries = _session_entries(profile)
+    lines = []
+    for group, title in SESSION_GROUPS.items():
+        mine = [e for e in entries if e["group"] == group]
+        if not mine:
             continue
-    if not entries:
+        wall = sum(float(e.get("wall_s", 0)) for e in mine) / 60
+        loads = "; ".join(
+            f"{e.get('ended', '?')}: {e.get('runs_trained')} runs, "
+            f"{float(e.get('wall_s', 0)) / 60:.0f} min, {e.get('jobs')} at a time, "
+            f"load {e.get('load_before')} before, {e.get('load_after')} after"
+            + (f"; {e['note']}" if e.get("note") else "")
+            for e in mine
+        )
+        lines.append(
+            f"- {title} were trained in {len(mine)} session(s), {wall:.0f} min of wall time in "
+            f"all ({loads})."
+        )
+    if not lines:
         return []
-    wall = sum(float(e.get("wall_s", 0)) for e in entries) / 60
-    loads = "; ".join(
-        f"{e.get('ended', '?')}: {e.get('runs_trained')} runs, "
-        f"{float(e.get('wall_s', 0)) / 60:.0f} min, {e.get('jobs')} at a time, "
-        f"load {e.get('load_before')} before, {e.get('load_after')} after"
-        + (f"; {e['note']}" if e.get("note") else "")
-        for e in entries
-    )
     return [
-        f"- Table 1's runs were trained in {len(entries)} session(s), {wall:.0f} min of wall time "
-        f"in all ({loads}). The load before a session is the machine's 1-min load average: near 0 "
-        "means nothing else ran; after, it is the runs' own.",
+        *lines,
+        "- The load before a session is the machine's 1-min load average: near 0 means nothing "
+        "else ran; after, it is the runs' own.",
         "",
     ]
 
@@ -147,14 +161,11 @@ def build(profile: str) -> Path:
         commit = ", ".join(
             sorted({c for r in rows for c in r.get("commit", "").replace(",", " ").split()})
         )
-    walls = _wall_minutes(profile)
     lines += [
-        f"- Made by: `make reproduce-table1{arg}`, then `make figures{arg}` and "
-        f"`make sweep-isgd{arg}`",
+        f"- Made by: `make reproduce-table1{arg}`, then `make figures{arg}`, "
+        f"`make sweep-isgd{arg}` and `make sweep-lr{arg}`",
         f"- Machine: {machine or 'see the run logs'}",
         f"- Commit(s) of the runs: {commit or 'see the run logs'}",
-        "- Wall time of the runs: "
-        + (", ".join(f"{g} {m:.0f} min" for g, m in sorted(walls.items())) or "none yet"),
         "",
     ]
     lines += _sessions(profile)

@@ -33,6 +33,7 @@ from scripts.runs import (
     RunSpec,
     TrainingJob,
     imagenet_sources,
+    sessions_file,
     status,
 )
 from solvers.run_log import RunLog, RunLogError
@@ -283,12 +284,21 @@ def run_all(
     return trained
 
 
-def record_session(path: Path, started: float, load_before: float, trained: int, jobs: int) -> None:
-    """Append one line on a runner session that trained runs (when, wall time, machine load
-    before and after, runs side by side) to `path` (JSON lines), for results/README.md."""
+def record_session(
+    path: Path,
+    started: float,
+    load_before: float,
+    trained: int,
+    jobs: int,
+    group: str = "table1",
+) -> None:
+    """Append one line on a runner session that trained runs of `group` (table1, figures,
+    sweep, sweep_lr: when, wall time, machine load before and after, runs side by side) to
+    `path` (JSON lines), for results/README.md."""
     if trained <= 0:
         return
     entry = {
+        "group": group,
         "ended": time.strftime("%Y-%m-%d %H:%M:%S"),
         "wall_s": round(time.monotonic() - started, 1),
         "runs_trained": trained,
@@ -300,6 +310,39 @@ def record_session(path: Path, started: float, load_before: float, trained: int,
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
+
+
+class TrainingSession:
+    """One command's training of a profile's runs: says the machine's load first, counts the
+    runs trained through it, and at `close` notes the session (its group, wall time, load
+    before and after) in the profile's sessions file, committed beside its tables."""
+
+    def __init__(
+        self, profile: str, group: str, display: Display, options: dict[str, Any]
+    ) -> None:
+        self.profile, self.group, self.display, self.options = profile, group, display, options
+        self.trained = 0
+        self.load_before, self.began = os.getloadavg()[0], time.monotonic()
+        display.say(
+            f"machine load before training: {self.load_before:.2f} (1-min average, "
+            f"{os.cpu_count()} cores); committed results are measured with nothing else running"
+        )
+
+    def run(self, specs: list[RunSpec]) -> int:
+        """run_all with the command's options; returns how many runs it trained."""
+        trained = run_all(specs, self.display, **self.options)
+        self.trained += trained
+        return trained
+
+    def close(self) -> None:
+        record_session(
+            sessions_file(self.profile),
+            self.began,
+            self.load_before,
+            self.trained,
+            int(str(self.options["jobs"])),
+            self.group,
+        )
 
 
 EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)

@@ -28,7 +28,7 @@ from google.protobuf import text_format
 from engine.lmdb_reader import LmdbReader
 from engine.proto import caffe_pb2
 from engine.proto_io import message_to_text, read_net_param, read_solver_param
-from scripts.profiles import ROOT, Plan, Profile, ProfileError
+from scripts.profiles import ROOT, Plan, Profile, ProfileError, results_dir
 from scripts.run_identity import (
     IDENTITY_FILE,
     first_difference,
@@ -318,7 +318,13 @@ def write_run_files(
 
 
 def sessions_file(profile: str) -> Path:
-    """Where the runner notes each session that trained Table 1 runs (wall time, load)."""
+    """Where each command that trained a profile's runs notes its session (wall time, load):
+    beside the profile's tables, so it is committed with them and outlives the run folders."""
+    return results_dir(profile) / "sessions.jsonl"
+
+
+def legacy_sessions_file(profile: str) -> Path:
+    """Where sessions of Table 1 were noted before (inside the untracked run folders)."""
     return RUNS_DIR / profile / "table1" / "sessions.jsonl"
 
 

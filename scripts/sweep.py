@@ -41,10 +41,10 @@ from scripts.results_readme import build as build_readme
 from scripts.run_rows import RunRow, run_row
 from scripts.runner import (
     Display,
+    TrainingSession,
     add_runner_arguments,
     ensure_data,
     guarded,
-    run_all,
     runner_options,
 )
 from scripts.runs import RunSpec, arm_spec, finished_log, table1_spec
@@ -546,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in profile.seeds_of(name)
                 for spec in setting_specs(profile, plan, setting, seed).values()
             }
-            run_all(list(specs.values()), display, **runner_options(args, profile))
+            session = TrainingSession(profile.name, "sweep", display, runner_options(args, profile))
+            session.run(list(specs.values()))
+            session.close()
         summaries = [
             summarize_setting(profile, plan, setting)
             for plan in profile.plans.values()

@@ -34,10 +34,10 @@ from scripts.results_readme import build as build_readme
 from scripts.run_rows import RunRow, run_row
 from scripts.runner import (
     Display,
+    TrainingSession,
     add_runner_arguments,
     ensure_data,
     guarded,
-    run_all,
     runner_options,
 )
 from scripts.runs import RunSpec, arm_spec, finished_log
@@ -399,9 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile, chosen)
         if not args.no_run:
             ensure_data(profile, display.say)
-            options = runner_options(args, profile)
-            run_all(all_specs(profile), display, **options)
-            run_all(scoring_specs(profile), display, **options)
+            session = TrainingSession(
+                profile.name, "sweep_lr", display, runner_options(args, profile)
+            )
+            session.run(all_specs(profile))
+            session.run(scoring_specs(profile))
+            session.close()
         results = [summarize(profile, plan) for plan in profile.plans.values()]
         out = results_dir(profile.name)
         rows = [r for result in results for r in records(result)]
