@@ -13,6 +13,13 @@ from scripts.profiles import Plan, load_profile
 from scripts.runs import RunSpec
 
 
+@pytest.fixture(autouse=True)
+def sessions_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run by these tests note their sessions under tmp_path, never in the checkout's
+    results/ (the committed sessions file)."""
+    monkeypatch.setattr("scripts.runs.results_dir", lambda profile: tmp_path / "results" / profile)
+
+
 @pytest.fixture
 def synthetic_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A runs folder for hand-written logs: RUNS_DIR points at it, and the identity check (which
