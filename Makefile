@@ -27,6 +27,7 @@ help:
 	@echo "make sweep-lr    each arm at its own best lr, scored on held-out seeds (results/sweep_lr.*)"
 	@echo "make setup      create $(VENV) and install the project (numpy, numba, protobuf, lmdb, mpi4py, mpich)"
 	@echo "make test       run the default test suite (< 10 min on 2 cores) and ruff"
+	@echo "                 [TEST_WORKERS=2] (pytest-xdist workers; 0 runs it in one process)"
 	@echo "make test-slow  run the long checks too (real-data training)"
 	@echo "make bench      time LeNet, CIFAR-10 quick and AlexNet (scripts/bench.py)"
 	@echo "make test-mpi   only the MPI tests (mpiexec -n 2 and -n 4; oversubscribed is fine)"
@@ -43,9 +44,12 @@ setup:
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,mpi]'
 
+# Two pytest workers (pytest-xdist), a test file each at a time (its module fixtures run once);
+# each worker's OpenBLAS on one thread, so the two do not oversubscribe the cores.
+TEST_WORKERS ?= 2
 test:
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow:
 	$(PY) -m pytest -q -m slow
