@@ -601,11 +601,9 @@ def main(argv: list[str] | None = None) -> int:
                 else []
             )
             unique = {str(spec.folder): spec for spec in fig8_base + specs}
-            session = TrainingSession(
-                profile.name, "figures", display, runner_options(args, profile)
-            )
-            session.run(list(unique.values()))
-            session.close()
+            options = runner_options(args, profile)
+            with TrainingSession(profile.name, "figures", display, options) as session:
+                session.run(list(unique.values()))
         failed = 0
         # one git call for every figure drawn now
         stamp = f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}"

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         display.say(f"profile {profile.name}: {profile.about}")
         overrides = ensure_data(profile, display.say)
-        session = TrainingSession(profile.name, "table1", display, runner_options(args, profile))
-        session.run([spec for group in table1_specs(profile, overrides).values() for spec in group])
-        session.close()
+        specs = [spec for group in table1_specs(profile, overrides).values() for spec in group]
+        with TrainingSession(profile.name, "table1", display, runner_options(args, profile)) as s:
+            s.run(specs)
         build_table1(profile.name, list(profile.plans), say=display.say)
         display.say(f"profile {profile.name} done in {(time.monotonic() - started) / 60:.1f} min")
         return 0

@@ -314,13 +314,15 @@ def record_session(
 
 class TrainingSession:
     """One command's training of a profile's runs: says the machine's load first, counts the
-    runs trained through it, and at `close` notes the session (its group, wall time, load
-    before and after) in the profile's sessions file, committed beside its tables."""
+    runs trained through it, and when it ends (`close`, or leaving its `with` block normally)
+    notes the session (its group, wall time, load before and after) in the profile's sessions
+    file, committed beside its tables."""
 
     def __init__(
         self, profile: str, group: str, display: Display, options: dict[str, Any]
     ) -> None:
         self.profile, self.group, self.display, self.options = profile, group, display, options
+        self.jobs = int(options["jobs"])
         self.trained = 0
         self.load_before, self.began = os.getloadavg()[0], time.monotonic()
         display.say(
@@ -340,9 +342,16 @@ class TrainingSession:
             self.began,
             self.load_before,
             self.trained,
-            int(str(self.options["jobs"])),
+            self.jobs,
             self.group,
         )
+
+    def __enter__(self) -> TrainingSession:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:  # an interrupted or failed session is not noted (as before)
+            self.close()
 
 
 EXPECTED_ERRORS = (ProfileError, DataError, RunError, RunLogError, EngineError, OSError)

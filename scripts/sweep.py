@@ -546,9 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in profile.seeds_of(name)
                 for spec in setting_specs(profile, plan, setting, seed).values()
             }
-            session = TrainingSession(profile.name, "sweep", display, runner_options(args, profile))
-            session.run(list(specs.values()))
-            session.close()
+            options = runner_options(args, profile)
+            with TrainingSession(profile.name, "sweep", display, options) as session:
+                session.run(list(specs.values()))
         summaries = [
             summarize_setting(profile, plan, setting)
             for plan in profile.plans.values()

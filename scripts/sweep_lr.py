@@ -399,12 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile, chosen)
         if not args.no_run:
             ensure_data(profile, display.say)
-            session = TrainingSession(
-                profile.name, "sweep_lr", display, runner_options(args, profile)
-            )
-            session.run(all_specs(profile))
-            session.run(scoring_specs(profile))
-            session.close()
+            options = runner_options(args, profile)
+            with TrainingSession(profile.name, "sweep_lr", display, options) as session:
+                session.run(all_specs(profile))
+                session.run(scoring_specs(profile))
         results = [summarize(profile, plan) for plan in profile.plans.values()]
         out = results_dir(profile.name)
         rows = [r for result in results for r in records(result)]
