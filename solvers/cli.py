@@ -25,7 +25,13 @@ from solvers.provenance import provenance
 from solvers.scoring import loss_weights, score
 from solvers.signals import SignalHandler, check_effect
 from solvers.snapshot import snapshot_filename
-from solvers.solver import Solver, default_json_log_path, load_solver_param, weights_warning
+from solvers.solver import (
+    NonFiniteLossError,
+    Solver,
+    default_json_log_path,
+    load_solver_param,
+    weights_warning,
+)
 from solvers.train_log import TrainLog, fmt
 
 USAGE = """\
@@ -286,7 +292,14 @@ def train(args: argparse.Namespace, comm: Comm | None = None) -> int:
                     "training happen"
                 )
             log.info("Starting Optimization")
-            solver.solve()
+            try:
+                solver.solve()
+            except NonFiniteLossError as exc:
+                # Every rank stopped on the same agreed control message: rank 0 says why and
+                # all end together, since an MPI_Abort could kill rank 0 before its message.
+                if comm.size == 1:
+                    raise
+                _refuse_together(comm, f"isgd train: error: {exc}")
         if master:
             log.write_summary(comm, args.allreduce, solver, time.perf_counter() - wall_start)
         log.info("Optimization Done.")
