@@ -31,11 +31,14 @@ class CaffeRNG:
         self.seed = int(seed) % 2**32  # Caffe passes random_seed as an unsigned int
         self._bg = np.random.MT19937(0)
         self._bg._legacy_seeding(self.seed)
+        # integers over the full uint32 range returns the generator's 32-bit outputs unchanged,
+        # several times faster than random_raw (tests check both give the same outputs).
+        self._draws = np.random.Generator(self._bg)
 
     # ------------------------------------------------------------------ raw outputs
     def raw(self, n: int) -> np.ndarray:
         """The next n 32-bit outputs (uint32), as eng() returns them."""
-        return self._bg.random_raw(int(n)).astype(np.uint32)
+        return self._draws.integers(0, 2**32, int(n), dtype=np.uint32)
 
     def rand(self) -> int:
         """caffe_rng_rand(): one output, unchanged (seeds transformers and prefetch threads)."""
@@ -44,12 +47,6 @@ class CaffeRNG:
     def rand_mod(self, n: int, modulus: np.ndarray | int) -> np.ndarray:
         """n outputs each taken mod `modulus` (DataTransformer::Rand, which is not uniform_int)."""
         return (self.raw(n).astype(np.int64) % np.asarray(modulus, np.int64)).astype(np.int64)
-
-    def _advance(self, saved: dict, used: int) -> None:
-        """Put the generator `used` outputs after the state `saved`."""
-        self._bg.state = saved
-        if used:
-            self._bg.random_raw(used)
 
     # ------------------------------------------------------------------ distributions
     def uniform(self, n: int, a: float, b: float) -> np.ndarray:
@@ -77,14 +74,19 @@ class CaffeRNG:
             raise ValueError(f"gaussian: std must be > 0, got {std}")
         out = np.empty(int(n), F32)
         done = 0
+        pending = np.empty(0, np.uint32)  # the draws of a value the last buffer ran out in
         while done < n:
+            # Every value takes at least one draw and the one in progress more than its pending
+            # draws, so one new draw per value still to make never reads past what they use:
+            # the stream is left exactly after the last value, with no rewinding.
             want = min(n - done, _CHUNK)
-            saved = self._bg.state
-            raw = self.raw(want + want // 8 + 64)
+            raw = self.raw(want)
+            if pending.size:
+                raw = np.concatenate((pending, raw))
             made, used = ziggurat_kernels.normals_from(
                 raw, out[done : done + want], F32(mean), F32(std)
             )
-            self._advance(saved, used)
+            pending = raw[used:]
             done += made
         return out
 
@@ -96,7 +98,7 @@ class CaffeRNG:
         if p == 0.0:
             return np.zeros(int(n), bool)
         bound = math.floor(float(p) * 4294967295.0)  # u is an integer: u <= floor(bound)
-        return self._bg.random_raw(int(n)) <= np.uint64(bound)
+        return self.raw(n) <= np.uint32(bound)
 
     def bernoulli_float(self, n: int, p: float) -> np.ndarray:
         """caffe_rng_bernoulli(n, float p) (the sparse gaussian filler): true when

@@ -2,11 +2,12 @@
 
 A value takes one 32-bit draw most of the time and more in a wedge or the tail, so values are
 made one at a time in a compiled loop (Numba; plain Python where Numba has no wheel). The loop
-reads a buffer of raw draws and says how many it consumed, so the caller can put the generator
-exactly after the last draw a finished value used. Arithmetic follows the boost headers: float32
-throughout, table entries rounded to float where boost writes RealType(table[i]), table
-differences taken in double and rounded once, and the first layer test `x < table_x[i + 1]` made
-in double for the normal and in float for the exponential. exp is float32(exp(double)).
+reads a buffer of raw draws and says how many the finished values used, so the caller carries
+the rest (a value cut off by the buffer's end) into the next buffer. Arithmetic follows the
+boost headers: float32 throughout, table entries rounded to float where boost writes
+RealType(table[i]), table differences taken in double and rounded once, and the first layer test
+`x < table_x[i + 1]` made in double for the normal and in float for the exponential. exp is
+float32(exp(double)).
 """
 
 from __future__ import annotations
@@ -129,9 +130,18 @@ def normals_from(
 ) -> tuple[int, int]:
     """Fill out[k] = z_k * std + mean (float32) from the draws in `raw`, in order, until out is
     full or the draws run out. Returns (values made, draws used by those values)."""
-    pos = 0
+    pos, end = 0, raw.shape[0]
     for k in range(out.shape[0]):
-        z, nxt = _unit_normal(raw, pos)
+        if pos < end:  # the first layer test passes for ~98% of draws: kept inline, no call
+            u = raw[pos]
+            i = int(u & 0xFF)
+            layer = i >> 1
+            x = F32(u >> 8) * TWO_M24 * NX32[layer]
+            if float(x) < NX[layer + 1]:
+                out[k] = x * F32((i & 1) * 2 - 1) * std + mean
+                pos += 1
+                continue
+        z, nxt = _unit_normal(raw, pos)  # from the same draw: wedge, tail or buffer end
         if nxt < 0:
             return k, pos
         out[k] = z * std + mean

@@ -38,6 +38,18 @@ def test_mt19937_known_answers() -> None:
     ]
 
 
+def test_raw_draws_are_the_generators_outputs_unchanged() -> None:
+    """raw() reads the outputs through Generator.integers over the full uint32 range (faster):
+    the same values as MT19937.random_raw, and the generator left in the same state."""
+    rng = CaffeRNG(1701)
+    reference = np.random.MT19937(0)
+    reference._legacy_seeding(1701)
+    for n in (1, 5, 623, 624, 625, 10007):
+        np.testing.assert_array_equal(rng.raw(n), reference.random_raw(n).astype(np.uint32))
+        assert rng.get_state()["pos"] == reference.state["state"]["pos"]
+        np.testing.assert_array_equal(rng.get_state()["key"], reference.state["state"]["key"])
+
+
 def test_seed_is_taken_as_unsigned_int() -> None:
     """Caffe seeds with (unsigned int) random_seed: seeds equal mod 2^32 give one stream."""
     assert CaffeRNG(2**32 + 7).raw(3).tolist() == CaffeRNG(7).raw(3).tolist()
@@ -106,13 +118,23 @@ def test_gaussian_is_boost_ziggurat_with_caffes_draw_count() -> None:
     assert rng.get_state() == _after(1701, 2432 + 3191)
 
 
-def test_gaussian_values_made_across_buffer_refills_are_the_same() -> None:
-    """Values are made from buffers of draws; one that runs out mid-value restarts that
-    value at its first draw, so the split into calls does not change the stream."""
-    whole = CaffeRNG(5).gaussian(4000, 1.0, 2.0)
+def test_gaussian_values_made_across_buffer_refills_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Values are made from buffers of draws; a value that a buffer cuts off carries its draws
+    into the next one, so neither the split into calls nor the buffer size changes the values
+    or where the stream is left."""
+    whole_rng = CaffeRNG(5)
+    whole = whole_rng.gaussian(4000, 1.0, 2.0)
     rng = CaffeRNG(5)
     parts = np.concatenate([rng.gaussian(n, 1.0, 2.0) for n in (1, 7, 992, 3000)])
     np.testing.assert_array_equal(parts, whole)
+    assert rng.get_state() == whole_rng.get_state()
+    for chunk in (1, 2, 3, 64):  # buffers of one draw per value: wedges and tails cross them
+        monkeypatch.setattr("engine.boost_random._CHUNK", chunk)
+        small = CaffeRNG(5)
+        np.testing.assert_array_equal(small.gaussian(4000, 1.0, 2.0), whole)
+        assert small.get_state() == whole_rng.get_state()
     raw = CaffeRNG(5).raw(10)
     out = np.empty(10, F32)
     made, used = ziggurat_kernels.normals_from(raw, out, F32(0), F32(1))
