@@ -45,11 +45,14 @@ setup:
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,mpi]'
 
 # Two pytest workers (pytest-xdist), a test file each at a time (its module fixtures run once);
-# each worker's OpenBLAS on one thread, so the two do not oversubscribe the cores.
+# each worker's OpenBLAS on one thread, so the two do not oversubscribe the cores. Compiled
+# bytecode is kept under $(VENV) even where PYTHONDONTWRITEBYTECODE is set: the trainers and MPI
+# ranks the tests start would otherwise compile the project's sources anew at every start.
 TEST_WORKERS ?= 2
+TEST_ENV = OPENBLAS_NUM_THREADS=1 PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache
 test:
 	$(PY) -m ruff check .
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow:
 	$(PY) -m pytest -q -m slow

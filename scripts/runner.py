@@ -35,6 +35,7 @@ from scripts.runs import (
     imagenet_sources,
     sessions_file,
     status,
+    wait_for_any,
 )
 from solvers.run_log import RunLog, RunLogError
 
@@ -251,7 +252,7 @@ def run_all(
                     )
                     active[slot] = (job, time.monotonic(), index)
                     trained += 1
-                time.sleep(0.5)
+                wait_for_any([job for job, _, _ in active.values()], 0.5)
                 parts = []
                 for slot, (job, started, index) in list(active.items()):
                     p = job.poll()

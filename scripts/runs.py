@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -792,6 +792,15 @@ class TrainingJob:
     def running(self) -> bool:
         return self.child is not None and self.child.poll() is None
 
+    def wait_for_end(self, seconds: float) -> None:
+        """Wait up to `seconds`, less when the trainer ends first (the runner goes on at once)."""
+        if self.child is None:
+            return
+        try:
+            self.child.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
     def stop(self, timeout: float = 120.0) -> None:
         """Ask the trainer to stop at a snapshot (SIGTERM; a signal to the terminal's group has
         already reached it) and wait; kill it only if it does not stop in `timeout` seconds."""
@@ -835,6 +844,14 @@ class TrainingJob:
         return log
 
 
+def wait_for_any(jobs: Iterable[TrainingJob], seconds: float) -> None:
+    """Wait up to `seconds`, less when one of `jobs` ends first."""
+    jobs = list(jobs)
+    end = time.monotonic() + seconds
+    while all(job.running for job in jobs) and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 def run(
     spec: RunSpec,
     say: Callable[[str], None],
@@ -854,7 +871,7 @@ def run(
     try:
         while job.running:
             show(job.poll())
-            time.sleep(0.5)
+            job.wait_for_end(0.5)
     except KeyboardInterrupt:
         job.stop()
         raise

@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +27,11 @@ from solvers.snapshot import file_sha256
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 _LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 CUDA_AWARE_ENV = "ISGD_MPI_CUDA_AWARE"
+
+
+# MPI_Abort ends the launcher's forwarding too: the message just written to the pipe can be
+# lost (seen under load) unless the launcher has had a moment to pass it on.
+ABORT_GRACE_S = 0.5
 
 
 class StartupMismatchError(RuntimeError):
@@ -318,6 +324,7 @@ def report_and_abort(exc: BaseException, code: int = 1) -> None:
     sys.stdout.flush()
     world = _mpi_world()
     if world is not None and world.Get_size() > 1:
+        time.sleep(ABORT_GRACE_S)
         world.Abort(code)
     raise SystemExit(code)
 
@@ -361,5 +368,6 @@ def run_guarded(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if status not in (None, 0) and world is not None and world.Get_size() > 1:
         sys.stderr.write(f"rank {world.Get_rank()}: exiting with status {status}\n")
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         world.Abort(status if isinstance(status, int) else 1)
     return status
