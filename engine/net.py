@@ -629,8 +629,8 @@ class Net:
             lp.phase = 0 if self.phase == TRAIN else 1
             for blob in layer.blobs:
                 diff = to_numpy(blob.diff) if write_diff else None
-                lp.blobs.add().CopyFrom(
-                    array_to_blob_proto(to_numpy(blob.data), diff, legacy=legacy_shapes)
+                array_to_blob_proto(
+                    to_numpy(blob.data), diff, legacy=legacy_shapes, out=lp.blobs.add()
                 )
         return out
 

@@ -87,11 +87,20 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _state_sha256(state: Any) -> str:
-    """SHA-256 of a SolverState serialized (deterministically) without its `integrity` field."""
-    bare = type(state)()
-    bare.CopyFrom(state)
-    bare.ClearField("integrity")
-    return hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
+    """SHA-256 of a SolverState serialized (deterministically) without its `integrity` field.
+
+    The field is taken out and put back rather than the state copied: a state holds a copy of
+    every weight (the history), so a copy would cost as much as the write."""
+    saved = None
+    if state.HasField("integrity"):
+        saved = type(state.integrity)()
+        saved.CopyFrom(state.integrity)
+        state.ClearField("integrity")
+    try:
+        return hashlib.sha256(state.SerializeToString(deterministic=True)).hexdigest()
+    finally:
+        if saved is not None:
+            state.integrity.CopyFrom(saved)
 
 
 def seal(state: Any, model_path: str) -> None:
