@@ -94,32 +94,34 @@ def check_hashes(out: Path, mode: str) -> Path:
 
 @pytest.fixture(scope="module")
 def launched(problems: dict[str, dict]) -> Callable[[dict, int, str], dict[str, Path]]:
-    """One mpiexec launch per (ranks, mode), made on first use and read by every test of it: for
-    each problem the one-step resume, the 50-iteration run and (n = 2) 10 iterations on the CuPy
-    stand-in. An mpiexec start-up costs more than these tiny runs."""
-    cache: dict[tuple[int, str], dict[str, dict[str, Path]]] = {}
+    """One mpiexec launch per rank count, made on first use and read by every test of it: for
+    each mode and problem the one-step resume, the 50-iteration run and (n = 2) 10 iterations
+    on the CuPy stand-in. An mpiexec start-up costs more than these tiny runs."""
+    cache: dict[int, dict[tuple[str, str], dict[str, Path]]] = {}
 
     def get(problem: dict, n: int, mode: str) -> dict[str, Path]:
-        if (n, mode) not in cache:
+        if n not in cache:
             jobs: list[dict] = []
             standin: list[dict] = []
-            outs: dict[str, dict[str, Path]] = {}
-            for kind, p in problems.items():
-                mine = {
-                    "step": {"max_iter": p["k"] + 1, "resume": str(p["state"])},
-                    "fifty": {"max_iter": ITERS},
-                }
-                if n == 2:
-                    mine["standin"] = {"max_iter": 10, "backend": "standin"}
-                for name, job in mine.items():
-                    job.update(solver=str(p["solver"]), out=str(p["root"] / f"{mode}_n{n}_{name}"))
-                    (standin if name == "standin" else jobs).append(job)
-                outs[kind] = {name: Path(job["out"]) for name, job in mine.items()}
+            outs: dict[tuple[str, str], dict[str, Path]] = {}
+            for each_mode in MODES:
+                for kind, p in problems.items():
+                    mine = {
+                        "step": {"max_iter": p["k"] + 1, "resume": str(p["state"])},
+                        "fifty": {"max_iter": ITERS},
+                    }
+                    if n == 2:
+                        mine["standin"] = {"max_iter": 10, "backend": "standin"}
+                    for name, job in mine.items():
+                        out = p["root"] / f"{each_mode}_n{n}_{name}"
+                        job.update(solver=str(p["solver"]), out=str(out), mode=each_mode)
+                        (standin if name == "standin" else jobs).append(job)
+                    outs[(each_mode, kind)] = {name: Path(j["out"]) for name, j in mine.items()}
             jobs += standin  # the stand-in installs itself as `cupy` for the rest of the process
-            result = run_mpi(n, "train_tiny.py", mode, json.dumps(jobs), timeout=300)
+            result = run_mpi(n, "train_tiny.py", MODES[0], json.dumps(jobs), timeout=300)
             assert result.returncode == 0, result.output[-4000:]
-            cache[(n, mode)] = outs
-        return cache[(n, mode)][problem["kind"]]
+            cache[n] = outs
+        return cache[n][(mode, problem["kind"])]
 
     return get
 

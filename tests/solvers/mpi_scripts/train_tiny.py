@@ -1,7 +1,9 @@
 """Trains a solver file on n ranks, one or more runs per launch; rank 0 saves each run's results.
 
-argv: mode JOBS, JOBS a JSON list of {"solver", "out", "max_iter", "resume"?, "backend"?}: the
-runs share one mpiexec start-up (which costs more than a tiny run). Writes under each `out`: log.jsonl (rank 0's JSON log), final.npy (rank 0's weights after training) and
+argv: mode JOBS, JOBS a JSON list of {"solver", "out", "max_iter", "resume"?, "backend"?,
+"mode"? (mw or allreduce: a job's own, else argv's)}: the runs share one mpiexec start-up (which
+costs more than a tiny run). Writes under each `out`: log.jsonl (rank 0's JSON log), final.npy
+(rank 0's weights after training) and
 hashes.json (a digest of every rank's weights, to check that allreduce ranks agree bit for bit).
 With backend "standin" the ranks train on the strict CuPy stand-in, installed as `cupy` (so put
 such runs last), each on its device as `-gpu all` chooses (devices.json: every rank's device).
@@ -75,7 +77,7 @@ if __name__ == "__main__":
             run(
                 job["solver"],
                 job["out"],
-                mode,
+                job.get("mode", mode),
                 int(job["max_iter"]),
                 job.get("resume"),
                 comm,
