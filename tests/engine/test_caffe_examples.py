@@ -1,5 +1,6 @@
 """Every BVLC example prototxt parses; every net whose layers we implement builds and runs
-forward + backward in both phases, with its data layers replaced by DummyData of the same shapes."""
+forward + backward in both phases, with its data layers replaced by DummyData of the same shapes
+(batches, Input layers' too, capped at MAX_BATCH)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ def replace_data_layers(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter
     out = caffe_pb2.NetParameter()
     out.CopyFrom(param)
     for layer in out.layer:
+        if layer.type == "Input":  # deploy nets: the same batch cap as the data layers
+            for shape in layer.input_param.shape:
+                if shape.dim and shape.dim[0] > MAX_BATCH:
+                    shape.dim[0] = MAX_BATCH
+            continue
         if layer.type not in DATA_TYPES:
             continue
         n, shape = _batch(layer), _sample_shape(layer)
