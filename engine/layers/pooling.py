@@ -223,7 +223,10 @@ class PoolingLayer(Layer):
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         x, out = bottoms[0].data, tops[0].data
         if self._buf.get("compiled"):
-            self._in_chunks(lambda sl: self._forward_compiled(x[sl], out[sl], sl))
+            # A test pass reads only the values: the argmax is made if a backward asks for it.
+            values_only = self.method == MAX and self.phase == TEST and len(tops) == 1
+            self._buf["arg_ready"] = not values_only
+            self._in_chunks(lambda sl: self._forward_compiled(x[sl], out[sl], sl, values_only))
             if len(tops) == 2:
                 tops[1].data[...] = self._buf["mask"]
             return
@@ -244,9 +247,11 @@ class PoolingLayer(Layer):
     def _geometry(self) -> tuple[int, ...]:
         return (self.sh, self.sw, self.ph, self.pw)
 
-    def _forward_compiled(self, x: Any, out: Any, sl: slice) -> None:
+    def _forward_compiled(self, x: Any, out: Any, sl: slice, values_only: bool = False) -> None:
         kernels = pool_kernels.window_kernels(self.kh, self.kw)
-        if self.method == MAX:
+        if self.method == MAX and values_only:
+            kernels.max_values(x, out, *self._geometry())
+        elif self.method == MAX:
             kernels.max_forward(x, out, self._buf["mask"][sl], *self._geometry())
         else:
             kernels.ave_forward(x, out, *self._geometry())
@@ -349,6 +354,10 @@ class PoolingLayer(Layer):
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
         if propagate_down[0] and self._buf.get("compiled"):
+            if self.method == MAX and not self._buf.get("arg_ready", True):
+                x, out = bottoms[0].data, tops[0].data  # the argmax a test pass skipped
+                self._in_chunks(lambda sl: self._forward_compiled(x[sl], out[sl], sl))
+                self._buf["arg_ready"] = True
             dy, dx = tops[0].diff, bottoms[0].diff
             self._in_chunks(lambda sl: self._backward_compiled(dy[sl], dx[sl], sl))
         elif propagate_down[0]:

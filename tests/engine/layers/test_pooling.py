@@ -275,13 +275,42 @@ def test_test_phase_max_skips_the_argmax_until_a_backward_needs_it(pool, max_bac
         bottom.data[...] = x
         layer.setup([bottom], [top])
         layer.forward([bottom], [top])
-        # (the compiled loop finds the argmax in the same pass as the values, always)
-        assert layer._buf.get("arg_ready", True) == (phase == "TRAIN" or max_backward == "compiled")
+        assert layer._buf.get("arg_ready", True) == (phase == "TRAIN")
         top.diff[...] = dy[:, :, : top.shape[2], : top.shape[3]]
         layer.backward([top], [True], [bottom])
         results.append((top.data.copy(), bottom.diff.copy()))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_compiled_test_phase_max_values_equal_train_values_with_nan_and_inf():
+    """The compiled values-only TEST pass keeps Caffe's strict > from -FLT_MAX: NaN and -inf
+    never win, so a window holding only those gives -FLT_MAX, as the TRAIN pass (Caffe's loop
+    with the argmax) does. (The NumPy fallback passes use np.maximum, which lets NaN through.)"""
+    from engine.layers import pool_kernels, pooling
+
+    if not (pool_kernels.AVAILABLE and pooling._COMPILED):
+        pytest.skip("numba is not installed: the compiled pooling loops are unavailable")
+    param = text_format.Parse(
+        'name: "pool" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }',
+        caffe_pb2.LayerParameter(),
+    )
+    x = np.random.default_rng(5).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    x[0, 0, :2, :2] = np.nan  # a window of NaN only
+    x[0, 1, :2, :2] = -np.inf  # a window of -inf only
+    x[1, 0, 2:4, 2:4] = [[np.nan, 1.0], [-np.inf, 0.5]]  # mixed: 1.0 wins
+    values = []
+    for phase in ("TRAIN", "TEST"):
+        layer = PoolingLayer(param, phase=phase, dtype=np.float32)
+        bottom, top = Blob(x.shape, dtype=np.float32), Blob(dtype=np.float32)
+        bottom.data[...] = x
+        layer.setup([bottom], [top])
+        layer.forward([bottom], [top])
+        values.append(top.data.copy())
+    np.testing.assert_array_equal(values[0], values[1])
+    lowest = -np.finfo(np.float32).max
+    assert values[1][0, 0, 0, 0] == lowest and values[1][0, 1, 0, 0] == lowest
+    assert values[1][1, 0, 1, 1] == 1.0
 
 
 def test_ave_pooling_rounds_in_float32_as_caffe(max_backward):
