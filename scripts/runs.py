@@ -792,15 +792,6 @@ class TrainingJob:
     def running(self) -> bool:
         return self.child is not None and self.child.poll() is None
 
-    def wait_for_end(self, seconds: float) -> None:
-        """Wait up to `seconds`, less when the trainer ends first (the runner goes on at once)."""
-        if self.child is None:
-            return
-        try:
-            self.child.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            pass
-
     def stop(self, timeout: float = 120.0) -> None:
         """Ask the trainer to stop at a snapshot (SIGTERM; a signal to the terminal's group has
         already reached it) and wait; kill it only if it does not stop in `timeout` seconds."""
@@ -845,7 +836,7 @@ class TrainingJob:
 
 
 def wait_for_any(jobs: Iterable[TrainingJob], seconds: float) -> None:
-    """Wait up to `seconds`, less when one of `jobs` ends first."""
+    """Wait up to `seconds`, less when one of `jobs` ends first (the runner goes on at once)."""
     jobs = list(jobs)
     end = time.monotonic() + seconds
     while all(job.running for job in jobs) and time.monotonic() < end:
@@ -871,7 +862,7 @@ def run(
     try:
         while job.running:
             show(job.poll())
-            job.wait_for_end(0.5)
+            wait_for_any([job], 0.5)
     except KeyboardInterrupt:
         job.stop()
         raise
