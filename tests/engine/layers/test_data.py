@@ -219,12 +219,12 @@ def test_cursor_restore_discards_prefetch_and_matches_no_prefetch(tmp_path, imag
 def test_unset_prefetch_uses_a_thread_only_where_it_has_a_core(
     tmp_path, images, monkeypatch, cores, prefetch
 ):
-    """Caffe's prefetch: 4 (or 0) is obeyed; unset, the loader thread runs when the machine
-    has a core beyond the engine's threads (always on a device)."""
+    """Caffe's prefetch: 4 (or 0) is obeyed; unset, the loader thread runs when the process
+    may use a core beyond the engine's threads (always on a device)."""
     import engine.threads
 
     monkeypatch.setattr(engine.threads, "THREADS", 2)
-    monkeypatch.setattr(engine.threads.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(engine.threads, "usable_cores", lambda: cores)
     src = make_db(tmp_path / "db", images)
     unset, _ = make_layer(f'data_param {{ source: "{src}" batch_size: 2 }}')
     assert unset.prefetch == (prefetch or backend() is not np)
