@@ -8,7 +8,10 @@ unused there. In both cases y = x * scale^-beta.
 
 Window sums add n shifted slices of a zero-padded buffer (measured ~7x faster than a cumulative sum
 along the channel axis for n = 5 in NumPy, and exact: no cancellation); past _SLICE_MAX_SIZE a
-cumulative sum keeps the cost independent of n.
+cumulative sum keeps the cost independent of n. On NumPy with Numba, ACROSS_CHANNELS windows up to
+that size run as compiled loops (engine.layers.lrn_kernels, the same bits) and every pass is cut
+by samples over the engine's threads: AlexNet's norm1 + norm2 at batch 32 took 237 ms of a
+1442 ms iteration as NumPy passes on one thread.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from engine.blob import Blob
 from engine.layer import Layer, register_layer
+from engine.layers import lrn_kernels
+from engine.threads import EngineThreads, split
 
 _SLICE_MAX_SIZE = 15
 
@@ -66,6 +73,14 @@ class LRNLayer(Layer):
         else:
             self.sum_mult, self.shift = self.alpha / self.size, self.k
         self.grad_mult = 2.0 * self.beta * self.sum_mult
+        # Compiled loops (the NumPy passes' bits) where they apply; tests set it False.
+        self.compiled = (
+            self.xp is np
+            and lrn_kernels.AVAILABLE
+            and not self.within
+            and self.size <= _SLICE_MAX_SIZE
+        )
+        self._threads = EngineThreads(self.xp, self.name)
         self._buffers: dict[str, Blob] = {}
         self._shape: tuple[int, ...] = ()
 
@@ -114,8 +129,26 @@ class LRNLayer(Layer):
         else:
             _window_sum(xp, self.padded, 1, size, self.window, self.cum_c)
 
+    def _in_slices(self, fn: Any) -> None:
+        """fn(samples) over batch slices, one per engine thread (all at once off NumPy)."""
+        n = self._shape[0]
+        parts = min(self._threads.count, n)
+        bounds = split(0, n, parts)
+        self._threads.run(lambda k: fn(slice(*bounds[k])), parts, threaded=parts > 1)
+
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
-        xp, x = self.xp, bottoms[0].data
+        xp, x, y = self.xp, bottoms[0].data, tops[0].data
+        if self.compiled:
+            kind = x.dtype.type
+            sum_mult, shift, beta = kind(self.sum_mult), kind(self.shift), kind(-self.beta)
+
+            def part(sl: slice) -> None:
+                lrn_kernels.across_scale(x[sl], self.scale[sl], self.size, sum_mult, shift)
+                xp.power(self.scale[sl], beta, out=self.scale_pow[sl])
+                xp.multiply(x[sl], self.scale_pow[sl], out=y[sl])
+
+            self._in_slices(part)
+            return
         xp.square(x, out=self._center())
         self._window_sum_of_center()
         xp.multiply(self.window, self.sum_mult, out=self.scale)
@@ -130,6 +163,18 @@ class LRNLayer(Layer):
             return
         xp = self.xp
         dy, y, x = tops[0].diff, tops[0].data, bottoms[0].data
+        if self.compiled:
+            dx, ratio, scale, scale_pow = bottoms[0].diff, self.window, self.scale, self.scale_pow
+            grad_mult = x.dtype.type(self.grad_mult)
+
+            def part(sl: slice) -> None:
+                lrn_kernels.across_backward(
+                    x[sl], y[sl], dy[sl], scale[sl], scale_pow[sl], ratio[sl], dx[sl],
+                    self.size, grad_mult,
+                )  # fmt: skip
+
+            self._in_slices(part)
+            return
         center = self._center()
         xp.multiply(dy, y, out=center)
         center /= self.scale

@@ -154,3 +154,53 @@ def test_in_place_use_is_rejected():
     bottom, _ = blobs((1, 4, 2, 2))
     with pytest.raises(NetError, match="in place"):
         make_layer("local_size: 3").setup([bottom], [bottom])
+
+
+def _same_bits(a, b) -> None:
+    """Equal to the bit (signed zeros included), NaN where the other is NaN."""
+    a, b = host(a), host(b)
+    nan = np.isnan(a)
+    assert_array_equal(nan, np.isnan(b))
+    ints = np.uint32 if a.dtype == np.float32 else np.uint64
+    assert_array_equal(a[~nan].view(ints), b[~nan].view(ints))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN and inf inputs
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, lrn",
+    [
+        ((3, 7, 5, 3), "local_size: 5 alpha: 2.0 beta: 0.75 k: 1.5"),
+        ((2, 2, 4, 4), "local_size: 5 alpha: 1.0 beta: 0.6"),
+        ((1, 1, 3, 2), "local_size: 3"),
+        ((5, 16, 6, 5), "local_size: 5 alpha: 0.0001 beta: 0.75"),  # AlexNet's norm settings
+        ((2, 9, 2, 2), "local_size: 15 alpha: 3.0 beta: 0.9"),
+    ],
+)
+def test_compiled_across_channels_gives_the_numpy_passes_bits(shape, lrn, dtype):
+    """The compiled loops (engine.layers.lrn_kernels) add each window in channel order, padding
+    as 0, in the blob's precision: top and bottom diff equal the NumPy passes' to the bit, with
+    signed zeros, an inf and a NaN in the input and the top diff, over uneven thread slices."""
+    from engine.layers import lrn_kernels
+
+    outputs = []
+    for compiled in (True, False):
+        bottom, top = blobs(shape, dtype, seed=3)
+        x = host(bottom.data).copy()
+        x.flat[:4] = [-0.0, 0.0, np.inf, np.nan]
+        bottom.data[...] = dev(x)
+        layer = make_layer(lrn, dtype)
+        layer.setup([bottom], [top])
+        if compiled:  # on NumPy with Numba; elsewhere both runs are the NumPy passes
+            assert layer.compiled == (backend() is np and lrn_kernels.AVAILABLE)
+        else:
+            layer.compiled = False
+        layer.forward([bottom], [top])
+        dy = np.random.default_rng(4).standard_normal(shape).astype(dtype)
+        dy.flat[-3:] = [-0.0, np.inf, np.nan]
+        top.diff[...] = dev(dy)
+        layer.backward([top], [True], [bottom])
+        outputs.append((host(top.data).copy(), host(bottom.diff).copy()))
+    (y1, dx1), (y0, dx0) = outputs
+    _same_bits(y1, y0)
+    _same_bits(dx1, dx0)
