@@ -49,10 +49,10 @@ THREADS = engine_threads()
 
 def loader_has_a_core(xp: ModuleType) -> bool:
     """Whether a background data-loading thread gets a core of its own: always when the layers
-    compute on a device; on the host only when the machine has more cores than the engine's
-    threads. Where every core computes, the loader takes CPU from the layers instead (LeNet
+    compute on a device; on the host only when the process may use more cores than the
+    engine's threads. Where every core computes, the loader takes CPU from the layers instead (LeNet
     b64 on 2 cores: an iteration ~3 % slower than reading the batch in forward; a LeNet
-    trainer pinned to one core beside another: 6-9 % slower). Cores are counted from the
+    trainer pinned to one core beside another: 5-9 % slower). Cores are counted from the
     process's affinity: a trainer pinned to one core of two has no core to spare."""
     return xp is not np or usable_cores() > THREADS
 
