@@ -229,6 +229,16 @@ def test_stochastic_is_clearly_not_implemented():
         layer.setup([bottom_blob((1, 1, 4, 4))], [Blob(dtype=np.float64)])
 
 
+def forward_in_phase(param, phase: str, x: np.ndarray):
+    """A NumPy Pooling layer in `phase`, set up on a bottom holding x, after one forward."""
+    layer = PoolingLayer(param, phase=phase, dtype=x.dtype)
+    bottom, top = Blob(x.shape, dtype=x.dtype), Blob(dtype=x.dtype)
+    bottom.data[...] = x
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    return layer, bottom, top
+
+
 def test_mask_top_only_for_max():
     layer = make_layer("pool: AVE kernel_size: 2")
     with pytest.raises(NetError, match="mask"):
@@ -270,11 +280,7 @@ def test_test_phase_max_skips_the_argmax_until_a_backward_needs_it(pool, max_bac
     dy = np.random.default_rng(3).standard_normal((2, 3, 5, 5))
     results = []
     for phase in ("TRAIN", "TEST"):
-        layer = PoolingLayer(param, phase=phase, dtype=np.float64)
-        bottom, top = Blob(x.shape, dtype=np.float64), Blob(dtype=np.float64)
-        bottom.data[...] = x
-        layer.setup([bottom], [top])
-        layer.forward([bottom], [top])
+        layer, bottom, top = forward_in_phase(param, phase, x)
         assert layer._buf.get("arg_ready", True) == (phase == "TRAIN")
         top.diff[...] = dy[:, :, : top.shape[2], : top.shape[3]]
         layer.backward([top], [True], [bottom])
@@ -299,14 +305,7 @@ def test_compiled_test_phase_max_values_equal_train_values_with_nan_and_inf():
     x[0, 0, :2, :2] = np.nan  # a window of NaN only
     x[0, 1, :2, :2] = -np.inf  # a window of -inf only
     x[1, 0, 2:4, 2:4] = [[np.nan, 1.0], [-np.inf, 0.5]]  # mixed: 1.0 wins
-    values = []
-    for phase in ("TRAIN", "TEST"):
-        layer = PoolingLayer(param, phase=phase, dtype=np.float32)
-        bottom, top = Blob(x.shape, dtype=np.float32), Blob(dtype=np.float32)
-        bottom.data[...] = x
-        layer.setup([bottom], [top])
-        layer.forward([bottom], [top])
-        values.append(top.data.copy())
+    values = [forward_in_phase(param, phase, x)[2].data.copy() for phase in ("TRAIN", "TEST")]
     np.testing.assert_array_equal(values[0], values[1])
     lowest = -np.finfo(np.float32).max
     assert values[1][0, 0, 0, 0] == lowest and values[1][0, 1, 0, 0] == lowest
