@@ -353,20 +353,17 @@ class PoolingLayer(Layer):
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
     ) -> None:
-        if propagate_down[0] and self._buf.get("compiled"):
-            if self.method == MAX and not self._buf.get("arg_ready", True):
-                x, out = bottoms[0].data, tops[0].data  # the argmax a test pass skipped
-                self._in_chunks(lambda sl: self._forward_compiled(x[sl], out[sl], sl))
-                self._buf["arg_ready"] = True
-            dy, dx = tops[0].diff, bottoms[0].diff
-            self._in_chunks(lambda sl: self._backward_compiled(dy[sl], dx[sl], sl))
-        elif propagate_down[0]:
-            if self.method == MAX and not self._buf.get("arg_ready", True):
-                x, out = bottoms[0].data, tops[0].data  # the argmax a test pass skipped
-                self._in_chunks(lambda sl: self._forward_max(x[sl], out[sl], sl))
-                self._buf["arg_ready"] = True
-            dy, dx = tops[0].diff, bottoms[0].diff
-            self._in_chunks(lambda sl: self._backward_chunk(dy[sl], dx[sl], sl))
+        if not propagate_down[0]:
+            return
+        compiled = self._buf.get("compiled", False)
+        if self.method == MAX and not self._buf.get("arg_ready", True):
+            x, out = bottoms[0].data, tops[0].data  # the argmax a test pass skipped
+            argmax = self._forward_compiled if compiled else self._forward_max
+            self._in_chunks(lambda sl: argmax(x[sl], out[sl], sl))
+            self._buf["arg_ready"] = True
+        dy, dx = tops[0].diff, bottoms[0].diff
+        route = self._backward_compiled if compiled else self._backward_chunk
+        self._in_chunks(lambda sl: route(dy[sl], dx[sl], sl))
 
     def _backward_chunk(self, dy: Any, dx: Any, sl: slice) -> None:
         xp, buf = self.xp, self._buf
