@@ -1,12 +1,15 @@
-"""Backend parametrization: tests using the `xp` fixture run under NumPy and the CuPy stand-in."""
+"""Backend parametrization: tests using the `xp` fixture run under NumPy and the CuPy stand-in.
+Processes the tests start run without Numba (see `processes_start_without_numba`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 
+from engine.jit import JIT_ENV
 from tests import backends
 
 # Test modules that run under NumPy only: the own tests of Convolution, Deconvolution, Pooling and
@@ -40,3 +43,20 @@ def xp(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
         yield module
     finally:
         backends.use(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def processes_start_without_numba() -> Iterator[None]:
+    """Trainers, MPI ranks and runners that tests start get ISGD_JIT=0 (engine/jit.py): they
+    check process behaviour (signals, locks, ranks, resumes), and Numba's start-up would be most
+    of each one's time (0.8 s of 1.2 s). The compiled loops are checked in this process against
+    the NumPy passes; a test that needs them in a child sets ISGD_JIT=1 itself."""
+    previous = os.environ.get(JIT_ENV)
+    os.environ[JIT_ENV] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(JIT_ENV, None)
+        else:
+            os.environ[JIT_ENV] = previous

@@ -46,6 +46,7 @@ def test_alexnet_row_from_an_image_folder(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("IMAGENET_TRAIN", str(train))
     monkeypatch.setenv("IMAGENET_VAL", str(val))
     monkeypatch.setenv("IMAGENET_MEAN", str(mean))
+    monkeypatch.setenv("ISGD_JIT", "1")  # AlexNet's 61 M Gaussian draws need the compiled sampler
     profile = load_profile("paper", ["imagenet"], runs=1)
     sources = runner.ensure_data(profile, lambda _: None)["imagenet"]
     paper = profile.plans["imagenet"]
