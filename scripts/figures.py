@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from scripts import figure_runs
 from scripts.outcome_figures import save_figure
+from scripts.plotting import pyplot
 from scripts.profiles import BUILTIN_ARMS, Profile, ProfileError, load_profile, results_dir
 from scripts.results_readme import build as build_readme
 from scripts.run_rows import test_series
@@ -47,7 +47,6 @@ COLORS = {
     "isgd_nesterov": "tab:red",
 }
 LABELS = {name: arm.title for name, arm in BUILTIN_ARMS.items()}  # "SGD", "ISGD", "Nesterov", ...
-plt.switch_backend("Agg")  # files only, no screen
 
 
 class MissingRuns(RuntimeError):
@@ -121,6 +120,7 @@ def _batches_per_epoch(spec: RunSpec) -> int:
 
 def fig1(profile: Profile, out: Path) -> str:
     """Fig. 1: loss of each of the 10 controlled batches over epochs (single-class, i.i.d.)."""
+    plt = pyplot()
     runs = _logs(figure_runs.fig1_specs(profile))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     spreads = {}
@@ -149,6 +149,7 @@ def fig1(profile: Profile, out: Path) -> str:
 
 def fig2(profile: Profile, out: Path) -> str:
     """Fig. 2: the distribution of batch losses in each epoch (SGD, CIFAR-10)."""
+    plt = pyplot()
     runs = _need_table1(profile, ["cifar10"])["cifar10"]
     spec, log = next((s, lg) for s, lg in runs if s.arm == "sgd")
     n = _batches_per_epoch(spec)
@@ -178,6 +179,7 @@ def fig2(profile: Profile, out: Path) -> str:
 
 def fig3(profile: Profile, out: Path) -> str:
     """Fig. 3: batch loss, running mean and upper control limit; Alg. 2's batches marked."""
+    plt = pyplot()
     found = _need_table1(profile, ["mnist", "cifar10", "imagenet"])
     panels = [
         (d, next((s, lg) for s, lg in v if s.arm == "isgd"))
@@ -246,6 +248,7 @@ def fit_eq21(points: list[tuple[int, float, float]]) -> tuple[float, float, floa
 
 def fig5(profile: Profile, out: Path) -> str:
     """Fig. 5: Eq. 24's predicted training time against batch size, C1 and C2 fitted here."""
+    plt = pyplot()
     by_ranks: dict[int, list[tuple[int, float, float]]] = {}
     for spec, log in _logs(figure_runs.fig5_specs(profile)):
         events = log.of("iter")[3:] or log.of("iter")  # the first iterations warm caches
@@ -321,6 +324,7 @@ def _epoch_stats(log: RunLog, n: int) -> tuple[list[np.ndarray], np.ndarray, np.
 
 def fig6(profile: Profile, out: Path) -> str:
     """Fig. 6: batch 2500 on CIFAR-10: loss distributions, their std and mean, accuracy."""
+    plt = pyplot()
     runs = {spec.arm: (spec, log) for spec, log in _logs(figure_runs.fig6_specs(profile))}
     if set(runs) != {"sgd", "isgd"}:
         raise MissingRuns("Fig. 6's runs did not finish")
@@ -420,6 +424,7 @@ def _curves(ax_acc: Any, ax_loss: Any, runs: list[tuple[RunSpec, RunLog]], targe
 
 def fig7(profile: Profile, out: Path) -> str:
     """Fig. 7: validation accuracy and training loss against training time, SGD vs ISGD."""
+    plt = pyplot()
     found = _need_table1(profile, list(profile.plans))
     fig, axes = plt.subplots(2, len(found), figsize=(5.5 * len(found), 7), squeeze=False)
     notes = []
@@ -455,6 +460,7 @@ def fig7(profile: Profile, out: Path) -> str:
 
 def fig8(profile: Profile, out: Path) -> str:
     """Fig. 8: time to target against batch size, SGD and ISGD (seed 1)."""
+    plt = pyplot()
     specs = figure_runs.fig8_specs(profile)
     datasets = sorted({s.dataset for s in specs}, key=list(profile.plans).index)
     fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 7), squeeze=False)
@@ -525,6 +531,7 @@ def fig8(profile: Profile, out: Path) -> str:
 
 def fig9(profile: Profile, out: Path) -> str:
     """Fig. 9: Nesterov against ISGD on Nesterov, accuracy and loss against training time."""
+    plt = pyplot()
     runs = _logs(figure_runs.fig9_specs(profile))
     datasets = sorted({s.dataset for s, _ in runs}, key=list(profile.plans).index)
     if not datasets:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from scripts.outcomes import UNITS, Outcome, km_reached, logrank_p
+from scripts.plotting import pyplot
 from scripts.stats import RULES
 
 ARM_COLORS = {"sgd": "tab:blue", "isgd": "tab:orange"}  # as scripts/figures.py
@@ -20,11 +20,11 @@ RULE_STYLES = {"first": ("tab:purple", "-"), "stays": ("tab:green", "--")}
 RULE_LABELS = {"first": "first reach", "stays": "stays above"}
 UNIT_LABELS = {"evals": "gradient evaluations", "seconds": "training time (s, tests excluded)"}
 DPI = 100
-plt.switch_backend("Agg")  # files only, no screen
 
 
 def save_figure(fig: Any, path: Path) -> Path:
     """Lay out, write as PNG at the project's DPI (folders made), close; returns the path."""
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -98,6 +98,7 @@ def plot_reached(
     """Fraction of runs that reached `target` under `rule` against gradient evaluations and
     against seconds: Kaplan-Meier step curves per arm, censored runs marked, log-rank p.
     `sgd` and `isgd` are the (baseline, compared arm) slots; `labels` names them."""
+    plt = pyplot()
     _check_rule(rule)
     if not sgd and not isgd:
         raise ValueError(f"{dataset}: no runs to plot in {path}")
@@ -128,6 +129,7 @@ def plot_ladder(
     """IMP (in `unit`, "evals" or "seconds") against the ladder's level, one panel per dataset,
     one line per rule with its 95 % interval as a band, 0 marked, and the paper's IMP at the
     paper's target (both fractions, as the rows) as a star where given."""
+    plt = pyplot()
     if unit not in UNITS:
         raise ValueError(f"unknown unit {unit!r}; the units are {', '.join(UNITS)}")
     if not rows:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
+import scipy  # scipy.stats loads on first use (SciPy's lazy submodules): 2 s a start skips
 
 from scripts.profiles import Ladder
 from scripts.stats import (
@@ -286,7 +286,7 @@ def highest_level_all_reached(
 # ------------------------------------------------------------------ Kaplan-Meier, log-rank
 
 
-def _censored(outcomes: Sequence[Outcome], unit: str) -> sps.CensoredData:
+def _censored(outcomes: Sequence[Outcome], unit: str) -> scipy.stats.CensoredData:
     if unit not in UNITS:
         raise ValueError(f"unknown unit {unit!r}; the units are {', '.join(UNITS)}")
     values = [o.evals if unit == "evals" else o.seconds for o in outcomes]
@@ -294,7 +294,7 @@ def _censored(outcomes: Sequence[Outcome], unit: str) -> sps.CensoredData:
         raise ValueError(
             f"an outcome has no {unit} count (NaN): its log lacks grad_evals at the reaching test"
         )
-    return sps.CensoredData(
+    return scipy.stats.CensoredData(
         uncensored=[v for v, o in zip(values, outcomes, strict=True) if o.reached],
         right=[v for v, o in zip(values, outcomes, strict=True) if not o.reached],
     )
@@ -308,7 +308,7 @@ def km_reached(outcomes: Sequence[Outcome], unit: str = "evals") -> tuple[np.nda
     data = _censored(outcomes, unit)
     if not outcomes:
         return np.zeros(0), np.zeros(0)
-    cdf = sps.ecdf(data).cdf
+    cdf = scipy.stats.ecdf(data).cdf
     return np.asarray(cdf.quantiles, dtype=np.float64), np.asarray(
         cdf.probabilities, dtype=np.float64
     )
@@ -322,5 +322,5 @@ def logrank_p(a: Sequence[Outcome], b: Sequence[Outcome], unit: str = "evals") -
     if not a or not b or not any(o.reached for o in (*a, *b)):
         return None
     with np.errstate(invalid="ignore", divide="ignore"):  # the NaN case is answered below
-        p = float(sps.logrank(x, y, alternative="two-sided").pvalue)
+        p = float(scipy.stats.logrank(x, y, alternative="two-sided").pvalue)
     return None if math.isnan(p) else p

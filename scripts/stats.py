@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
+import scipy  # scipy.stats loads on first use (SciPy's lazy submodules): 2 s a start skips
 
 TestPoint = tuple[float, int | None, float]  # (train_s, grad_evals, accuracy) of one test
 
@@ -74,14 +74,14 @@ def t_quantile(p: float, df: int) -> float:
         raise ValueError(f"quantile needs 0 < p < 1, got {p}")
     if df < 1:
         raise ValueError(f"Student's t needs df >= 1, got {df}")
-    return float(sps.t.ppf(p, df))
+    return float(scipy.stats.t.ppf(p, df))
 
 
 def t_two_sided_p(t: float, df: int) -> float:
     """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
     if df < 1:
         raise ValueError(f"Student's t needs df >= 1, got {df}")
-    return float(2.0 * sps.t.sf(abs(t), df))
+    return float(2.0 * scipy.stats.t.sf(abs(t), df))
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,8 @@ def paired_test(sgd: Sequence[float], isgd: Sequence[float]) -> PairedTest:
             # means no evidence against a zero mean difference, or certainty of a nonzero one.
             t_p = 1.0 if summary.mean == 0.0 else 0.0
         else:
-            t_p = float(sps.ttest_rel([float(b) for b in isgd], [float(a) for a in sgd]).pvalue)
+            test = scipy.stats.ttest_rel([float(b) for b in isgd], [float(a) for a in sgd])
+            t_p = float(test.pvalue)
     return PairedTest(summary.n, summary, t_p, wilcoxon_signed_rank_p(diffs))
 
 
@@ -188,10 +189,10 @@ def wilcoxon_signed_rank_p(diffs: Sequence[float]) -> float | None:
         method: object = "exact"
     elif n <= _WILCOXON_ENUMERATE_MAX:
         # 2^n resamples: SciPy's permutation test then enumerates every sign pattern exactly.
-        method = sps.PermutationMethod(n_resamples=2**n, batch=2**14)
+        method = scipy.stats.PermutationMethod(n_resamples=2**n, batch=2**14)
     else:
         method = "asymptotic"
-    return float(sps.wilcoxon(nonzero, method=method).pvalue)
+    return float(scipy.stats.wilcoxon(nonzero, method=method).pvalue)
 
 
 def sign_test_p(wins_isgd: int, wins_sgd: int) -> float | None:
@@ -202,4 +203,4 @@ def sign_test_p(wins_isgd: int, wins_sgd: int) -> float | None:
     n = wins_isgd + wins_sgd
     if n == 0:
         return None
-    return float(sps.binomtest(wins_isgd, n, 0.5, alternative="two-sided").pvalue)
+    return float(scipy.stats.binomtest(wins_isgd, n, 0.5, alternative="two-sided").pvalue)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from engine.proto_io import read_solver_param
@@ -35,6 +34,7 @@ from scripts.comparison import (
 )
 from scripts.outcomes import PairedImp, paired_imp, paired_outcomes
 from scripts.outputs import write_atomic, write_csv
+from scripts.plotting import pyplot
 from scripts.profiles import ROOT, RULES, Plan, Profile, ProfileError, load_profile, results_dir
 from scripts.report_format import imp_text, level_text, num, p_text, pct, points_text
 from scripts.results_readme import build as build_readme
@@ -48,8 +48,6 @@ from scripts.runner import (
     runner_options,
 )
 from scripts.runs import RunSpec, arm_spec, finished_log, table1_spec
-
-plt.switch_backend("Agg")
 
 
 @dataclass(frozen=True)
@@ -414,6 +412,7 @@ def plot(summaries: list[SettingSummary], path: Path) -> None:
     """figures/sweep.png: per setting the IMP in gradient evaluations by first reach with its
     95 % interval (at the target, and at the highest level every run reached), and the paired
     top-accuracy difference; 0 marked on both."""
+    plt = pyplot()
     rows = len(summaries)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.55 * rows + 2.8))
     _imp_panel(left, summaries)

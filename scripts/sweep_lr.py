@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from engine.proto_io import read_solver_param
@@ -28,6 +27,7 @@ from scripts.comparison import RULE_NAMES, DatasetSummary, imp_reading, summariz
 from scripts.outcome_figures import save_figure
 from scripts.outcomes import Outcome
 from scripts.outputs import write_atomic, write_csv
+from scripts.plotting import pyplot
 from scripts.profiles import ROOT, Plan, Profile, ProfileError, load_profile, results_dir
 from scripts.report_format import imp_text, p_text
 from scripts.results_readme import build as build_readme
@@ -42,7 +42,6 @@ from scripts.runner import (
 )
 from scripts.runs import RunSpec, arm_spec, finished_log
 
-plt.switch_backend("Agg")
 GROUP = "sweep_lr"
 
 
@@ -330,6 +329,7 @@ def markdown(results: list[DatasetResult], profile: Profile) -> str:
 def plot(results: list[DatasetResult], path: Path) -> Path:
     """Gradient evaluations to target against the lr multiple, one line per arm with its IQR
     band, censored runs as x at their budget, the chosen lr circled."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, max(len(results), 1), figsize=(6 * max(len(results), 1), 4))
     axes = np.atleast_1d(axes)
     for ax, result in zip(axes, results, strict=False):

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
-from scipy import stats as sps
+import scipy
 
 from scripts import sweep
 from scripts.profiles import PROFILES_FILE, load_profile
@@ -38,7 +38,6 @@ STOP2 = {
     ("isgd", 2): [(2, 100, 0.98), (4, 200, 0.985)],
     ("isgd", 3): [(2, 100, 0.975), (4, 200, 0.985)],
 }
-T_975_1DF = float(sps.t.ppf(0.975, 1))  # 12.706: a two-pair interval has one degree of freedom
 
 
 def _setting(name: str) -> sweep.Setting:
@@ -68,7 +67,8 @@ def _imp(log_ratios: list[float]) -> tuple[float, float, float]:
     """IMP and its 95 % interval from two log ratios (1 df), by hand."""
     assert len(log_ratios) == 2
     mean = sum(log_ratios) / 2
-    half = T_975_1DF * abs(log_ratios[0] - log_ratios[1]) / 2  # t * sd / sqrt(2), sd = |d|/sqrt 2
+    t_975_1df = float(scipy.stats.t.ppf(0.975, 1))  # 12.706: two pairs give one degree of freedom
+    half = t_975_1df * abs(log_ratios[0] - log_ratios[1]) / 2  # t * sd / sqrt(2), sd = |d|/sqrt 2
     return 1 - math.exp(mean), 1 - math.exp(mean + half), 1 - math.exp(mean - half)
 
 
