@@ -324,3 +324,51 @@ class HingeLossLayer(LossLayer):
             xp.sign(self._margin.data, out=dx)
         dx[self._rows, self._labels] *= -1
         dx *= self.loss_weight(tops) / self.num
+
+
+# Caffe's kLOG_THRESHOLD (loss_layer.hpp) is a float: double nets clamp at its float value too.
+LOG_THRESHOLD = float(np.float32(1e-20))
+
+
+@register_layer("MultinomialLogisticLoss", v1_name="MULTINOMIAL_LOGISTIC_LOSS")
+class MultinomialLogisticLossLayer(LossLayer):
+    """Caffe's MultinomialLogisticLoss: bottom 0 holds probabilities (N x dim), bottom 1 one label
+    per sample (N x 1 x 1 x 1); loss = -sum_n log(max(p[n, label_n], 1e-20)) / N, and the
+    gradient is -loss_weight / (N max(p[n, label_n], 1e-20)) at each label, 0 elsewhere.
+    As in Caffe 1.0 loss_param (ignore_label, normalization) is not read: the divisor is N."""
+
+    def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        super().layer_setup(bottoms, tops)
+        self.has_ignore = False  # Caffe's layer has no ignore_label: every label must be a class
+
+    def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        super().reshape(bottoms, tops)
+        label_shape = bottoms[1].shape
+        if any(d != 1 for d in label_shape[1:4]) or len(label_shape) > 4:
+            raise self.error(
+                f"the label must be N x 1 x 1 x 1 (one per sample), got shape {label_shape}"
+            )
+        self.num = bottoms[0].shape[0]
+        self.dim = bottoms[0].count // self.num if self.num else 0
+        self._rows = self.xp.arange(self.num)
+
+    def _picked(self, bottoms: Sequence[Blob]) -> Any:
+        """max(p[n, label_n], kLOG_THRESHOLD) for every sample, after checking the labels."""
+        labels = self.labels(bottoms[1], (self.num,))
+        self.check_labels(labels, None, self.dim)
+        self._labels = labels
+        probs = bottoms[0].data.reshape(self.num, self.dim)[self._rows, labels]
+        return self.xp.maximum(probs, self.dtype.type(LOG_THRESHOLD))
+
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        tops[0].data[...] = -self.xp.sum(self.xp.log(self._picked(bottoms))) / self.num
+
+    def backward(
+        self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
+    ) -> None:
+        self.check_label_backward(propagate_down)
+        if not propagate_down[0]:
+            return
+        dx = bottoms[0].diff.reshape(self.num, self.dim)
+        dx.fill(0)
+        dx[self._rows, self._labels] = -self.loss_weight(tops) / self.num / self._picked(bottoms)

@@ -331,3 +331,115 @@ def test_hinge_loss_gradient(norm):
 def test_hinge_loss_rejects_out_of_range_label():
     with pytest.raises(NetError, match="label value 3"):
         forward(make_layer("HingeLoss"), [scores((2, 3)), blob([0, 3])])
+
+
+# --- MultinomialLogisticLoss ----------------------------------------------------------------------
+
+
+def probabilities(shape, seed=3) -> np.ndarray:
+    e = np.exp(np.random.default_rng(seed).standard_normal(shape))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("label_shape", [(4,), (4, 1), (4, 1, 1, 1)])
+def test_multinomial_logistic_loss_is_mean_negative_log_of_the_labels_probability(label_shape):
+    """Caffe's Forward_cpu: -sum_n log(max(p[n, label_n], kLOG_THRESHOLD)) / num, the probability
+    taken at offset n * dim + label of the flattened sample (here C x 2 x 1)."""
+    p = probabilities((4, 6)).reshape(4, 3, 2, 1)
+    lab = np.array([0, 5, 2, 3])
+    (top,) = forward(
+        make_layer("MultinomialLogisticLoss"), [blob(p), blob(lab.reshape(label_shape))]
+    )
+    picked = p.reshape(4, 6)[np.arange(4), lab]
+    assert_allclose(host(top.data), -np.log(picked).sum() / 4, rtol=1e-12)
+
+
+def test_multinomial_logistic_loss_clamps_at_caffes_float_log_threshold():
+    """kLOG_THRESHOLD is the float 1e-20f, so a zero probability costs -log(float(1e-20))."""
+    p = np.array([[0.0, 1.0], [0.25, 0.75]])
+    (top,) = forward(make_layer("MultinomialLogisticLoss"), [blob(p), blob([0, 1])])
+    threshold = float(np.float32(1e-20))
+    assert threshold != 1e-20
+    assert_allclose(host(top.data), -(np.log(threshold) + np.log(0.75)) / 2, rtol=1e-12)
+    layer = make_layer("MultinomialLogisticLoss")
+    bottoms = [blob(p), blob([0, 1])]
+    tops = forward(layer, bottoms)
+    dx = backward(layer, bottoms, tops, 1.0)
+    assert_allclose(dx[0], [-1.0 / 2 / threshold, 0.0], rtol=1e-12)
+
+
+def test_multinomial_logistic_loss_gradient_is_scale_over_probability_at_the_label():
+    """Backward_cpu: diff zero except -top_diff / num / max(p, threshold) at each label."""
+    p = probabilities((3, 4))
+    lab = np.array([1, 0, 3])
+    layer = make_layer("MultinomialLogisticLoss")
+    bottoms = [blob(p), blob(lab)]
+    tops = forward(layer, bottoms)
+    dx = backward(layer, bottoms, tops, 2.5)
+    want = np.zeros_like(p)
+    want[np.arange(3), lab] = -2.5 / 3 / p[np.arange(3), lab]
+    assert_allclose(dx, want, rtol=1e-12)
+
+
+def test_multinomial_logistic_loss_gradient_check():
+    p = probabilities((3, 5)) + 0.05  # away from the clamp, which has no derivative
+    layer = make_layer("MultinomialLogisticLoss")
+    check_layer_gradient(
+        layer, [blob(p), blob([4, 0, 2])], [Blob(dtype=np.float64)], check_bottoms=[0]
+    )
+
+
+def test_multinomial_logistic_loss_refuses_bad_labels_and_label_backward():
+    with pytest.raises(NetError, match=r"label must be N x 1 x 1 x 1.*\(2, 2\)"):
+        forward(
+            make_layer("MultinomialLogisticLoss"),
+            [blob(probabilities((2, 3))), blob([[0, 1], [1, 0]])],
+        )
+    with pytest.raises(NetError, match=r"label value 3 out of range: .*\[0, 2\]$"):
+        forward(
+            make_layer("MultinomialLogisticLoss", "loss_param { ignore_label: 3 }"),
+            [blob(probabilities((2, 3))), blob([0, 3])],
+        )
+    layer = make_layer("MultinomialLogisticLoss")
+    bottoms = [blob(probabilities((2, 3))), blob([0, 1])]
+    tops = forward(layer, bottoms)
+    with pytest.raises(NetError, match="cannot backpropagate to label inputs"):
+        backward(layer, bottoms, tops, 1.0, propagate=[True, True])
+
+
+def test_multinomial_logistic_loss_v1_name_upgrades():
+    from engine.upgrade import V1_LAYER_TYPES
+
+    v1 = caffe_pb2.V1LayerParameter.LayerType.Value("MULTINOMIAL_LOGISTIC_LOSS")
+    assert V1_LAYER_TYPES[v1] == "MultinomialLogisticLoss"
+
+
+def test_softmax_then_multinomial_logistic_loss_equals_softmax_with_loss():
+    """Caffe's documented equivalence: Softmax + MultinomialLogisticLoss gives SoftmaxWithLoss's
+    loss and gradient on the scores (one label per sample)."""
+    from engine.net import Net
+
+    def net(loss: str) -> Net:
+        text = f"""
+        layer {{ name: "in" type: "Input" top: "x" top: "y"
+                 input_param {{ shape {{ dim: 5 dim: 4 }} shape {{ dim: 5 }} }} }}
+        {loss}"""
+        param = text_format.Parse(text, caffe_pb2.NetParameter())
+        return Net(param, "TRAIN", xp=backend(), dtype=np.float64)
+
+    pair = net(
+        'layer { name: "p" type: "Softmax" bottom: "x" top: "p" }'
+        'layer { name: "l" type: "MultinomialLogisticLoss" bottom: "p" bottom: "y" top: "l" }'
+    )
+    fused = net('layer { name: "l" type: "SoftmaxWithLoss" bottom: "x" bottom: "y" top: "l" }')
+    x = np.random.default_rng(4).standard_normal((5, 4))
+    y = np.array([3, 0, 1, 1, 2], dtype=np.float64)
+    losses, grads = [], []
+    for n in (pair, fused):
+        n.blobs["x"].data[...] = dev(x)
+        n.blobs["y"].data[...] = dev(y)
+        losses.append(n.forward_loss())
+        n.backward()
+        grads.append(host(n.blobs["x"].diff).copy())
+    assert_allclose(losses[0], losses[1], rtol=1e-12)
+    assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-15)
