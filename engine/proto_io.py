@@ -97,6 +97,11 @@ def write_binary_proto(path: PathLike, msg: pb_message.Message) -> None:
     _write_bytes(path, msg.SerializeToString())
 
 
+def write_binary_bytes(path: PathLike, data: bytes) -> None:
+    """Write an already serialized message to `path` as write_binary_proto does."""
+    _write_bytes(path, data)
+
+
 # ---------------------------------------------------------------- nets and solvers
 
 

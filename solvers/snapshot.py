@@ -18,6 +18,7 @@ from engine.proto_io import (
     array_to_blob_proto,
     blob_proto_to_array,
     read_solver_state,
+    write_binary_bytes,
     write_solver_state,
 )
 
@@ -103,13 +104,20 @@ def _state_sha256(state: Any) -> str:
             state.integrity.CopyFrom(saved)
 
 
-def seal(state: Any, model_path: str) -> None:
+def seal(state: Any, model_path: str) -> bytes:
     """Record the checksums of a binary snapshot in `state.integrity`: the .caffemodel's bytes
-    (already written) and the state's own payload, so a damaged snapshot is refused on load."""
+    (already written) and the state's own payload, so a damaged snapshot is refused on load.
+
+    Returns the sealed state serialized. The payload (every weight's history) is serialized once,
+    for its checksum and the file alike: `integrity` is the state's last field (1011), so the
+    payload followed by that field alone is the message's own encoding."""
     state.ClearField("integrity")
-    digest = _state_sha256(state)
+    payload = state.SerializeToString(deterministic=True)
     state.integrity.caffemodel_sha256 = file_sha256(model_path)
-    state.integrity.state_sha256 = digest
+    state.integrity.state_sha256 = hashlib.sha256(payload).hexdigest()
+    seal_only = type(state)()
+    seal_only.integrity.CopyFrom(state.integrity)
+    return payload + seal_only.SerializeToString(deterministic=True)
 
 
 def check_state(state: Any, path: str) -> None:
@@ -146,10 +154,13 @@ def load_state(path: str) -> Any:
     return state
 
 
-def write_state(path: str, state: Any) -> None:
-    """Write a SolverState as Caffe does: HDF5 when the name ends ".h5", else binary proto."""
+def write_state(path: str, state: Any, serialized: bytes | None = None) -> None:
+    """Write a SolverState as Caffe does: HDF5 when the name ends ".h5", else binary proto
+    (`serialized`, when given, is the state's encoding already made, as seal returns it)."""
     if is_hdf5_path(path):
         hdf5_io.write_solver_state(path, state)
+    elif serialized is not None:
+        write_binary_bytes(path, serialized)
     else:
         write_solver_state(path, state)
 

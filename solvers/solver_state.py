@@ -65,9 +65,8 @@ def save(
     state.progress.CopyFrom(progress)
     path = snapshot.snapshot_filename(param.snapshot_prefix, it, ".solverstate" + ext)
     log.info(f"Snapshotting solver state to {kind} file {path}")
-    if not h5:
-        snapshot.seal(state, model)
-    snapshot.write_state(path, state)
+    serialized = None if h5 else snapshot.seal(state, model)
+    snapshot.write_state(path, state, serialized)
     log.flush()
     return path
 

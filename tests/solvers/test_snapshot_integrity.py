@@ -52,6 +52,18 @@ def test_our_snapshot_records_its_checksums(run: Path) -> None:
     snapshot.verify(STATE)
 
 
+def test_the_sealed_state_file_is_protobufs_own_encoding(run: Path) -> None:
+    """seal serializes the payload once and appends the integrity field (the last, 1011): the
+    file must hold exactly what protobuf writes for the parsed message, byte for byte."""
+    data = Path(STATE).read_bytes()
+    state = caffe_pb2.SolverState()
+    state.ParseFromString(data)
+    assert state.HasField("integrity") and len(state.history) > 0
+    assert data == state.SerializeToString(deterministic=True)
+    last = max(f.number for f in caffe_pb2.SolverState.DESCRIPTOR.fields)
+    assert caffe_pb2.SolverState.DESCRIPTOR.fields_by_name["integrity"].number == last
+
+
 def test_a_changed_history_value_is_refused_naming_the_file(run: Path, capsys) -> None:
     """A parsable state whose payload changed (one history value): refused, not trained on."""
     state = caffe_pb2.SolverState()
