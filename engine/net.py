@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import wire
 from engine.backend import get_array_module, make_rng, rng_state, set_rng_state, to_numpy
 from engine.blob import Blob
 from engine.boost_random import CaffeRNG
@@ -18,7 +19,12 @@ from engine.hdf5_io import is_hdf5_path, load_net_weights, save_net_weights
 from engine.layer import TEST, TRAIN, Layer, layer_class
 from engine.net_graph import filter_net, insert_splits
 from engine.proto import caffe_pb2
-from engine.proto_io import array_to_blob_proto, read_net_param, write_binary_proto
+from engine.proto_io import (
+    array_to_blob_proto,
+    blob_proto_chunks,
+    read_net_param,
+    write_binary_bytes,
+)
 
 _PHASES = {TRAIN: 0, TEST: 1}
 STREAM_STATE_KEY = "caffe_stream"  # Caffe's stream in Net.rng_state()
@@ -617,9 +623,8 @@ class Net:
                     )
                 mine.share(source_blob.data, mine.diff)
 
-    def to_proto(self, write_diff: bool = False, legacy_shapes: bool = False) -> Any:
-        """The net definition with every layer's blobs, as Caffe's Net::ToProto (.caffemodel)."""
-
+    def _definition(self) -> Any:
+        """The net as a .caffemodel defines it: each layer's param in this phase, no blobs."""
         out = type(self.param)()
         out.name = self.param.name
         for layer in self.layers:
@@ -627,23 +632,33 @@ class Net:
             lp.CopyFrom(layer.param)
             del lp.blobs[:]
             lp.phase = 0 if self.phase == TRAIN else 1
-            for blob in layer.blobs:
-                diff = to_numpy(blob.diff) if write_diff else None
-                array_to_blob_proto(
-                    to_numpy(blob.data), diff, legacy=legacy_shapes, out=lp.blobs.add()
-                )
+        return out
+
+    def _blob_arrays(self, layer: Any, write_diff: bool) -> Any:
+        for blob in layer.blobs:
+            yield to_numpy(blob.data), to_numpy(blob.diff) if write_diff else None
+
+    def to_proto(self, write_diff: bool = False, legacy_shapes: bool = False) -> Any:
+        """The net definition with every layer's blobs, as Caffe's Net::ToProto (.caffemodel)."""
+        out = self._definition()
+        for layer, lp in zip(self.layers, out.layer, strict=True):
+            for data, diff in self._blob_arrays(layer, write_diff):
+                array_to_blob_proto(data, diff, legacy=legacy_shapes, out=lp.blobs.add())
         return out
 
     def save(self, path: str, legacy_shapes: bool = False, write_diff: bool = False) -> None:
         """Write the weights (and diffs if asked, as snapshot_diff) as a binary .caffemodel,
-        or in Caffe's HDF5 layout if the name ends with .h5."""
+        or in Caffe's HDF5 layout if the name ends with .h5. The binary file is to_proto's
+        serialization, written from the arrays in place (engine/wire.py)."""
 
         if is_hdf5_path(path):
             save_net_weights(self, path, write_diff=write_diff)
             return
-
-        proto = self.to_proto(write_diff=write_diff, legacy_shapes=legacy_shapes)
-        write_binary_proto(path, proto)
+        blobs = [
+            [blob_proto_chunks(data, diff, legacy_shapes) for data, diff in arrays]
+            for arrays in (self._blob_arrays(layer, write_diff) for layer in self.layers)
+        ]
+        write_binary_bytes(path, wire.net_chunks(self._definition(), blobs))
 
     def __repr__(self) -> str:
         return f"Net('{self.name}', phase={self.phase}, layers={len(self.layers)})"

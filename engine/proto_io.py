@@ -7,22 +7,20 @@ protobuf traceback. Net and solver readers return upgraded messages (see engine/
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
+from engine import wire
 from engine.errors import PrototxtError
 from engine.proto import caffe_pb2
 from engine.upgrade import upgrade_net_param, upgrade_solver_param
 
 M = TypeVar("M", bound=pb_message.Message)
 PathLike = str | os.PathLike
-
-# BlobProto field numbers of the packed value arrays (wire type 2 = length-delimited).
-_FLOAT_FIELDS = {"data": 5, "diff": 6}
-_DOUBLE_FIELDS = {"data": 8, "diff": 9}
 
 
 # ---------------------------------------------------------------- text format
@@ -97,8 +95,9 @@ def write_binary_proto(path: PathLike, msg: pb_message.Message) -> None:
     _write_bytes(path, msg.SerializeToString())
 
 
-def write_binary_bytes(path: PathLike, data: bytes) -> None:
-    """Write an already serialized message to `path` as write_binary_proto does."""
+def write_binary_bytes(path: PathLike, data: bytes | Sequence[wire.Chunk]) -> None:
+    """Write an already serialized message (bytes, or its pieces in order) to `path` as
+    write_binary_proto does."""
     _write_bytes(path, data)
 
 
@@ -250,6 +249,31 @@ def blob_proto_to_array(
     return values.reshape(stored)
 
 
+def blob_shape_proto(
+    shape: tuple[int, ...], legacy: bool = False, out: caffe_pb2.BlobProto | None = None
+) -> caffe_pb2.BlobProto:
+    """A BlobProto holding only a shape: num/channels/height/width (<= 4 axes, leading 1s) as
+    old Caffe wrote them when `legacy`, else `shape`. Fills `out` (cleared first) if given."""
+    bp = out if out is not None else caffe_pb2.BlobProto()
+    bp.Clear()
+    if legacy:
+        if len(shape) > 4:
+            raise ValueError(f"legacy BlobProto holds at most 4 axes, got shape {shape}")
+        bp.num, bp.channels, bp.height, bp.width = (1,) * (4 - len(shape)) + tuple(shape)
+    else:
+        bp.shape.dim.extend(int(s) for s in shape)
+    return bp
+
+
+def _check_diff(arr: np.ndarray, diff: np.ndarray | None) -> np.ndarray | None:
+    if diff is None:
+        return None
+    diff = np.asarray(diff)
+    if diff.shape != arr.shape:
+        raise ValueError(f"diff shape {diff.shape} differs from data shape {arr.shape}")
+    return diff
+
+
 def array_to_blob_proto(
     arr: np.ndarray,
     diff: np.ndarray | None = None,
@@ -262,21 +286,23 @@ def array_to_blob_proto(
     otherwise `shape`. Fills `out` (cleared first) if given.
     """
     arr = np.asarray(arr)
-    bp = out if out is not None else caffe_pb2.BlobProto()
-    bp.Clear()
-    if legacy:
-        if arr.ndim > 4:
-            raise ValueError(f"legacy BlobProto holds at most 4 axes, got shape {arr.shape}")
-        bp.num, bp.channels, bp.height, bp.width = (1,) * (4 - arr.ndim) + arr.shape
-    else:
-        bp.shape.dim.extend(int(s) for s in arr.shape)
+    diff = _check_diff(arr, diff)
+    bp = blob_shape_proto(arr.shape, legacy, out)
     _put_values(bp, "data", arr)
     if diff is not None:
-        diff = np.asarray(diff)
-        if diff.shape != arr.shape:
-            raise ValueError(f"diff shape {diff.shape} differs from data shape {arr.shape}")
         _put_values(bp, "diff", diff)
     return bp
+
+
+def blob_proto_chunks(
+    arr: np.ndarray, diff: np.ndarray | None = None, legacy: bool = False
+) -> list[wire.Chunk]:
+    """array_to_blob_proto(arr, diff, legacy).SerializeToString() in pieces, the values read
+    from the arrays in place (no copy of a big layer's weights through a message)."""
+    arr = np.asarray(arr)
+    diff = _check_diff(arr, diff)
+    shape_only = blob_shape_proto(arr.shape, legacy).SerializeToString()
+    return wire.blob_chunks(arr, diff, shape_only)
 
 
 def read_blob_proto(path: PathLike) -> caffe_pb2.BlobProto:
@@ -307,23 +333,12 @@ def _has_legacy_shape(bp: caffe_pb2.BlobProto) -> bool:
 
 def _put_values(bp: caffe_pb2.BlobProto, which: str, arr: np.ndarray) -> None:
     """Append arr's values to a packed field as raw little-endian bytes (fast for big blobs)."""
-    if arr.dtype == np.float64:
-        number, payload = _DOUBLE_FIELDS[which], arr.astype("<f8", copy=False).tobytes()
-    else:
-        number, payload = _FLOAT_FIELDS[which], arr.astype("<f4", copy=False).tobytes()
+    index = 0 if which == "data" else 1
+    double = arr.dtype == np.float64
+    numbers, kind = (wire.DOUBLE_FIELDS, "<f8") if double else (wire.FLOAT_FIELDS, "<f4")
+    payload = arr.astype(kind, copy=False).tobytes()
     if payload:
-        bp.MergeFromString(_varint((number << 3) | 2) + _varint(len(payload)) + payload)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
+        bp.MergeFromString(wire.length_prefix(numbers[index], len(payload)) + payload)
 
 
 def _read_bytes(path: PathLike) -> bytes:
@@ -350,12 +365,15 @@ def _read_text(path: PathLike) -> str:
         ) from None
 
 
-def _write_bytes(path: PathLike, data: bytes) -> None:
+def _write_bytes(path: PathLike, data: bytes | Sequence[wire.Chunk]) -> None:
     name = os.fspath(path)
     tmp = f"{name}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                handle.writelines(data)
         os.replace(tmp, name)
     except OSError as exc:
         if os.path.exists(tmp):

@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from engine import hdf5_io
+from engine import hdf5_io, wire
 from engine.backend import copy_to_device, to_numpy
 from engine.errors import PrototxtError
 from engine.hdf5_io import is_hdf5_path
+from engine.proto import caffe_pb2
 from engine.proto_io import (
     array_to_blob_proto,
+    blob_proto_chunks,
     blob_proto_to_array,
     read_solver_state,
     write_binary_bytes,
@@ -52,6 +54,9 @@ def check_writable(prefix: str) -> None:
             f"cannot write to snapshot_prefix '{prefix}': make sure the directory exists and is "
             f"writable ({exc.strerror})"
         ) from None
+
+
+_HISTORY = caffe_pb2.SolverState.DESCRIPTOR.fields_by_name["history"].number
 
 
 def history_to_state(state: Any, history: list[Any]) -> None:
@@ -104,20 +109,31 @@ def _state_sha256(state: Any) -> str:
             state.integrity.CopyFrom(saved)
 
 
-def seal(state: Any, model_path: str) -> bytes:
+def seal(state: Any, history: list[Any], model_path: str) -> list[wire.Chunk]:
     """Record the checksums of a binary snapshot in `state.integrity`: the .caffemodel's bytes
     (already written) and the state's own payload, so a damaged snapshot is refused on load.
 
-    Returns the sealed state serialized. The payload (every weight's history) is serialized once,
-    for its checksum and the file alike: `integrity` is the state's last field (1011), so the
-    payload followed by that field alone is the message's own encoding."""
+    Returns the sealed state's encoding in pieces, `history` (one array per learnable param, in
+    Caffe's order) placed as history_to_state would put it and read from the arrays in place:
+    the payload is encoded once, for its checksum and the file alike. `integrity` is the
+    state's last field (1011), so the payload followed by that field alone is the message's own
+    encoding."""
+    del state.history[:]
     state.ClearField("integrity")
-    payload = state.SerializeToString(deterministic=True)
+    head, tail = wire.split_before(state.SerializeToString(deterministic=True), _HISTORY)
+    payload: list[wire.Chunk] = [head]
+    for h in history:
+        blob = blob_proto_chunks(to_numpy(h))
+        payload += [wire.length_prefix(_HISTORY, wire.chunks_size(blob)), *blob]
+    payload.append(tail)
+    digest = hashlib.sha256()
+    for chunk in payload:
+        digest.update(chunk)
     state.integrity.caffemodel_sha256 = file_sha256(model_path)
-    state.integrity.state_sha256 = hashlib.sha256(payload).hexdigest()
+    state.integrity.state_sha256 = digest.hexdigest()
     seal_only = type(state)()
     seal_only.integrity.CopyFrom(state.integrity)
-    return payload + seal_only.SerializeToString(deterministic=True)
+    return [*payload, seal_only.SerializeToString(deterministic=True)]
 
 
 def check_state(state: Any, path: str) -> None:
@@ -154,13 +170,13 @@ def load_state(path: str) -> Any:
     return state
 
 
-def write_state(path: str, state: Any, serialized: bytes | None = None) -> None:
+def write_state(path: str, state: Any, sealed: list[wire.Chunk] | None = None) -> None:
     """Write a SolverState as Caffe does: HDF5 when the name ends ".h5", else binary proto
-    (`serialized`, when given, is the state's encoding already made, as seal returns it)."""
+    (`sealed`, when given, is the state's encoding already made, as seal returns it)."""
     if is_hdf5_path(path):
         hdf5_io.write_solver_state(path, state)
-    elif serialized is not None:
-        write_binary_bytes(path, serialized)
+    elif sealed is not None:
+        write_binary_bytes(path, sealed)
     else:
         write_solver_state(path, state)
 

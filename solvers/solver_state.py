@@ -50,7 +50,6 @@ def save(
     state.iter = it
     state.learned_net = model
     state.current_step = current_step
-    snapshot.history_to_state(state, history.caffe_order())
     if isgd is not None:
         isgd.queue.to_proto(state.isgd_state)
     cursors = net.data_cursors()
@@ -65,8 +64,11 @@ def save(
     state.progress.CopyFrom(progress)
     path = snapshot.snapshot_filename(param.snapshot_prefix, it, ".solverstate" + ext)
     log.info(f"Snapshotting solver state to {kind} file {path}")
-    serialized = None if h5 else snapshot.seal(state, model)
-    snapshot.write_state(path, state, serialized)
+    if h5:
+        snapshot.history_to_state(state, history.caffe_order())
+        snapshot.write_state(path, state)
+    else:
+        snapshot.write_state(path, state, snapshot.seal(state, history.caffe_order(), model))
     log.flush()
     return path
 
