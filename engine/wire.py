@@ -99,24 +99,30 @@ def blob_chunks(arr: np.ndarray, diff: np.ndarray | None, shape_only: bytes) -> 
     return out
 
 
+def with_repeated(
+    serialized: bytes, number: int, messages: Sequence[Sequence[Chunk]]
+) -> list[Chunk]:
+    """A message (serialized without field `number`) with `messages` (each one's encoding in
+    pieces) as its repeated field `number`, placed where protobuf writes that field."""
+    head, tail = split_before(serialized, number)
+    out: list[Chunk] = [head]
+    for message in messages:
+        out += [length_prefix(number, chunks_size(message)), *message]
+    out.append(tail)
+    return out
+
+
 def net_chunks(net: Any, layer_blobs: Sequence[Sequence[list[Chunk]]]) -> list[Chunk]:
     """A NetParameter's encoding: `net` (its layers without blobs) with layer i's blobs (their
     BlobProto encodings, layer_blobs[i]) placed where protobuf writes them."""
     if len(net.layer) != len(layer_blobs):
         raise ValueError(f"{len(net.layer)} layers but blobs for {len(layer_blobs)}")
-    bare = type(net)()
-    bare.CopyFrom(net)
-    del bare.layer[:]
-    head, tail = split_before(bare.SerializeToString(), NET_LAYERS)
-    out: list[Chunk] = [head]
+    layers = []
     for layer, blobs in zip(net.layer, layer_blobs, strict=True):
         if len(layer.blobs):
             raise ValueError(f"layer '{layer.name}' already holds blobs in the message")
-        layer_head, layer_tail = split_before(layer.SerializeToString(), LAYER_BLOBS)
-        body: list[Chunk] = [layer_head]
-        for blob in blobs:
-            body += [length_prefix(LAYER_BLOBS, chunks_size(blob)), *blob]
-        body.append(layer_tail)
-        out += [length_prefix(NET_LAYERS, chunks_size(body)), *body]
-    out.append(tail)
-    return out
+        layers.append(with_repeated(layer.SerializeToString(), LAYER_BLOBS, blobs))
+    bare = type(net)()
+    bare.CopyFrom(net)
+    del bare.layer[:]
+    return with_repeated(bare.SerializeToString(), NET_LAYERS, layers)

@@ -120,12 +120,11 @@ def seal(state: Any, history: list[Any], model_path: str) -> list[wire.Chunk]:
     encoding."""
     del state.history[:]
     state.ClearField("integrity")
-    head, tail = wire.split_before(state.SerializeToString(deterministic=True), _HISTORY)
-    payload: list[wire.Chunk] = [head]
-    for h in history:
-        blob = blob_proto_chunks(to_numpy(h))
-        payload += [wire.length_prefix(_HISTORY, wire.chunks_size(blob)), *blob]
-    payload.append(tail)
+    payload = wire.with_repeated(
+        state.SerializeToString(deterministic=True),
+        _HISTORY,
+        [blob_proto_chunks(to_numpy(h)) for h in history],
+    )
     digest = hashlib.sha256()
     for chunk in payload:
         digest.update(chunk)
