@@ -361,7 +361,8 @@ class MultinomialLogisticLossLayer(LossLayer):
         return self.xp.maximum(probs, self.dtype.type(LOG_THRESHOLD))
 
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
-        tops[0].data[...] = -self.xp.sum(self.xp.log(self._picked(bottoms))) / self.num
+        self._at_label = self._picked(bottoms)  # backward divides by the same clamped values
+        tops[0].data[...] = -self.xp.sum(self.xp.log(self._at_label)) / self.num
 
     def backward(
         self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]
@@ -371,4 +372,4 @@ class MultinomialLogisticLossLayer(LossLayer):
             return
         dx = bottoms[0].diff.reshape(self.num, self.dim)
         dx.fill(0)
-        dx[self._rows, self._labels] = -self.loss_weight(tops) / self.num / self._picked(bottoms)
+        dx[self._rows, self._labels] = -self.loss_weight(tops) / self.num / self._at_label
